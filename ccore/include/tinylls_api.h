@@ -1,0 +1,225 @@
+/* tinylls public API: every declaration the host binding sees.
+ *
+ * This file is plain C with no #include and no #if, and its enum values are literals, so that
+ * host/_build_ffi.py can hand its text to cffi's cdef unchanged (cffi then checks every value
+ * against the compiled library). C users include tinylls.h, which includes <stdint.h> first.
+ *
+ * Conventions (TensorFlow Lite's int8 quantization):
+ *   real = scale * (q - zero_point). Activations are asymmetric int8 with a zero point;
+ *   weights are symmetric int8 per output channel (zero point 0); biases are int32 with scale
+ *   s_in * s_w[c]. A "quantized multiplier" (mult, shift) stands for the real number
+ *   mult * 2^(shift - 31), mult in [2^30, 2^31) or 0. Tensors are NHWC, batch 1.
+ *   Kernels take zero points, not TFLite's offsets (input_offset = -in_zp).
+ */
+
+/* ---------------------------------------------------------------- status codes */
+typedef int32_t tl_status;
+enum {
+    TL_OK = 0,
+    TL_ERR_ARG = -1,          /* a NULL pointer or a parameter out of its documented range */
+    TL_ERR_ARENA = -2,        /* scratch arena smaller than tl_model_arena_bytes() */
+    TL_ERR_SHAPE = -3,        /* tensor shapes that do not fit together */
+    TL_ERR_LABEL = -4,        /* label >= number of classes, or negative */
+    TL_ERR_MODEL = -5,        /* malformed model description */
+    TL_ERR_UNSUPPORTED = -6,  /* a layer kind, activation or option this build does not support */
+    TL_ERR_QUANT = -7,        /* quantization parameter out of range (shift, zero point, multiplier) */
+    TL_ERR_TRUNCATED = -8,    /* model file shorter than its header says */
+    TL_ERR_CRC = -9,          /* model file body does not match its CRC32 */
+    TL_ERR_VERSION = -10,     /* model file format version unknown to this build */
+    TL_ERR_MAGIC = -11,       /* not a tinylls model file */
+    TL_ERR_FROZEN = -12       /* training asked of a model whose layers are all frozen */
+};
+
+/* ---------------------------------------------------------------- limits */
+enum {
+    TL_MAX_LAYERS = 64,       /* layers in one model */
+    TL_MAX_CLASSES = 32,      /* classes of the classifier and of every LLS local head */
+    TL_LLS_MAX_T = 2048       /* longest pooled, flattened LLS vector */
+};
+
+/* ---------------------------------------------------------------- enums */
+enum {                        /* tl_layer.kind */
+    TL_LAYER_CONV = 1,        /* standard convolution, k_h x k_w, any stride / padding */
+    TL_LAYER_DWCONV = 2,      /* depthwise convolution, depth multiplier 1 */
+    TL_LAYER_FC = 3,          /* fully connected on the flattened (NHWC) input */
+    TL_LAYER_AVGPOOL = 4      /* average pooling, k_h x k_w window, TFLite int8 semantics */
+};
+enum {                        /* tl_layer.act: fused activation after requantization */
+    TL_ACT_NONE = 0,
+    TL_ACT_RELU = 1,
+    TL_ACT_RELU6 = 2,
+    TL_ACT_LEAKY = 3          /* negative accumulators scaled by (leaky_mult, leaky_shift) first */
+};
+enum {                        /* tl_train_cfg.basis */
+    TL_BASIS_SQUARE = 0,      /* sign(sin(f_c t)), values in {-1, 0, +1}: no multiplications */
+    TL_BASIS_SINE = 1,        /* sin(f_c t) in Q15 */
+    TL_BASIS_RANDOM = 2       /* fixed pseudo-random +-1 from (basis_seed, c, t) */
+};
+enum {                        /* tl_train_cfg.variant */
+    TL_LLS_PLAIN = 0,
+    TL_LLS_M = 1,             /* trainable modulation vector per layer (classes) */
+    TL_LLS_MXM = 2            /* trainable classes x classes matrix per layer */
+};
+enum {                        /* tl_train_cfg.rounding */
+    TL_ROUND_STOCHASTIC = 0,  /* unbiased: keeps sub-LSB progress in expectation */
+    TL_ROUND_NEAREST = 1
+};
+
+/* ---------------------------------------------------------------- kernels */
+typedef struct {
+    int32_t n, h, w, c;
+} tl_dims;
+
+typedef struct {
+    int32_t in_zp;                 /* input zero point, [-128, 127] */
+    int32_t out_zp;                /* output zero point, [-128, 127] */
+    int32_t stride_h, stride_w;    /* >= 1 */
+    int32_t pad_top, pad_left;     /* leading padding; trailing padding follows from the shapes */
+    int32_t act_min, act_max;      /* clamp in the output domain, -128 <= min <= max <= 127 */
+} tl_conv_params;
+
+typedef struct {
+    const int32_t *mult;           /* (out_c) quantized multipliers */
+    const int32_t *shift;          /* (out_c) shifts, [-31, 30] */
+} tl_quant;
+
+/* TFLite's MultiplyByQuantizedMultiplier: saturating rounding doubling high multiply, then a
+ * rounding (half away from zero) right shift. Exact for every int32 x and shift in [-31, 30]. */
+int32_t tl_requantize(int32_t x, int32_t mult, int32_t shift);
+
+/* in (1,H,W,Cin), filter (Cout,KH,KW,Cin), bias (Cout) or NULL, out (1,OH,OW,Cout). */
+tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
+                     const tl_dims *in_dims, const int8_t *in,
+                     const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                     const tl_dims *out_dims, int8_t *out);
+/* in (1,H,W,C), filter (1,KH,KW,C), bias (C) or NULL, out (1,OH,OW,C). */
+tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
+                       const tl_dims *in_dims, const int8_t *in,
+                       const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                       const tl_dims *out_dims, int8_t *out);
+/* 1x1 convolution, stride 1, no padding: in (1,H,W,Cin), filter (Cout,1,1,Cin). */
+tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
+                       const tl_dims *in_dims, const int8_t *in,
+                       const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                       const tl_dims *out_dims, int8_t *out);
+/* in (in_n) flattened, filter (out_n, in_n), out (out_n); per-channel or per-tensor quant
+ * (per_channel = 0 reads q->mult[0], q->shift[0] for every output). Stride/padding ignored. */
+tl_status tl_fc_s8(const tl_conv_params *p, const tl_quant *q, int32_t per_channel,
+                   int32_t in_n, const int8_t *in,
+                   int32_t out_n, const int8_t *filter, const int32_t *bias, int8_t *out);
+/* TFLite AVERAGE_POOL_2D int8 (input and output share scale and zero point): window k_h x k_w,
+ * padded taps excluded from the count, rounding half away from zero, clamp to [act_min, act_max]. */
+tl_status tl_avgpool_s8(const tl_conv_params *p, int32_t k_h, int32_t k_w,
+                        const tl_dims *in_dims, const int8_t *in,
+                        const tl_dims *out_dims, int8_t *out);
+/* Standalone activations on n int8 values. ReLU/ReLU6 bounds are given in the quantized domain.
+ * LeakyReLU follows TFLite's int8 LEAKY_RELU: identity part and alpha part each requantized. */
+tl_status tl_clamp_s8(int32_t n, int8_t *x, int32_t act_min, int32_t act_max);
+tl_status tl_leaky_relu_s8(int32_t n, const int8_t *in, int32_t in_zp, int32_t out_zp,
+                           int32_t id_mult, int32_t id_shift,
+                           int32_t alpha_mult, int32_t alpha_shift, int8_t *out);
+
+/* ---------------------------------------------------------------- model */
+typedef struct {
+    int32_t kind;                  /* TL_LAYER_* */
+    int32_t act;                   /* TL_ACT_* */
+    int32_t in_h, in_w, in_c;      /* input tensor (1, in_h, in_w, in_c) */
+    int32_t out_h, out_w, out_c;   /* output tensor; FC: out_h = out_w = 1 */
+    int32_t k_h, k_w;              /* kernel (conv, dwconv, avgpool); FC: 1, 1 */
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;
+    int32_t in_zp, out_zp;
+    int32_t act_min, act_max;      /* output clamp, quantized domain */
+    int32_t leaky_mult, leaky_shift;  /* TL_ACT_LEAKY: slope as a quantized multiplier */
+    int8_t *weights;               /* conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in_c) */
+    int32_t *bias;                 /* (out_c), scale s_in * s_w[c] */
+    const int32_t *out_mult;       /* (out_c) requantization: s_in * s_w[c] / s_out */
+    const int32_t *out_shift;      /* (out_c) */
+    /* training (ignored by inference) */
+    int32_t trainable;             /* 0 frozen, 1 trained by LLS (hidden) or cross-entropy (last) */
+    const int32_t *upd_mult;       /* (out_c) weight-update scale, lr excluded: see tl_lls.c */
+    const int32_t *upd_shift;      /* (out_c) */
+    const int32_t *bupd_mult;      /* (out_c) bias-update scale, lr excluded */
+    const int32_t *bupd_shift;     /* (out_c) */
+    int32_t lr_mult, lr_shift;     /* this layer's learning rate as a quantized multiplier */
+    int32_t logit_mult, logit_shift;  /* last layer: s_out as a quantized multiplier (softmax input) */
+    int32_t *lls_m;                /* LLS-M (classes) / LLS-MxM (classes*classes) in Q16, or NULL */
+    int32_t lls_m_lr_mult, lls_m_lr_shift;  /* learning rate of lls_m */
+    int32_t pool;                  /* LLS pooling grid edge p (pooled length out_c*p*p); set by tl_model_prepare */
+} tl_layer;
+
+typedef struct {
+    int32_t basis;                 /* TL_BASIS_* */
+    int32_t variant;               /* TL_LLS_* */
+    int32_t rounding;              /* TL_ROUND_* */
+    uint32_t seed;                 /* stochastic rounding stream */
+    uint32_t basis_seed;           /* TL_BASIS_RANDOM */
+    int32_t inv_tau_q8;            /* 1/tau in Q8 (tau 0.5 -> 512) */
+} tl_train_cfg;
+
+typedef struct {
+    int32_t n_layers;
+    tl_layer *layers;              /* (n_layers) */
+    int32_t classes;               /* output size of the last layer */
+    tl_train_cfg cfg;
+    uint32_t step;                 /* training steps taken; advances the rounding stream */
+} tl_model;
+
+typedef struct {
+    int32_t n_layers;
+    int32_t pred;                          /* classifier argmax */
+    int32_t local_pred[64];                /* (TL_MAX_LAYERS) LLS head argmax per layer, -1 if none */
+    int32_t local_loss_q16[64];            /* (TL_MAX_LAYERS) local cross-entropy, Q16; -1 if none */
+    int32_t logits[32];                    /* (TL_MAX_CLASSES) classifier output, int8 values */
+} tl_result;
+
+typedef struct {
+    void *buf;                     /* caller-owned scratch, at least tl_model_arena_bytes() */
+    int32_t size;
+} tl_ctx;
+
+/* Checks every layer (shapes chain, kinds, quant ranges, classes) and fills derived fields
+ * (pool). Must be called once before the calls below; they re-check cheaply. */
+tl_status tl_model_prepare(tl_model *m);
+/* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. */
+int32_t tl_model_arena_bytes(const tl_model *m);
+/* Bytes a backprop trainer would keep: the input plus every layer's output (int8). */
+int32_t tl_model_bp_activation_bytes(const tl_model *m);
+/* Largest single layer's input + output bytes (the O(n_max) yardstick). */
+int32_t tl_model_max_layer_bytes(const tl_model *m);
+
+/* One layer's forward pass: in is its input tensor, out its output tensor (may not overlap). */
+tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out);
+/* Forward pass; with with_local != 0 also every layer's LLS local prediction. */
+tl_status tl_model_infer(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t with_local,
+                         tl_result *res);
+/* One LLS training step on one labelled sample: each trainable layer updates right after its own
+ * forward pass. On error nothing has been written to the weights. */
+tl_status tl_model_train_step(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
+                              tl_result *res);
+
+/* The learning signal of one layer without touching it: the update, before rounding, that
+ * train_step would apply to its weights (n_weights values) and bias (out_c values), in units of
+ * 2^-16 LSB. input: the layer's input tensor. For tests of the rule against a float reference. */
+tl_status tl_layer_update_preview(const tl_model *m, int32_t layer, const tl_ctx *arena,
+                                  const int8_t *layer_input, int32_t label,
+                                  int64_t *dw_q16, int64_t *db_q16);
+
+/* Basis element b_c[t] of the configured basis for a local head of `classes` classes, in Q15
+ * (square and random give -32768/0/+32767 scaled as -1/0/+1 -> -32767, 0, 32767). */
+int32_t tl_basis_q15(int32_t basis, uint32_t basis_seed, int32_t c, int32_t classes, int32_t t);
+
+const char *tl_strerror(tl_status s);
+const char *tl_version(void);
+
+/* ---------------------------------------------------------------- model files */
+/* Parses a tinylls model file (see host/modelfile.py for the byte layout) held in RAM, in place:
+ * layer weights, biases and LLS modulation point into `blob` (so training changes the blob) and
+ * nothing is copied. blob must be 4-byte aligned. layers: caller storage for max_layers entries.
+ * Every field is validated (size, magic, version, CRC32, kinds, shapes, quant ranges); on any
+ * error *out is left untouched and a specific TL_ERR_* code is returned. On success m is ready
+ * (tl_model_prepare has run). */
+tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32_t max_layers,
+                            tl_model *out);
+/* CRC-32 (IEEE 802.3, reflected, init/xorout 0xFFFFFFFF), as zlib.crc32; crc = 0 to start. */
+uint32_t tl_crc32(uint32_t crc, const uint8_t *data, int32_t n);

@@ -1,0 +1,394 @@
+/* The model: validation, the arena planner, and the layer-by-layer forward pass that inference
+ * and training share.
+ *
+ * Arena layout (the caller's one buffer, 4-byte aligned):
+ *   [ LLS scratch: int32 signal[T_max] | int16 delta[HW_max] ][ activations .......... ]
+ * Activations are double-ended: even layers write their output at the start of the activation
+ * region, odd layers at its end, so a layer's input (the previous output) and its output never
+ * overlap as long as in + out <= region. The region is therefore max over layers of in + out
+ * (layer 0 reads the caller's input in place): the largest single layer, not the sum. */
+#include "tl_support.h"
+#include "tl_train.h"
+
+static int32_t tensor_bytes(int32_t h, int32_t w, int32_t c)
+{
+    return h * w * c;
+}
+
+int32_t tl_layer_in_bytes(const tl_layer *L)
+{
+    return tensor_bytes(L->in_h, L->in_w, L->in_c);
+}
+
+int32_t tl_layer_out_bytes(const tl_layer *L)
+{
+    return tensor_bytes(L->out_h, L->out_w, L->out_c);
+}
+
+int32_t tl_layer_n_weights(const tl_layer *L)
+{
+    switch (L->kind) {
+    case TL_LAYER_CONV: return L->out_c * L->k_h * L->k_w * L->in_c;
+    case TL_LAYER_DWCONV: return L->k_h * L->k_w * L->out_c;
+    case TL_LAYER_FC: return L->out_c * L->in_h * L->in_w * L->in_c;
+    default: return 0;
+    }
+}
+
+/* ---------------------------------------------------------------- validation */
+static int quant_ok(const int32_t *mult, const int32_t *shift, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (mult[i] < 0 || shift[i] < -31 || shift[i] > 30)
+            return 0;
+    return 1;
+}
+
+static int zp_ok(int32_t zp)
+{
+    return zp >= -128 && zp <= 127;
+}
+
+/* One spatial axis: every window must start inside the padded image and touch the real one. */
+static int axis_ok(int32_t in, int32_t out, int32_t k, int32_t stride, int32_t pad)
+{
+    if (in < 1 || out < 1 || k < 1 || stride < 1 || pad < 0 || pad >= k)
+        return 0;
+    if (in > 4096 || out > 4096 || k > 64 || stride > 64)
+        return 0;
+    const int32_t last = (out - 1) * stride - pad; /* start of the last window */
+    return last <= in - 1 && last + k <= in + k - 1;
+}
+
+/* The LLS pooling grid: the largest p in {8, 4, 2, 1} that divides the output evenly and keeps
+ * out_c * p * p <= TL_LLS_MAX_T (the authors' 8x8 / 4x4 / 2x2 / 1x1 choice, made integer-exact). */
+static int32_t choose_pool(const tl_layer *L)
+{
+    for (int32_t p = 8; p >= 1; p /= 2)
+        if (L->out_h % p == 0 && L->out_w % p == 0 && L->out_c * p * p <= TL_LLS_MAX_T)
+            return p;
+    return 0;
+}
+
+static tl_status check_layer(const tl_model *m, int32_t i, const tl_layer *L)
+{
+    const int last = i == m->n_layers - 1;
+    if (L->kind < TL_LAYER_CONV || L->kind > TL_LAYER_AVGPOOL)
+        return TL_ERR_UNSUPPORTED;
+    if (L->act < TL_ACT_NONE || L->act > TL_ACT_LEAKY)
+        return TL_ERR_UNSUPPORTED;
+    if (L->in_h < 1 || L->in_w < 1 || L->in_c < 1 || L->out_h < 1 || L->out_w < 1 || L->out_c < 1)
+        return TL_ERR_SHAPE;
+    if (L->in_c > 4096 || L->out_c > 4096)
+        return TL_ERR_SHAPE;
+    if (i > 0) {
+        const tl_layer *P = &m->layers[i - 1];
+        if (P->out_h != L->in_h || P->out_w != L->in_w || P->out_c != L->in_c)
+            return TL_ERR_SHAPE;
+    }
+    if (!zp_ok(L->in_zp) || !zp_ok(L->out_zp))
+        return TL_ERR_QUANT;
+    if (L->act_min < -128 || L->act_max > 127 || L->act_min > L->act_max)
+        return TL_ERR_QUANT;
+    switch (L->kind) {
+    case TL_LAYER_CONV:
+    case TL_LAYER_AVGPOOL:
+    case TL_LAYER_DWCONV:
+        if (!axis_ok(L->in_h, L->out_h, L->k_h, L->stride_h, L->pad_top) ||
+            !axis_ok(L->in_w, L->out_w, L->k_w, L->stride_w, L->pad_left))
+            return TL_ERR_SHAPE;
+        if (L->kind != TL_LAYER_CONV && L->in_c != L->out_c)
+            return TL_ERR_SHAPE;
+        break;
+    case TL_LAYER_FC:
+        if (L->out_h != 1 || L->out_w != 1)
+            return TL_ERR_SHAPE;
+        break;
+    }
+    if (L->kind == TL_LAYER_AVGPOOL) {
+        if (L->trainable)
+            return TL_ERR_UNSUPPORTED;
+        return TL_OK;
+    }
+    if (!L->weights || !L->bias || !L->out_mult || !L->out_shift)
+        return TL_ERR_MODEL;
+    if (!quant_ok(L->out_mult, L->out_shift, L->out_c))
+        return TL_ERR_QUANT;
+    if (L->act == TL_ACT_LEAKY && !quant_ok(&L->leaky_mult, &L->leaky_shift, 1))
+        return TL_ERR_QUANT;
+    if (L->trainable) {
+        if (!L->upd_mult || !L->upd_shift || !L->bupd_mult || !L->bupd_shift)
+            return TL_ERR_MODEL;
+        if (!quant_ok(L->upd_mult, L->upd_shift, L->out_c) ||
+            !quant_ok(L->bupd_mult, L->bupd_shift, L->out_c) ||
+            !quant_ok(&L->lr_mult, &L->lr_shift, 1))
+            return TL_ERR_QUANT;
+        if (last) {
+            if (L->out_h * L->out_w != 1 || !quant_ok(&L->logit_mult, &L->logit_shift, 1))
+                return TL_ERR_UNSUPPORTED;
+        } else if (L->lls_m && !quant_ok(&L->lls_m_lr_mult, &L->lls_m_lr_shift, 1)) {
+            return TL_ERR_QUANT;
+        }
+    }
+    return TL_OK;
+}
+
+tl_status tl_model_prepare(tl_model *m)
+{
+    if (!m || !m->layers)
+        return TL_ERR_ARG;
+    if (m->n_layers < 1 || m->n_layers > TL_MAX_LAYERS)
+        return TL_ERR_MODEL;
+    if (m->classes < 1 || m->classes > TL_MAX_CLASSES)
+        return TL_ERR_MODEL;
+    const tl_train_cfg *cfg = &m->cfg;
+    if (cfg->basis < TL_BASIS_SQUARE || cfg->basis > TL_BASIS_RANDOM ||
+        cfg->variant < TL_LLS_PLAIN || cfg->variant > TL_LLS_MXM ||
+        cfg->rounding < TL_ROUND_STOCHASTIC || cfg->rounding > TL_ROUND_NEAREST ||
+        cfg->inv_tau_q8 < 1 || cfg->inv_tau_q8 > (1 << 16))
+        return TL_ERR_ARG;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        tl_status s = check_layer(m, i, &m->layers[i]);
+        if (s != TL_OK)
+            return s;
+    }
+    const tl_layer *last = &m->layers[m->n_layers - 1];
+    if (tl_layer_out_bytes(last) != m->classes)
+        return TL_ERR_SHAPE;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        tl_layer *L = &m->layers[i];
+        L->pool = L->kind == TL_LAYER_AVGPOOL ? 0 : choose_pool(L);
+        if (i < m->n_layers - 1 && L->trainable) {
+            if (L->pool == 0)
+                return TL_ERR_UNSUPPORTED; /* no even pooling grid: LLS cannot train this layer */
+            if (cfg->variant != TL_LLS_PLAIN && !L->lls_m)
+                return TL_ERR_MODEL;
+        }
+    }
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- planning */
+int32_t tl_model_act_bytes(const tl_model *m)
+{
+    int32_t r = 0;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        const tl_layer *L = &m->layers[i];
+        const int32_t need = (i == 0 ? 0 : tl_layer_in_bytes(L)) + tl_layer_out_bytes(L);
+        r = TL_MAX(r, need);
+    }
+    return (r + 3) & ~3;
+}
+
+int32_t tl_model_signal_len(const tl_model *m)
+{
+    int32_t t = m->classes;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        const tl_layer *L = &m->layers[i];
+        if (L->pool > 0)
+            t = TL_MAX(t, L->out_c * L->pool * L->pool);
+    }
+    return t;
+}
+
+int32_t tl_model_delta_len(const tl_model *m)
+{
+    int32_t n = 1;
+    for (int32_t i = 0; i < m->n_layers; i++)
+        n = TL_MAX(n, m->layers[i].out_h * m->layers[i].out_w);
+    return n;
+}
+
+int32_t tl_model_arena_bytes(const tl_model *m)
+{
+    tl_status s = tl_model_prepare((tl_model *)m);
+    if (s != TL_OK)
+        return s;
+    const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
+    return tl_model_signal_len(m) * 4 + delta + tl_model_act_bytes(m);
+}
+
+int32_t tl_model_bp_activation_bytes(const tl_model *m)
+{
+    if (!m || !m->layers || m->n_layers < 1 || m->n_layers > TL_MAX_LAYERS)
+        return TL_ERR_ARG;
+    int32_t r = tl_layer_in_bytes(&m->layers[0]);
+    for (int32_t i = 0; i < m->n_layers; i++)
+        r += tl_layer_out_bytes(&m->layers[i]);
+    return r;
+}
+
+int32_t tl_model_max_layer_bytes(const tl_model *m)
+{
+    if (!m || !m->layers || m->n_layers < 1 || m->n_layers > TL_MAX_LAYERS)
+        return TL_ERR_ARG;
+    int32_t r = 0;
+    for (int32_t i = 0; i < m->n_layers; i++)
+        r = TL_MAX(r, tl_layer_in_bytes(&m->layers[i]) + tl_layer_out_bytes(&m->layers[i]));
+    return r;
+}
+
+tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
+{
+    if (!arena || !arena->buf || ((uintptr_t)arena->buf & 3u))
+        return TL_ERR_ARG;
+    const int32_t need = tl_model_arena_bytes(m);
+    if (need < 0)
+        return need;
+    if (arena->size < need)
+        return TL_ERR_ARENA;
+    uint8_t *base = (uint8_t *)arena->buf;
+    const int32_t signal = tl_model_signal_len(m) * 4;
+    const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
+    a->signal = (int32_t *)(void *)base;
+    a->delta = (int16_t *)(void *)(base + signal);
+    a->act = (int8_t *)(base + signal + delta);
+    a->act_size = tl_model_act_bytes(m);
+    return TL_OK;
+}
+
+int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer)
+{
+    if (layer % 2 == 0)
+        return a->act;
+    return a->act + a->act_size - tl_layer_out_bytes(&m->layers[layer]);
+}
+
+/* ---------------------------------------------------------------- forward */
+tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
+{
+    const tl_conv_params p = {L->in_zp, L->out_zp, L->stride_h, L->stride_w,
+                              L->pad_top, L->pad_left, L->act_min, L->act_max};
+    const tl_quant q = {L->out_mult, L->out_shift};
+    const tl_dims in_d = {1, L->in_h, L->in_w, L->in_c};
+    const tl_dims out_d = {1, L->out_h, L->out_w, L->out_c};
+    tl_status s = TL_ERR_UNSUPPORTED;
+    switch (L->kind) {
+    case TL_LAYER_CONV: {
+        const tl_dims f = {L->out_c, L->k_h, L->k_w, L->in_c};
+        if (L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 && L->stride_w == 1 &&
+            L->pad_top == 0 && L->pad_left == 0)
+            s = tl_pwconv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+        else
+            s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+        break;
+    }
+    case TL_LAYER_DWCONV: {
+        const tl_dims f = {1, L->k_h, L->k_w, L->out_c};
+        s = tl_dwconv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+        break;
+    }
+    case TL_LAYER_FC:
+        s = tl_fc_s8(&p, &q, 1, tl_layer_in_bytes(L), in, L->out_c, L->weights, L->bias, out);
+        break;
+    case TL_LAYER_AVGPOOL:
+        s = tl_avgpool_s8(&p, L->k_h, L->k_w, &in_d, in, &out_d, out);
+        break;
+    }
+    if (s != TL_OK || L->act != TL_ACT_LEAKY)
+        return s;
+    /* Fused LeakyReLU, applied in the output domain: values below the zero point are scaled by
+     * the slope (leaky_mult, leaky_shift). The layer's act_min is -128 for this activation. */
+    const int32_t n = tl_layer_out_bytes(L);
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t v = (int32_t)out[i] - L->out_zp;
+        if (v < 0) {
+            const int32_t r = tl_requantize(v, L->leaky_mult, L->leaky_shift) + L->out_zp;
+            out[i] = (int8_t)TL_CLAMP(r, L->act_min, L->act_max);
+        }
+    }
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- infer / train */
+static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
+                     int32_t train, int32_t with_local, tl_result *res)
+{
+    if (!m || !input || !res)
+        return TL_ERR_ARG;
+    tl_arena a;
+    tl_status s = tl_arena_split(m, arena, &a); /* also re-validates the model */
+    if (s != TL_OK)
+        return s;
+    if (train && (label < 0 || label >= m->classes))
+        return TL_ERR_LABEL;
+    if (train) {
+        int32_t any = 0;
+        for (int32_t i = 0; i < m->n_layers; i++)
+            any |= m->layers[i].trainable;
+        if (!any)
+            return TL_ERR_FROZEN;
+    }
+    res->n_layers = m->n_layers;
+    res->pred = -1;
+    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
+        res->local_pred[i] = -1;
+        res->local_loss_q16[i] = -1;
+    }
+    const int8_t *in = input;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        tl_layer *L = &m->layers[i];
+        int8_t *out = tl_arena_output(&a, m, i);
+        s = tl_layer_forward(L, in, out);
+        if (s != TL_OK)
+            return s;
+        const int last = i == m->n_layers - 1;
+        if (last) {
+            s = tl_train_classifier(m, i, &a, in, out, label, train && L->trainable,
+                                    &res->pred, &res->local_loss_q16[i], NULL, NULL);
+            res->local_pred[i] = res->pred;
+            for (int32_t c = 0; c < m->classes; c++)
+                res->logits[c] = out[c];
+        } else if (L->kind != TL_LAYER_AVGPOOL && (with_local || (train && L->trainable))) {
+            s = tl_train_hidden(m, i, &a, in, out, label, train && L->trainable,
+                                &res->local_pred[i], &res->local_loss_q16[i], NULL, NULL);
+        }
+        if (s != TL_OK)
+            return s;
+        in = out;
+    }
+    if (train)
+        m->step++;
+    return TL_OK;
+}
+
+tl_status tl_model_infer(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t with_local,
+                         tl_result *res)
+{
+    return run(m, arena, input, -1, 0, with_local, res);
+}
+
+tl_status tl_model_train_step(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
+                              tl_result *res)
+{
+    return run(m, arena, input, label, 1, 1, res);
+}
+
+tl_status tl_layer_update_preview(const tl_model *m, int32_t layer, const tl_ctx *arena,
+                                  const int8_t *layer_input, int32_t label,
+                                  int64_t *dw_q16, int64_t *db_q16)
+{
+    if (!m || !layer_input || !dw_q16 || !db_q16)
+        return TL_ERR_ARG;
+    tl_arena a;
+    tl_status s = tl_arena_split(m, arena, &a);
+    if (s != TL_OK)
+        return s;
+    if (layer < 0 || layer >= m->n_layers)
+        return TL_ERR_ARG;
+    if (label < 0 || label >= m->classes)
+        return TL_ERR_LABEL;
+    tl_layer *L = &m->layers[layer];
+    if (L->kind == TL_LAYER_AVGPOOL || !L->trainable)
+        return TL_ERR_ARG;
+    /* the output goes where the layer's output would go in a real step; the input is the caller's */
+    int8_t *out = tl_arena_output(&a, m, layer);
+    s = tl_layer_forward(L, layer_input, out);
+    if (s != TL_OK)
+        return s;
+    int32_t pred, loss;
+    tl_model *mm = (tl_model *)m; /* preview mode writes nothing to the model */
+    if (layer == m->n_layers - 1)
+        return tl_train_classifier(mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
+    return tl_train_hidden(mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
+}

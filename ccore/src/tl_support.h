@@ -1,0 +1,72 @@
+/* Internal helpers shared by the kernels and the training code: not part of the public API.
+ *
+ * Arithmetic notes that hold everywhere in ccore:
+ *  - Right shifts of negative integers are arithmetic (floor). C99 leaves this implementation-
+ *    defined; every compiler tinylls targets (gcc, clang, arm-none-eabi, riscv) does so.
+ *  - Nothing here uses float: fixed-point formats are named Qn (n fractional bits).
+ */
+#ifndef TL_SUPPORT_H
+#define TL_SUPPORT_H
+
+#include <stddef.h>
+
+#include "tinylls.h"
+
+#define TL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TL_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define TL_CLAMP(x, lo, hi) TL_MIN(TL_MAX((x), (lo)), (hi))
+
+/* ---------------------------------------------------------------- fixed-point formats */
+#define TL_Q16_ONE (1 << 16)
+#define TL_Q24_ONE (1 << 24) /* probabilities and errors of the local heads */
+#define TL_Q30_ONE (1 << 30)
+#define TL_BASIS_ONE 32768   /* basis values are Q15 with +-1 exactly +-32768 */
+
+/* Rounding (half away from zero) division of a by b > 0. */
+static inline int64_t tl_div_round(int64_t a, int64_t b)
+{
+    return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b);
+}
+
+/* Rounding right shift (half away from zero), s in [0, 62]. */
+static inline int64_t tl_shr_round(int64_t a, int s)
+{
+    if (s <= 0)
+        return a;
+    return a >= 0 ? (a + ((int64_t)1 << (s - 1))) >> s : -((-a + ((int64_t)1 << (s - 1))) >> s);
+}
+
+/* ---------------------------------------------------------------- deterministic randomness */
+/* A counter-based generator: the random word for (seed, step, layer, index) is a pure function of
+ * those numbers, so the order in which a kernel visits weights (SIMD, tiling, layer pipelining
+ * across cores) can never change a result bit. Mixing is murmur3's fmix32, applied per word. */
+static inline uint32_t tl_mix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static inline uint32_t tl_rand4(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+    uint32_t h = tl_mix32(a ^ 0x9E3779B9u);
+    h = tl_mix32(h ^ b);
+    h = tl_mix32(h ^ (c * 0x9E3779B9u));
+    return tl_mix32(h ^ d);
+}
+
+/* ---------------------------------------------------------------- fixed-point math (tl_fixmath.c) */
+/* exp(x) for x <= 0 given in Q16, result in Q24 (1.0 = 2^24). Max error ~2 LSB. */
+int32_t tl_exp_q16_to_q24(int32_t x_q16);
+/* ln(num / den) in Q16 for num, den > 0. */
+int32_t tl_ln_ratio_q16(uint64_t num, uint64_t den);
+/* floor(sqrt(v)). */
+uint32_t tl_isqrt64(uint64_t v);
+/* sin(2*pi*phase/2^32) in Q15 (+-32768 = +-1). */
+int32_t tl_sin_turns_q15(uint32_t phase);
+
+
+#endif /* TL_SUPPORT_H */

@@ -1,0 +1,34 @@
+/* Internal interface between the model runtime (tl_model.c) and the training rule (tl_train.c). */
+#ifndef TL_TRAIN_H
+#define TL_TRAIN_H
+
+#include "tl_support.h"
+
+typedef struct {
+    int32_t *signal;   /* (T_max) pooled activations, then the learning signal */
+    int16_t *delta;    /* (HW_max) one output channel's delta map */
+    int8_t *act;       /* activation region, act_size bytes */
+    int32_t act_size;
+} tl_arena;
+
+int32_t tl_layer_in_bytes(const tl_layer *L);
+int32_t tl_layer_out_bytes(const tl_layer *L);
+int32_t tl_layer_n_weights(const tl_layer *L);
+int32_t tl_model_act_bytes(const tl_model *m);
+int32_t tl_model_signal_len(const tl_model *m);
+int32_t tl_model_delta_len(const tl_model *m);
+tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
+int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer);
+
+/* Local LLS head of hidden layer i on its output `out`: prediction and loss (label >= 0), and
+ * with update != 0 the layer's weight update from its input `in`. With dw/db preview pointers
+ * the update, before rounding, is written there (Q16 LSB) and the model is left untouched. */
+tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
+                          const int8_t *out, int32_t label, int32_t update,
+                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview);
+/* The same for the last layer, trained with softmax cross-entropy on its own logits. */
+tl_status tl_train_classifier(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
+                              const int8_t *out, int32_t label, int32_t update,
+                              int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview);
+
+#endif /* TL_TRAIN_H */

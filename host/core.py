@@ -1,0 +1,202 @@
+"""Pythonic access to the C core (host._tinylls, built by cffi from ccore/).
+
+`CModel(model)` hands a `host.model.Model` to the C core without copying weights: the C structs
+point into the model's numpy arrays, so `train_step` updates `model.layers[i].weights` and
+`.bias` in place and `host.model.weights_sha256(model)` sees the trained weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from host.model import Model, quantize_multiplier, quantize_multipliers
+
+try:
+    from host._tinylls import ffi, lib
+except ImportError as exc:  # pragma: no cover - only when the extension was never built
+    raise ImportError(f"cannot load the C core extension host._tinylls ({exc}); build it with "
+                      "`pip install -e .` in the repository root") from exc
+
+BASES = {"square": lib.TL_BASIS_SQUARE, "sine": lib.TL_BASIS_SINE, "random": lib.TL_BASIS_RANDOM}
+VARIANTS = {"plain": lib.TL_LLS_PLAIN, "m": lib.TL_LLS_M, "mxm": lib.TL_LLS_MXM}
+ROUNDINGS = {"stochastic": lib.TL_ROUND_STOCHASTIC, "nearest": lib.TL_ROUND_NEAREST}
+KIND_CODES = {"conv": lib.TL_LAYER_CONV, "dwconv": lib.TL_LAYER_DWCONV, "fc": lib.TL_LAYER_FC,
+              "avgpool": lib.TL_LAYER_AVGPOOL}
+ACT_CODES = {"none": lib.TL_ACT_NONE, "relu": lib.TL_ACT_RELU, "relu6": lib.TL_ACT_RELU6,
+             "leaky": lib.TL_ACT_LEAKY}
+
+
+class TinyllsError(Exception):
+    """A status code from the C core, with its name and what was being done."""
+
+    def __init__(self, code: int, message: str = ""):
+        self.code = int(code)
+        self.reason = ffi.string(lib.tl_strerror(code)).decode()
+        super().__init__(f"{message}: {self.reason} (code {code})" if message else
+                         f"{self.reason} (code {code})")
+
+
+def check(code: int, what: str) -> int:
+    if code < 0:
+        raise TinyllsError(code, what)
+    return code
+
+
+@dataclass
+class Result:
+    pred: int
+    logits: np.ndarray                 # (classes,) int8 classifier outputs
+    local_pred: np.ndarray             # (n_layers,) LLS head argmax per layer, -1 where none
+    local_loss: np.ndarray             # (n_layers,) float, nan where none
+
+
+def _ptr(ctype: str, arr: np.ndarray | None):
+    return ffi.NULL if arr is None else ffi.cast(ctype, arr.ctypes.data)
+
+
+class CModel:
+    """A `Model` bound to the C core with a training configuration and its own arena."""
+
+    def __init__(self, model: Model, *, basis: str = "square", variant: str = "plain",
+                 rounding: str = "stochastic", seed: int = 0, basis_seed: int = 0, tau: float = 0.5):
+        for name, table, value in (("basis", BASES, basis), ("variant", VARIANTS, variant),
+                                   ("rounding", ROUNDINGS, rounding)):
+            if value not in table:
+                raise ValueError(f"unknown {name} {value!r} (known: {', '.join(table)})")
+        self.model = model
+        n = len(model.layers)
+        if not 1 <= n <= lib.TL_MAX_LAYERS:
+            raise ValueError(f"model {model.name!r}: {n} layers, the core supports 1..{lib.TL_MAX_LAYERS}")
+        self._keep: list = []                         # arrays the C structs point into
+        self._layers = ffi.new("tl_layer[]", n)
+        for i, layer in enumerate(model.layers):
+            self._fill(self._layers[i], layer, i == n - 1, variant, model.classes)
+        self._m = ffi.new("tl_model *")
+        self._m.n_layers = n
+        self._m.layers = self._layers
+        self._m.classes = model.classes
+        self._m.cfg.basis = BASES[basis]
+        self._m.cfg.variant = VARIANTS[variant]
+        self._m.cfg.rounding = ROUNDINGS[rounding]
+        self._m.cfg.seed = seed & 0xFFFFFFFF
+        self._m.cfg.basis_seed = basis_seed & 0xFFFFFFFF
+        self._m.cfg.inv_tau_q8 = int(round(256 / tau))
+        check(lib.tl_model_prepare(self._m), f"model {model.name!r}")
+        self.arena_bytes = check(lib.tl_model_arena_bytes(self._m), "planning the arena")
+        self.bp_activation_bytes = check(lib.tl_model_bp_activation_bytes(self._m), "planning")
+        self.max_layer_bytes = check(lib.tl_model_max_layer_bytes(self._m), "planning")
+        self._arena_np = np.zeros((self.arena_bytes + 3) // 4, np.int32)
+        self._arena = ffi.new("tl_ctx *")
+        self._arena.buf = ffi.cast("void *", self._arena_np.ctypes.data)
+        self._arena.size = self.arena_bytes
+        self._res = ffi.new("tl_result *")
+
+    # ------------------------------------------------------------------ struct filling
+    def _arr(self, values, dtype) -> np.ndarray:
+        a = np.ascontiguousarray(values, dtype=dtype)
+        self._keep.append(a)
+        return a
+
+    def _fill(self, L, layer, is_last: bool, variant: str, classes: int) -> None:
+        L.kind = KIND_CODES[layer.kind]
+        L.act = ACT_CODES[layer.act]
+        L.in_h, L.in_w, L.in_c = layer.in_shape
+        L.out_h, L.out_w, L.out_c = layer.out_shape
+        L.k_h, L.k_w = layer.kernel
+        L.stride_h, L.stride_w = layer.stride
+        L.pad_top, L.pad_left = layer.pad
+        L.in_zp, L.out_zp = layer.in_zp, layer.out_zp
+        L.act_min, L.act_max = layer.act_range()
+        if layer.act == "leaky":
+            L.leaky_mult, L.leaky_shift = quantize_multiplier(layer.leaky_alpha)
+        L.trainable = int(bool(layer.trainable) and layer.has_weights)
+        if not layer.has_weights:
+            return
+        # train in place: the model's own arrays must be contiguous with the C types
+        layer.weights = np.ascontiguousarray(layer.weights, np.int8)
+        layer.bias = np.ascontiguousarray(layer.bias, np.int32)
+        self._keep += [layer.weights, layer.bias]
+        L.weights = _ptr("int8_t *", layer.weights)
+        L.bias = _ptr("int32_t *", layer.bias)
+        mult, shift = quantize_multipliers(layer.requant_real())
+        L.out_mult = _ptr("int32_t *", self._arr(mult, np.int32))
+        L.out_shift = _ptr("int32_t *", self._arr(shift, np.int32))
+        if not L.trainable:
+            return
+        w_real, b_real = layer.update_reals(is_last)
+        for name, real in (("upd", w_real), ("bupd", b_real)):
+            m, s = quantize_multipliers(real)
+            setattr(L, f"{name}_mult", _ptr("int32_t *", self._arr(m, np.int32)))
+            setattr(L, f"{name}_shift", _ptr("int32_t *", self._arr(s, np.int32)))
+        L.lr_mult, L.lr_shift = quantize_multiplier(layer.lr)
+        if is_last:
+            L.logit_mult, L.logit_shift = quantize_multiplier(layer.out_scale)
+        elif variant != "plain":
+            if layer.lls_m is None:   # the identity modulation: starts as plain LLS
+                layer.lls_m = (np.full(classes, 1 << 16, np.int32) if variant == "m"
+                               else (np.eye(classes, dtype=np.int32) << 16))
+            layer.lls_m = np.ascontiguousarray(layer.lls_m, np.int32)
+            self._keep.append(layer.lls_m)
+            L.lls_m = _ptr("int32_t *", layer.lls_m)
+            L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
+
+    # ------------------------------------------------------------------ running
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.int8:
+            raise TypeError(f"input must be int8 (use Model.quantize_input on uint8 pixels), got {x.dtype}")
+        want = self.model.input_shape
+        if x.size != int(np.prod(want)):
+            raise TinyllsError(lib.TL_ERR_SHAPE, f"input has shape {x.shape}, the model expects {want}")
+        return x
+
+    def _result(self) -> Result:
+        r = self._res
+        n = r.n_layers
+        loss = np.array([r.local_loss_q16[i] for i in range(n)], np.float64)
+        loss = np.where(loss < 0, np.nan, loss / 65536.0)
+        return Result(pred=int(r.pred),
+                      logits=np.array([r.logits[c] for c in range(self.model.classes)], np.int8),
+                      local_pred=np.array([r.local_pred[i] for i in range(n)], np.int64),
+                      local_loss=loss)
+
+    def infer(self, x: np.ndarray, with_local: bool = False) -> Result:
+        x = self._input(x)
+        check(lib.tl_model_infer(self._m, self._arena, ffi.cast("int8_t *", x.ctypes.data),
+                                 int(with_local), self._res), "inference")
+        return self._result()
+
+    def train_step(self, x: np.ndarray, label: int) -> Result:
+        x = self._input(x)
+        if not 0 <= int(label) < self.model.classes:
+            raise TinyllsError(lib.TL_ERR_LABEL, f"label {label} with {self.model.classes} classes")
+        check(lib.tl_model_train_step(self._m, self._arena, ffi.cast("int8_t *", x.ctypes.data),
+                                      int(label), self._res), "training step")
+        return self._result()
+
+    def update_preview(self, layer: int, layer_input: np.ndarray, label: int):
+        """The update (before rounding, in LSB, as floats) train_step would apply to one layer."""
+        L = self.model.layers[layer]
+        x = np.ascontiguousarray(layer_input, np.int8)
+        dw = np.zeros(L.weights.size, np.int64)
+        db = np.zeros(L.out_c, np.int64)
+        check(lib.tl_layer_update_preview(self._m, layer, self._arena, ffi.cast("int8_t *", x.ctypes.data),
+                                          label, ffi.cast("int64_t *", dw.ctypes.data),
+                                          ffi.cast("int64_t *", db.ctypes.data)), f"preview of layer {layer}")
+        return dw.reshape(L.weights.shape) / 65536.0, db / 65536.0
+
+    def layer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every layer's int8 output for one input (inference only, weights untouched)."""
+        outs, cur = [], self._input(x)
+        for i, layer in enumerate(self.model.layers):
+            out = np.zeros(layer.out_shape, np.int8)
+            check(lib.tl_layer_forward(ffi.addressof(self._layers, i), ffi.cast("int8_t *", cur.ctypes.data),
+                                       ffi.cast("int8_t *", out.ctypes.data)), f"forward of layer {i}")
+            outs.append(out)
+            cur = out
+        return outs
+
+    @property
+    def step(self) -> int:
+        return int(self._m.step)

@@ -1,0 +1,165 @@
+"""The Python-side description of a tinylls model: a list of quantized layers.
+
+This is the one shape every host tool shares: `host.simulate` builds one from scratch,
+`host.quantize` imports one from TFLite/Keras and writes it to a model file, `host.core`
+hands it to the C core (the numpy arrays are passed by pointer, not copied, so training in C
+changes `Layer.weights` / `Layer.bias` in place).
+
+Floating point lives only here on the host side: scales are floats, and every real number the
+C core needs is turned into a quantized multiplier (int32 mult, shift) by `quantize_multiplier`,
+a port of TFLite's QuantizeMultiplier.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("conv", "dwconv", "fc", "avgpool")
+ACTS = ("none", "relu", "relu6", "leaky")
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: real = mult * 2^(shift - 31), mult in [2^30, 2^31).
+
+    0 maps to (0, 0); values too small for shift >= -31 flush to (0, 0). Raises on values
+    too large for shift <= 30 (2^30 and above)."""
+    if real < 0 or not math.isfinite(real):
+        raise ValueError(f"quantize_multiplier: needs a finite value >= 0, got {real!r}")
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)             # real = q * 2^shift, q in [0.5, 1)
+    q_fixed = round(q * (1 << 31))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"quantize_multiplier: {real!r} is too large to represent (shift {shift} > 30)")
+    return int(q_fixed), int(shift)
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [quantize_multiplier(float(r)) for r in np.ravel(reals)]
+    return (np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32))
+
+
+def quantized_multiplier_value(mult: int, shift: int) -> float:
+    return float(mult) * 2.0 ** (shift - 31)
+
+
+@dataclass
+class Layer:
+    """One layer. Shapes are NHWC with batch 1. real = scale * (q - zero_point).
+
+    weights: conv (out_c, k_h, k_w, in_c); dwconv (k_h, k_w, out_c); fc (out_c, in_c);
+    avgpool: None. bias: int32 (out_c) with scale in_scale * w_scale[c]."""
+    kind: str
+    in_shape: tuple[int, int, int]            # (h, w, c)
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)             # (top, left); bottom/right follow from the shapes
+    act: str = "none"
+    in_scale: float = 1.0
+    in_zp: int = 0
+    out_scale: float = 1.0
+    out_zp: int = 0
+    w_scale: np.ndarray | None = None        # (out_c) float, symmetric per channel
+    weights: np.ndarray | None = None        # int8
+    bias: np.ndarray | None = None           # int32 (out_c)
+    leaky_alpha: float = 0.01
+    trainable: bool = True
+    lr: float = 0.0                           # learning rate in real (float SGD) units
+    name: str = ""
+    lls_m: np.ndarray | None = None          # LLS-M (classes,) / LLS-MxM (classes, classes), int32 Q16
+    lls_m_lr: float = 0.0
+    # Weights quantized per tensor (w_scale repeats one value). TFLite then forms s_in * s_w as a
+    # float32 product before widening (GetQuantizedConvolutionMultipler), which can move the
+    # multiplier by a few units: requant_real reproduces it so imported models stay bit-exact.
+    w_per_tensor: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"layer {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.act not in ACTS:
+            raise ValueError(f"layer {self.name!r}: unknown activation {self.act!r} (known: {', '.join(ACTS)})")
+        self.in_shape = tuple(int(v) for v in self.in_shape)
+        self.out_shape = tuple(int(v) for v in self.out_shape)
+
+    @property
+    def has_weights(self) -> bool:
+        return self.kind != "avgpool"
+
+    @property
+    def out_c(self) -> int:
+        return self.out_shape[2]
+
+    def act_range(self) -> tuple[int, int]:
+        """The fused activation as a clamp in the output's quantized domain (TFLite rules)."""
+        lo, hi = -128, 127
+        if self.act in ("relu", "relu6"):
+            lo = max(lo, self.out_zp)
+        if self.act == "relu6":
+            hi = min(hi, self.out_zp + int(round(6.0 / self.out_scale)))
+        return lo, hi
+
+    def update_reals(self, is_last: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel real factors the C core applies to its integer learning signal (lr
+        excluded) to get weight / bias updates in LSB units; see ccore/src/tl_train.c.
+
+        Hidden layers (LLS): dL/dh_real = d * 2^-k / s_out, so dW_q = d * x_q * s_in/(s_out s_w)
+        and db_q = d / (s_out s_in s_w). Last layer (cross-entropy on logits): the error is already
+        dL/dlogit, so dW_q = e * x_q * s_in / s_w and db_q = e / (s_in s_w)."""
+        s_w = np.asarray(self.w_scale, np.float64)
+        s_out = 1.0 if is_last else self.out_scale
+        return self.in_scale / (s_out * s_w), 1.0 / (s_out * self.in_scale * s_w)
+
+    def requant_real(self) -> np.ndarray:
+        """Per-channel real multiplier s_in * s_w[c] / s_out (avgpool: 1)."""
+        if not self.has_weights:
+            return np.ones(self.out_c)
+        if self.w_per_tensor:
+            prod = np.float32(self.in_scale) * np.asarray(self.w_scale, np.float32)
+            return prod.astype(np.float64) / self.out_scale
+        return self.in_scale * np.asarray(self.w_scale, np.float64) / self.out_scale
+
+
+@dataclass
+class Model:
+    layers: list[Layer]
+    classes: int
+    input_scale: float = 1.0 / 255.0
+    input_zp: int = -128                      # q = pixel - 128 for the usual 1/255 camera input
+    name: str = "model"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.layers[0].in_shape
+
+    def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (H, W, C) -> the int8 tensor layer 0 expects."""
+        real = pixels.astype(np.float64) / 255.0
+        q = np.round(real / self.input_scale) + self.input_zp
+        return np.clip(q, -128, 127).astype(np.int8)
+
+
+def weights_sha256(model: Model) -> str:
+    """sha256 over every trainable tensor in layer order: weights (int8) then bias (int32
+    little-endian) of each layer that has them, then LLS modulation if present. The same bytes
+    a board returns for READ_WEIGHTS, so host and firmware hashes compare directly."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for layer in model.layers:
+        if layer.weights is not None:
+            h.update(np.ascontiguousarray(layer.weights, np.int8).tobytes())
+        if layer.bias is not None:
+            h.update(np.ascontiguousarray(layer.bias, "<i4").tobytes())
+        lls_m = getattr(layer, "lls_m", None)
+        if lls_m is not None:
+            h.update(np.ascontiguousarray(lls_m, "<i4").tobytes())
+    return h.hexdigest()
