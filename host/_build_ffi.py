@@ -22,7 +22,7 @@ ffi.set_source(
         f'#include "{os.path.basename(h)}"\n' for h in API_HEADERS if not h.endswith("tinylls_api.h")),
     sources=[os.path.relpath(s, ROOT) for s in SOURCES],
     include_dirs=[os.path.relpath(INCLUDE, ROOT)],
-    extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"] + extra,
+    extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra"] + extra,
     extra_link_args=[f for f in extra if f.startswith("-fsanitize")],
 )
 

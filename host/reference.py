@@ -27,17 +27,40 @@ def basis(kind: str, classes: int, T: int, seed: int = 0) -> np.ndarray:
     if kind == "sine":
         return s
     if kind == "random":
-        rng = np.random.default_rng(seed)
-        return rng.choice([-1.0, 1.0], size=(classes, T))
+        return random_signs(seed, classes, T)
     raise ValueError(f"unknown basis {kind!r}")
 
 
-def pool_grid(h: int, w: int, c: int, max_t: int = 2048) -> int:
-    """Largest p in (8, 4, 2, 1) dividing h and w with c*p*p <= max_t (0: none)."""
-    for p in (8, 4, 2, 1):
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def random_signs(seed: int, classes: int, T: int) -> np.ndarray:
+    """The random basis as specified for every tinylls target: bit 0 of the counter-based hash
+    fmix32(fmix32(fmix32(fmix32(seed ^ 0x9E3779B9) ^ 0x6261) ^ c * 0x9E3779B9) ^ t), murmur3's
+    finaliser chained over (seed, stream, class, element); 1 -> +1, 0 -> -1."""
+    c = np.arange(classes, dtype=np.uint64)[:, None]
+    t = np.arange(T, dtype=np.uint64)[None, :]
+    h = _fmix32(np.uint64(seed ^ 0x9E3779B9) & np.uint64(0xFFFFFFFF))
+    h = _fmix32(h ^ np.uint64(0x6261))
+    h = _fmix32(h ^ ((c * np.uint64(0x9E3779B9)) & np.uint64(0xFFFFFFFF)))
+    h = _fmix32(h ^ t)
+    return np.where(h & np.uint64(1), 1.0, -1.0)
+
+
+def pool_grid(h: int, w: int, c: int, max_t: int = 2304) -> int:
+    """Largest p in (8, 4, 2) dividing h and w with c*p*p <= max_t, else the whole map when
+    square and <= 8 (and c*h*w <= max_t), else 1."""
+    for p in (8, 4, 2):
         if h % p == 0 and w % p == 0 and c * p * p <= max_t:
             return p
-    return 0
+    if h == w and h <= 8 and c * h * w <= max_t:
+        return h
+    return 1
 
 
 # ---------------------------------------------------------------------------- layers

@@ -34,7 +34,7 @@ enum {
 enum {
     TL_MAX_LAYERS = 64,       /* layers in one model */
     TL_MAX_CLASSES = 32,      /* classes of the classifier and of every LLS local head */
-    TL_LLS_MAX_T = 2048       /* longest pooled, flattened LLS vector */
+    TL_LLS_MAX_T = 2304       /* longest pooled, flattened LLS vector (256 channels x 3 x 3) */
 };
 
 /* ---------------------------------------------------------------- enums */

@@ -60,14 +60,20 @@ static int axis_ok(int32_t in, int32_t out, int32_t k, int32_t stride, int32_t p
     return last <= in - 1 && last + k <= in + k - 1;
 }
 
-/* The LLS pooling grid: the largest p in {8, 4, 2, 1} that divides the output evenly and keeps
- * out_c * p * p <= TL_LLS_MAX_T (the authors' 8x8 / 4x4 / 2x2 / 1x1 choice, made integer-exact). */
+/* The LLS pooling grid: the largest p in {8, 4, 2} that divides both output sides and keeps
+ * out_c * p * p <= TL_LLS_MAX_T (the authors' choices), else the whole map when it is square and
+ * small (MobileNet's last 3x3 maps), else 1. Even division keeps every cell the same size, so the
+ * pooled sums are proportional to the averages and the normalisation removes both activation
+ * scale and cell size. Without the whole-map case the 3x3 layers would pool to 1x1, a global
+ * average that discards position and leaves their local heads near chance. */
 static int32_t choose_pool(const tl_layer *L)
 {
-    for (int32_t p = 8; p >= 1; p /= 2)
+    for (int32_t p = 8; p >= 2; p /= 2)
         if (L->out_h % p == 0 && L->out_w % p == 0 && L->out_c * p * p <= TL_LLS_MAX_T)
             return p;
-    return 0;
+    if (L->out_h == L->out_w && L->out_h <= 8 && L->out_c * L->out_h * L->out_w <= TL_LLS_MAX_T)
+        return L->out_h;
+    return 1;
 }
 
 static tl_status check_layer(const tl_model *m, int32_t i, const tl_layer *L)

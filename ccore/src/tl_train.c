@@ -11,7 +11,8 @@
  *   p_c   Q24     softmax; e_c = p_c - onehot in Q24; w_c = dL/da_c in Q24
  *   g_t   Q24     dL/dh^_t = sum_c w_c b_c[t]
  *   u_t   Q24     g_t - (g . h^) h^_t             (back through the normalisation, times n)
- *   d_t   int16   u_t / n as a block-floating-point vector: d_t * 2^-E = u_t / n (Q0)
+ *   d_t   int32   u_t / n as a block-floating-point vector: d_t * 2^-E = u_t / n, |d_t| < 2^30;
+ *                 each output channel takes its slice to int16 with its own exponent
  * The real gradient of the local loss w.r.t. the layer's real output is d_t 2^-E / s_out, and
  * the per-channel factors s_in / (s_out s_w[c]) (host: Layer.update_reals) turn it into weight
  * LSBs. Updates are scaled by those factors and the layer's learning rate, then rounded
@@ -141,6 +142,14 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
     const int32_t n_w = tl_layer_n_weights(L);
     const uint32_t seed = m->cfg.seed, step = m->step;
     for (int32_t c = 0; c < oc; c++) {
+        /* channel c's own block exponent: its signals may be far below the layer's largest, so
+         * each channel rescales its slice of the 30-bit signal to 15 bits before the int16 map */
+        const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
+        uint32_t cmax = 0;
+        for (int32_t t = t0; t < t0 + nt; t++)
+            cmax |= (uint32_t)(d[t] < 0 ? -d[t] : d[t]);
+        const int32_t rs = TL_MAX(0, bit_length(cmax) - 15);
+        const int32_t Ec = E - rs;
         /* delta map of channel c and the bias accumulator */
         int64_t acc_b = 0;
         int32_t nonzero = 0;
@@ -148,7 +157,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             for (int32_t ox = 0; ox < ow; ox++) {
                 const int32_t t = classifier ? c : c * p * p + (oy / bh) * p + ox / bw;
                 const int32_t h = out[(oy * ow + ox) * oc + c];
-                int32_t v = d[t];
+                int32_t v = (int32_t)TL_CLAMP(tl_shr_round(d[t], rs), -32767, 32767);
                 if (!classifier) {
                     /* f'(z) read off the stored output: 0 where the clamp (ReLU, ReLU6, int8
                      * saturation) was active, the slope below zero for LeakyReLU */
@@ -175,7 +184,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                 const int64_t acc = (int64_t)delta[0] * ((int32_t)in[k] - L->in_zp);
                 const int32_t idx = c * in_n + k;
                 int64_t q16;
-                const int64_t dw = scale_update(acc, wm, ws, E, m->cfg.rounding,
+                const int64_t dw = scale_update(acc, wm, ws, Ec, m->cfg.rounding,
                                                 tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
                                                 dw_preview ? &q16 : NULL);
                 if (dw_preview)
@@ -207,7 +216,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                         const int32_t idx = dw_kind ? (fy * kw + fx) * oc + c
                                                     : ((c * kh + fy) * kw + fx) * ic + j;
                         int64_t q16;
-                        const int64_t dw = scale_update(acc, wm, ws, E, m->cfg.rounding,
+                        const int64_t dw = scale_update(acc, wm, ws, Ec, m->cfg.rounding,
                                                         tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
                                                         dw_preview ? &q16 : NULL);
                         if (dw_preview)
@@ -219,7 +228,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             }
         }
         int64_t q16;
-        const int64_t db = scale_update(acc_b, bm, bs, E, m->cfg.rounding,
+        const int64_t db = scale_update(acc_b, bm, bs, Ec, m->cfg.rounding,
                                         tl_rand4(seed, step, (uint32_t)i, (uint32_t)(n_w + c)),
                                         db_preview ? &q16 : NULL);
         if (db_preview)
@@ -229,11 +238,11 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
     }
 }
 
-/* Turns u (int64, Q24, stored in a caller array or recomputed) into the int16-range block
- * floating-point signal: returns s such that d = round(u 2^s / n) has max |d| <= 32767. */
+/* The block floating-point learning signal: returns s such that d = round(u 2^s / n) has
+ * max |d| < 2^30 (30 bits of precision for the layer's largest element). */
 static int32_t block_exponent(uint64_t umax, uint64_t n)
 {
-    const uint64_t target = 32767u * n;
+    const uint64_t target = ((uint64_t)1 << 30) * n - n;
     int32_t s = 0;
     if (umax <= target) {
         while (s < 40 && (umax << (s + 1)) <= target)

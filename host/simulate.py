@@ -1,0 +1,239 @@
+"""python -m host.simulate: on-device training, simulated on the host with the very same C core.
+
+With no arguments it trains MobileNetV1-0.25 (96x96x3, 2 classes) from scratch with LLS on the
+project's own synthetic person / no-person scenes. `--data PATH` reads any dataset layout
+`host.datasets.open` knows (e.g. the EEMBC VWW folder), `--model FILE` fine-tunes a model file
+(`python -m host.quantize import-tflite ...`). The samples are visited in the order of
+`host.schedule.epoch_order`, which `host.stream` shares, so a board fed the same data, model,
+epochs and seed ends with the same weights (`weights_sha256`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+RULES = {  # --rule -> (basis, variant)
+    "lls-square": ("square", "plain"),
+    "lls-sine": ("sine", "plain"),
+    "lls-random": ("random", "plain"),
+    "lls-m": ("square", "m"),
+    "lls-mxm": ("square", "mxm"),
+}
+
+# The built-in default: learning rates, epochs and synthetic difficulty chosen so that the run
+# finishes in under 3 minutes on 2 cores and visibly learns (see README for measured numbers).
+DEFAULT_EPOCHS = 2
+DEFAULT_LR_HIDDEN = 1e-3
+DEFAULT_LR_CLASSIFIER = 1e-2
+DEFAULT_HEAD = "grid"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m host.simulate",
+        description="Simulate on-device LLS training on the host with the tinylls C core.")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default: generated person/no-person scenes) or a dataset path "
+                        "(EEMBC VWW folder, MLPerf person/non_person folders, tinylls shards, ...)")
+    p.add_argument("--model", help="model file to fine-tune (default: MobileNetV1 from scratch)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="passes over the training set")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds initialisation, sample order and stochastic rounding")
+    p.add_argument("--rule", choices=sorted(RULES), default="lls-square", help="learning rule / basis")
+    p.add_argument("--lr-hidden", type=float, default=None,
+                   help=f"learning rate of LLS hidden layers (default {DEFAULT_LR_HIDDEN} from scratch)")
+    p.add_argument("--lr-classifier", type=float, default=None,
+                   help=f"learning rate of the last layer (default {DEFAULT_LR_CLASSIFIER} from scratch)")
+    p.add_argument("--train-layers", default="all",
+                   help="'all', 'last' (classifier only) or N (the last N weighted layers)")
+    p.add_argument("--rounding", choices=["stochastic", "nearest"], default="stochastic",
+                   help="rounding of weight updates")
+    p.add_argument("--alpha", type=float, default=0.25, help="MobileNet width multiplier (from scratch)")
+    p.add_argument("--head", choices=["grid", "gap"], default=DEFAULT_HEAD,
+                   help="from scratch: classifier on the flattened last map (grid) or after global pooling")
+    p.add_argument("--limit", type=int, default=0, help="use at most this many training samples")
+    p.add_argument("--shift", action="store_true",
+                   help="'new camera' shift: x' = clip(0.45 x + 10), then a 3x3 box blur (finetune.md)")
+    p.add_argument("--json", help="write the summary as JSON to this file")
+    p.add_argument("--save-model", help="write the trained model to this model file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- data and model
+def load_data(spec: str, seed: int):
+    from host import datasets
+
+    if spec == "synthetic":
+        return datasets.synthetic.default_split(0)
+    ds = datasets.open(spec)
+    return datasets.vww_split(ds, seed=0)
+
+
+def camera_shift(images: np.ndarray) -> np.ndarray:
+    """The 'new camera' of finetune.md: darker, low contrast, blurred."""
+    x = np.clip(0.45 * images.astype(np.float64) + 10.0, 0, 255)
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = images.shape[1:3]
+    blur = sum(pad[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    return np.clip(np.round(blur), 0, 255).astype(np.uint8)
+
+
+def select_trainable(model, spec: str) -> None:
+    weighted = [i for i, L in enumerate(model.layers) if L.has_weights]
+    if spec == "all":
+        keep = set(weighted)
+    elif spec == "last":
+        keep = {weighted[-1]}
+    else:
+        try:
+            n = int(spec)
+        except ValueError:
+            raise UsageError(f"--train-layers must be all, last or a number, got {spec!r}") from None
+        if not 1 <= n <= len(weighted):
+            raise UsageError(f"--train-layers {n}: the model has {len(weighted)} weighted layers")
+        keep = set(weighted[-n:])
+    for i, L in enumerate(model.layers):
+        L.trainable = i in keep
+
+
+def build_model(args, train):
+    from host import nets
+
+    if args.model:
+        from host import modelfile
+
+        model = modelfile.load(args.model)
+        lr_h = 1e-5 if args.lr_hidden is None else args.lr_hidden
+        lr_c = 3e-3 if args.lr_classifier is None else args.lr_classifier
+    else:
+        h, w, c = train.images.shape[1:]
+        if h != w:
+            raise UsageError(f"from-scratch MobileNet needs square images, the data is {h}x{w}")
+        model = nets.build("mobilenet", seed=args.seed, calib=train.images[:16], classes=2,
+                           alpha=args.alpha, resolution=h, channels=c, head=args.head)
+        lr_h = DEFAULT_LR_HIDDEN if args.lr_hidden is None else args.lr_hidden
+        lr_c = DEFAULT_LR_CLASSIFIER if args.lr_classifier is None else args.lr_classifier
+    nets.set_learning_rates(model, lr_h, lr_c)
+    select_trainable(model, args.train_layers)
+    return model
+
+
+def match_channels(images: np.ndarray, channels: int, what: str) -> np.ndarray:
+    from host.datasets.base import to_grey
+
+    if images.shape[-1] == channels:
+        return images
+    if channels == 1 and images.shape[-1] == 3:
+        return to_grey(images)
+    raise UsageError(f"{what} has {images.shape[-1]} channels, the model expects {channels}")
+
+
+# ---------------------------------------------------------------------------- the run
+def evaluate(cm, model, images, labels) -> tuple[float, np.ndarray]:
+    preds, local = [], []
+    for x in images:
+        r = cm.infer(model.quantize_input(x), with_local=True)
+        preds.append(r.pred)
+        local.append(r.local_pred)
+    local = np.array(local)
+    return float(np.mean(np.array(preds) == labels)), np.mean(local == labels[:, None], axis=0)
+
+
+def run(args) -> dict:
+    from host.core import CModel
+    from host.model import weights_sha256
+    from host.schedule import epoch_order
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    train, val = load_data(args.data, args.seed)
+    model = build_model(args, train)
+    c = model.input_shape[2]
+    tr_x = match_channels(train.images, c, f"--data {args.data}")
+    va_x = match_channels(val.images, c, f"--data {args.data}")
+    if tr_x.shape[1:] != model.input_shape:
+        raise UsageError(f"--data images are {tr_x.shape[1:]}, the model expects {model.input_shape}")
+    if args.shift:
+        tr_x, va_x = camera_shift(tr_x), camera_shift(va_x)
+    tr_y, va_y = train.labels, val.labels
+    if args.limit:
+        tr_x, tr_y = tr_x[: args.limit], tr_y[: args.limit]
+    basis, variant = RULES[args.rule]
+    cm = CModel(model, basis=basis, variant=variant, rounding=args.rounding, seed=args.seed)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
+        f"train {len(tr_y)}, val {len(va_y)} samples ({args.data})")
+    log(f"scratch arena {cm.arena_bytes} B (largest layer in+out {cm.max_layer_bytes} B); "
+        f"a backprop trainer keeps {cm.bp_activation_bytes} B of activations")
+    from tqdm import tqdm
+
+    history, t0, steps = [], time.time(), 0
+    train_acc = val_acc = 0.0
+    per_layer = np.zeros(len(model.layers))
+    for epoch in range(args.epochs):
+        order = epoch_order(len(tr_y), epoch, args.seed)
+        correct = 0
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img", disable=args.quiet,
+                   file=sys.stderr, dynamic_ncols=True)
+        for k, i in enumerate(bar, start=1):
+            r = cm.train_step(model.quantize_input(tr_x[i]), int(tr_y[i]))
+            correct += r.pred == tr_y[i]
+            steps += 1
+            if k % 25 == 0:
+                bar.set_postfix(train_acc=f"{correct / k:.3f}")
+        train_acc = correct / len(tr_y)
+        val_acc, per_layer = evaluate(cm, model, va_x, va_y)
+        history.append({"epoch": epoch + 1, "train_accuracy": train_acc, "val_accuracy": val_acc})
+        log(f"epoch {epoch + 1}: train {train_acc:.3f}  val {val_acc:.3f}  local heads "
+            + " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(per_layer, model.layers)))
+    seconds = time.time() - t0
+    if args.save_model:
+        from host import modelfile
+
+        modelfile.save(model, args.save_model)
+    return {
+        "data": args.data, "model": args.model or f"mobilenet_v1_{args.alpha}_{model.input_shape[0]}",
+        "rule": args.rule, "epochs": args.epochs, "seed": args.seed,
+        "train_samples": int(len(tr_y)), "val_samples": int(len(va_y)),
+        "train_accuracy": float(train_acc), "val_accuracy": float(val_acc),
+        "per_layer_accuracy": [None if not L.has_weights else float(a) for a, L in zip(per_layer, model.layers)],
+        "history": history,
+        "scratch_bytes": cm.arena_bytes, "max_layer_bytes": cm.max_layer_bytes,
+        "bp_activation_bytes": cm.bp_activation_bytes,
+        "weights_sha256": weights_sha256(model),
+        "seconds": seconds, "samples_per_second": steps / seconds if seconds > 0 else 0.0,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from host.core import TinyllsError
+    from host.datasets import DataError
+
+    try:
+        summary = run(args)
+    except (UsageError, DataError, TinyllsError, FileNotFoundError, ValueError) as exc:
+        print(f"host.simulate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("host.simulate: interrupted", file=sys.stderr)
+        return 130
+    print(f"train accuracy {summary['train_accuracy']:.3f}, validation accuracy {summary['val_accuracy']:.3f}, "
+          f"{summary['samples_per_second']:.1f} samples/s, weights sha256 {summary['weights_sha256'][:16]}...")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
