@@ -110,6 +110,7 @@ class CModel:
         L.act_min, L.act_max = layer.act_range()
         if layer.act == "leaky":
             L.leaky_mult, L.leaky_shift = quantize_multiplier(layer.leaky_alpha)
+        L.single_rounding = int(bool(getattr(layer, "single_rounding", False)))
         L.trainable = int(bool(layer.trainable) and layer.has_weights)
         if not layer.has_weights:
             return
@@ -140,6 +141,14 @@ class CModel:
             self._keep.append(layer.lls_m)
             L.lls_m = _ptr("int32_t *", layer.lls_m)
             L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
+
+    def refresh_learning_rates(self) -> None:
+        """Re-read every layer's `lr` / `lls_m_lr` from the model (for learning-rate schedules)."""
+        for i, layer in enumerate(self.model.layers):
+            L = self._layers[i]
+            if L.trainable:
+                L.lr_mult, L.lr_shift = quantize_multiplier(layer.lr)
+                L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
 
     # ------------------------------------------------------------------ running
     def _input(self, x: np.ndarray) -> np.ndarray:

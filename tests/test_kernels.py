@@ -154,3 +154,25 @@ def test_kernels_reject_bad_arguments():
     assert lib.tl_conv_s8(ffi.NULL, q, d, p("int8_t *", buf), d, p("int8_t *", buf), ffi.NULL, d,
                           p("int8_t *", buf)) == lib.TL_ERR_ARG
     assert lib.tl_clamp_s8(4, p("int8_t *", buf), 10, 5) == lib.TL_ERR_ARG
+
+
+def test_single_rounding_requantize_and_fc_match_numpy():
+    rng = np.random.default_rng(11)
+    xs = rng.integers(-2**31, 2**31, size=200, dtype=np.int64)
+    for shift in (-31, -20, -8, -1, 0, 1, 5):
+        mult = int(rng.integers(1 << 30, 1 << 31))
+        src = xs >> max(shift, 0)                  # keeps x * 2^shift inside int32
+        got = [lib.tl_requantize_single(int(v), mult, shift) for v in src]
+        want = int8_ref.multiply_by_quantized_multiplier_single(src, mult, shift)
+        np.testing.assert_array_equal(got, want, err_msg=f"shift {shift}")
+    n_in, n_out = 64, 5
+    x = rng.integers(-128, 128, size=n_in, dtype=np.int64).astype(np.int8)
+    w = rng.integers(-127, 128, size=(n_out, n_in), dtype=np.int64).astype(np.int8)
+    b = rng.integers(-5000, 5000, size=n_out, dtype=np.int64).astype(np.int32)
+    mult, shift = random_quant(rng, 1)
+    out = np.zeros(n_out, np.int8)
+    prm = ffi.new("tl_conv_params *", [3, -7, 1, 1, 0, 0, -128, 127, 1])
+    q = ffi.new("tl_quant *", [p("int32_t *", mult), p("int32_t *", shift)])
+    assert lib.tl_fc_s8(prm, q, 0, n_in, p("int8_t *", x), n_out, p("int8_t *", w), p("int32_t *", b),
+                        p("int8_t *", out)) == lib.TL_OK
+    np.testing.assert_array_equal(out, int8_ref.fc(x, 3, w, b, mult[0], shift[0], -7, single_rounding=True))

@@ -76,6 +76,8 @@ typedef struct {
     int32_t stride_h, stride_w;    /* >= 1 */
     int32_t pad_top, pad_left;     /* leading padding; trailing padding follows from the shapes */
     int32_t act_min, act_max;      /* clamp in the output domain, -128 <= min <= max <= 127 */
+    int32_t single_rounding;       /* 0: TFLite reference double rounding (tl_requantize);
+                                      1: single rounding (tl_requantize_single), as LiteRT's FC */
 } tl_conv_params;
 
 typedef struct {
@@ -86,6 +88,9 @@ typedef struct {
 /* TFLite's MultiplyByQuantizedMultiplier: saturating rounding doubling high multiply, then a
  * rounding (half away from zero) right shift. Exact for every int32 x and shift in [-31, 30]. */
 int32_t tl_requantize(int32_t x, int32_t mult, int32_t shift);
+/* Single rounding (TFLITE_SINGLE_ROUNDING, ruy): (x * mult + 2^(30 - shift)) >> (31 - shift),
+ * rounded half up, saturated to int32. */
+int32_t tl_requantize_single(int32_t x, int32_t mult, int32_t shift);
 
 /* in (1,H,W,Cin), filter (Cout,KH,KW,Cin), bias (Cout) or NULL, out (1,OH,OW,Cout). */
 tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
@@ -131,6 +136,7 @@ typedef struct {
     int32_t in_zp, out_zp;
     int32_t act_min, act_max;      /* output clamp, quantized domain */
     int32_t leaky_mult, leaky_shift;  /* TL_ACT_LEAKY: slope as a quantized multiplier */
+    int32_t single_rounding;       /* requantize with single rounding (imported LiteRT FC layers) */
     int8_t *weights;               /* conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in_c) */
     int32_t *bias;                 /* (out_c), scale s_in * s_w[c] */
     const int32_t *out_mult;       /* (out_c) requantization: s_in * s_w[c] / s_out */

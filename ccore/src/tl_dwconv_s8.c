@@ -34,7 +34,7 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
                 }
                 if (bias)
                     acc += bias[c];
-                acc = tl_requantize(acc, q->mult[c], q->shift[c]) + p->out_zp;
+                acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
                 out[(oy * ow + ox) * ch + c] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
             }
         }

@@ -264,7 +264,7 @@ int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer)
 tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
 {
     const tl_conv_params p = {L->in_zp, L->out_zp, L->stride_h, L->stride_w,
-                              L->pad_top, L->pad_left, L->act_min, L->act_max};
+                              L->pad_top, L->pad_left, L->act_min, L->act_max, L->single_rounding != 0};
     const tl_quant q = {L->out_mult, L->out_shift};
     const tl_dims in_d = {1, L->in_h, L->in_w, L->in_c};
     const tl_dims out_d = {1, L->out_h, L->out_w, L->out_c};

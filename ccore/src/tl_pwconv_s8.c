@@ -23,7 +23,7 @@ tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
                 acc += (int32_t)w[i] * ((int32_t)x[i] - p->in_zp);
             if (bias)
                 acc += bias[c];
-            acc = tl_requantize(acc, q->mult[c], q->shift[c]) + p->out_zp;
+            acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
             out[px * oc + c] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
         }
     }

@@ -30,3 +30,11 @@ int32_t tl_requantize(int32_t x, int32_t mult, int32_t shift)
     int32_t xs = (int32_t)((uint32_t)x << left);
     return rounding_divide_by_pot(srdhm(xs, mult), right);
 }
+
+int32_t tl_requantize_single(int32_t x, int32_t mult, int32_t shift)
+{
+    const int total = 31 - shift;
+    /* |x * mult| < 2^62, so adding the rounding bit cannot overflow int64 */
+    const int64_t r = ((int64_t)x * mult + ((int64_t)1 << (total - 1))) >> total;
+    return (int32_t)TL_CLAMP(r, INT32_MIN, INT32_MAX);
+}

@@ -36,6 +36,12 @@ static inline int64_t tl_shr_round(int64_t a, int s)
     return a >= 0 ? (a + ((int64_t)1 << (s - 1))) >> s : -((-a + ((int64_t)1 << (s - 1))) >> s);
 }
 
+/* The requantization a kernel's parameters select. */
+static inline int32_t tl_requantize_p(const tl_conv_params *p, int32_t x, int32_t mult, int32_t shift)
+{
+    return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize(x, mult, shift);
+}
+
 /* ---------------------------------------------------------------- deterministic randomness */
 /* A counter-based generator: the random word for (seed, step, layer, index) is a pure function of
  * those numbers, so the order in which a kernel visits weights (SIMD, tiling, layer pipelining
