@@ -1,8 +1,10 @@
 /* The model: validation, the arena planner, and the layer-by-layer forward pass that inference
  * and training share.
  *
- * Arena layout (the caller's one buffer, 4-byte aligned):
- *   [ LLS scratch: int32 signal[T_max] | int16 delta[HW_max] ][ activations .......... ]
+ * Arena layout (the caller's one buffer, 8-byte aligned):
+ *   [ int64 wacc[Cin_max] | int32 signal[T_max] | int16 delta[HW_max] ][ activations ....... ]
+ * wacc holds one output channel's weight gradients while a 1x1 layer trains; signal and delta
+ * hold the LLS learning signal (see tl_train.c).
  * Activations are double-ended: even layers write their output at the start of the activation
  * region, odd layers at its end, so a layer's input (the previous output) and its output never
  * overlap as long as in + out <= region. The region is therefore max over layers of in + out
@@ -205,13 +207,29 @@ int32_t tl_model_delta_len(const tl_model *m)
     return n;
 }
 
+int tl_layer_is_pointwise(const tl_layer *L)
+{
+    return L->kind == TL_LAYER_CONV && L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 &&
+           L->stride_w == 1 && L->pad_top == 0 && L->pad_left == 0;
+}
+
+int32_t tl_model_wacc_len(const tl_model *m)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < m->n_layers; i++)
+        if (m->layers[i].trainable && tl_layer_is_pointwise(&m->layers[i]))
+            n = TL_MAX(n, m->layers[i].in_c);
+    return n;
+}
+
 int32_t tl_model_arena_bytes(const tl_model *m)
 {
     tl_status s = tl_model_prepare((tl_model *)m);
     if (s != TL_OK)
         return s;
     const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
-    return tl_model_signal_len(m) * 4 + delta + tl_model_act_bytes(m);
+    const int32_t signal = (tl_model_signal_len(m) * 4 + 7) & ~7;
+    return tl_model_wacc_len(m) * 8 + signal + delta + tl_model_act_bytes(m);
 }
 
 int32_t tl_model_bp_activation_bytes(const tl_model *m)
@@ -236,7 +254,7 @@ int32_t tl_model_max_layer_bytes(const tl_model *m)
 
 tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
 {
-    if (!arena || !arena->buf || ((uintptr_t)arena->buf & 3u))
+    if (!arena || !arena->buf || ((uintptr_t)arena->buf & 7u))
         return TL_ERR_ARG;
     const int32_t need = tl_model_arena_bytes(m);
     if (need < 0)
@@ -244,8 +262,11 @@ tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
     if (arena->size < need)
         return TL_ERR_ARENA;
     uint8_t *base = (uint8_t *)arena->buf;
-    const int32_t signal = tl_model_signal_len(m) * 4;
+    const int32_t wacc = tl_model_wacc_len(m) * 8;
+    const int32_t signal = (tl_model_signal_len(m) * 4 + 7) & ~7;
     const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
+    a->wacc = (int64_t *)(void *)base;
+    base += wacc;
     a->signal = (int32_t *)(void *)base;
     a->delta = (int16_t *)(void *)(base + signal);
     a->act = (int8_t *)(base + signal + delta);
@@ -272,8 +293,7 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
     switch (L->kind) {
     case TL_LAYER_CONV: {
         const tl_dims f = {L->out_c, L->k_h, L->k_w, L->in_c};
-        if (L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 && L->stride_w == 1 &&
-            L->pad_top == 0 && L->pad_left == 0)
+        if (tl_layer_is_pointwise(L))
             s = tl_pwconv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         else
             s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);

@@ -192,6 +192,33 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                 else
                     L->weights[idx] = (int8_t)TL_CLAMP((int64_t)L->weights[idx] - dw, -127, 127);
             }
+        } else if (tl_layer_is_pointwise(L)) {
+            /* 1x1: dW[c][i] = sum_pos delta(pos) (x(pos, i) - zp), accumulated over positions into
+             * a row of int64 so the inner loop runs along contiguous input channels; the zero
+             * point comes out as zp * sum(delta) = zp * acc_b, exactly. */
+            const int32_t ic = L->in_c;
+            int64_t *acc = a->wacc;
+            for (int32_t j = 0; j < ic; j++)
+                acc[j] = 0;
+            for (int32_t pos = 0; pos < oh * ow; pos++) {
+                const int32_t dv = delta[pos];
+                if (dv == 0)
+                    continue;
+                const int8_t *x = in + pos * ic;
+                for (int32_t j = 0; j < ic; j++)
+                    acc[j] += (int64_t)(dv * (int32_t)x[j]);
+            }
+            for (int32_t j = 0; j < ic; j++) {
+                const int32_t idx = c * ic + j;
+                int64_t q16;
+                const int64_t dw = scale_update(acc[j] - (int64_t)L->in_zp * acc_b, wm, ws, Ec, m->cfg.rounding,
+                                                tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
+                                                dw_preview ? &q16 : NULL);
+                if (dw_preview)
+                    dw_preview[idx] = -q16;
+                else
+                    L->weights[idx] = (int8_t)TL_CLAMP((int64_t)L->weights[idx] - dw, -127, 127);
+            }
         } else {
             const int dw_kind = L->kind == TL_LAYER_DWCONV;
             const int32_t ic = L->in_c, iw = L->in_w, ih = L->in_h;

@@ -5,6 +5,7 @@
 #include "tl_support.h"
 
 typedef struct {
+    int64_t *wacc;     /* (in_c_max of 1x1 layers) weight-gradient accumulators of one channel */
     int32_t *signal;   /* (T_max) pooled activations, then the learning signal */
     int16_t *delta;    /* (HW_max) one output channel's delta map */
     int8_t *act;       /* activation region, act_size bytes */
@@ -17,6 +18,8 @@ int32_t tl_layer_n_weights(const tl_layer *L);
 int32_t tl_model_act_bytes(const tl_model *m);
 int32_t tl_model_signal_len(const tl_model *m);
 int32_t tl_model_delta_len(const tl_model *m);
+int32_t tl_model_wacc_len(const tl_model *m);
+int tl_layer_is_pointwise(const tl_layer *L);
 tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
 int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer);
 
