@@ -92,14 +92,18 @@ def init_float(layers: list[Layer], seed: int) -> list[tuple]:
 
 
 def quantize_fresh(layers: list[Layer], params: list[tuple], calib: np.ndarray, classes: int,
-                   *, w_headroom=2.0, act_headroom=2.0, logit_range=16.0, name="model") -> Model:
+                   *, w_headroom=2.0, classifier_w_headroom=8.0, act_headroom=2.0, logit_range=16.0,
+                   name="model") -> Model:
     """Quantize float weights; calibrate each layer's output scale on `calib` (N, H, W, C) uint8."""
     from host.reference import FloatNet
 
-    for L, (W, _) in zip(layers, params):
+    for i, (L, (W, _)) in enumerate(zip(layers, params)):
         if L.has_weights:
             axes = (0, 1) if L.kind == "dwconv" else tuple(range(1, W.ndim))
-            L.w_scale = np.maximum(np.abs(W).max(axis=axes) * w_headroom, 1e-8) / 127.0
+            # a softmax head grows its weights far beyond their init: without the extra room its
+            # int8 weights saturate at +-127 within a couple of epochs and it collapses
+            room = classifier_w_headroom if i == len(layers) - 1 else w_headroom
+            L.w_scale = np.maximum(np.abs(W).max(axis=axes) * room, 1e-8) / 127.0
             ws = L.w_scale if L.kind == "dwconv" else L.w_scale.reshape((-1,) + (1,) * (W.ndim - 1))
             L.weights = np.clip(np.round(W / ws), -127, 127).astype(np.int8)
             L.bias = np.zeros(L.out_c, np.int32)
@@ -119,7 +123,10 @@ def quantize_fresh(layers: list[Layer], params: list[tuple], calib: np.ndarray, 
         if L.kind == "avgpool":
             L.out_scale, L.out_zp = in_scale, in_zp
         elif last:
-            L.out_scale, L.out_zp = logit_range / 127.0, 0
+            # logits: 8x the calibrated peak, at least +-4 (softmax saturation) and at most
+            # +-logit_range. A fixed wide range leaves fresh logits (~0.1) at 0-2 LSB, where
+            # the softmax sees ties and the classifier cannot learn.
+            L.out_scale, L.out_zp = float(np.clip(peaks[i] * 8.0, 4.0, logit_range)) / 127.0, 0
         else:
             L.out_scale, L.out_zp = max(peaks[i] * act_headroom, 1e-6) / 255.0, -128
         if L.has_weights:
@@ -132,7 +139,8 @@ def quantize_fresh(layers: list[Layer], params: list[tuple], calib: np.ndarray, 
 def build(kind: str, *, seed: int, calib: np.ndarray, classes: int, **kw) -> Model:
     """A fresh int8 model: kind "mobilenet" (kw: alpha, resolution, channels, head) or "digits"."""
     head = kw.pop("head", None)
-    quant_kw = {k: kw.pop(k) for k in ("w_headroom", "act_headroom", "logit_range") if k in kw}
+    quant_kw = {k: kw.pop(k) for k in ("w_headroom", "classifier_w_headroom", "act_headroom", "logit_range")
+                if k in kw}
     if kind == "mobilenet":
         layers = mobilenet_v1_layers(classes=classes, head=head or "gap", **kw)
     elif kind == "digits":
