@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.model import Model, quantize_multiplier, quantize_multipliers
+from host.model import Model, quantize_multiplier
+from host.modelfile import derived_quant
 
 try:
     from host._tinylls import ffi, lib
@@ -120,19 +121,18 @@ class CModel:
         self._keep += [layer.weights, layer.bias]
         L.weights = _ptr("int8_t *", layer.weights)
         L.bias = _ptr("int32_t *", layer.bias)
-        mult, shift = quantize_multipliers(layer.requant_real())
-        L.out_mult = _ptr("int32_t *", self._arr(mult, np.int32))
-        L.out_shift = _ptr("int32_t *", self._arr(shift, np.int32))
+        # the integers derived from the float scales: one definition, shared with the model files
+        # (channel factors too large for a quantized multiplier, e.g. dead channels, become 0)
+        d = derived_quant(layer, is_last)
+        L.out_mult = _ptr("int32_t *", self._arr(d["out_mult"], np.int32))
+        L.out_shift = _ptr("int32_t *", self._arr(d["out_shift"], np.int32))
         if not L.trainable:
             return
-        w_real, b_real = layer.update_reals(is_last)
-        for name, real in (("upd", w_real), ("bupd", b_real)):
-            m, s = quantize_multipliers(real)
-            setattr(L, f"{name}_mult", _ptr("int32_t *", self._arr(m, np.int32)))
-            setattr(L, f"{name}_shift", _ptr("int32_t *", self._arr(s, np.int32)))
-        L.lr_mult, L.lr_shift = quantize_multiplier(layer.lr)
+        for name in ("upd_mult", "upd_shift", "bupd_mult", "bupd_shift"):
+            setattr(L, name, _ptr("int32_t *", self._arr(d[name], np.int32)))
+        L.lr_mult, L.lr_shift = d["lr_mult"], d["lr_shift"]
         if is_last:
-            L.logit_mult, L.logit_shift = quantize_multiplier(layer.out_scale)
+            L.logit_mult, L.logit_shift = d["logit_mult"], d["logit_shift"]
         elif variant != "plain":
             if layer.lls_m is None:   # the identity modulation: starts as plain LLS
                 layer.lls_m = (np.full(classes, 1 << 16, np.int32) if variant == "m"

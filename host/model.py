@@ -76,10 +76,11 @@ class Layer:
     name: str = ""
     lls_m: np.ndarray | None = None          # LLS-M (classes,) / LLS-MxM (classes, classes), int32 Q16
     lls_m_lr: float = 0.0
-    # Weights quantized per tensor (w_scale repeats one value). TFLite then forms s_in * s_w as a
-    # float32 product before widening (GetQuantizedConvolutionMultipler), which can move the
-    # multiplier by a few units: requant_real reproduces it so imported models stay bit-exact.
-    w_per_tensor: bool = False
+    # Requantize with single rounding (round(acc * mult * 2^(shift-31)), ties up) instead of
+    # TFLite's reference double rounding. LiteRT's FULLY_CONNECTED rounds this way (it goes
+    # through ruy's gemm even with the BUILTIN_REF resolver), so models imported for LiteRT set
+    # it on their fc layers; TFLite Micro and every conv/dwconv use double rounding.
+    single_rounding: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -121,9 +122,6 @@ class Layer:
         """Per-channel real multiplier s_in * s_w[c] / s_out (avgpool: 1)."""
         if not self.has_weights:
             return np.ones(self.out_c)
-        if self.w_per_tensor:
-            prod = np.float32(self.in_scale) * np.asarray(self.w_scale, np.float32)
-            return prod.astype(np.float64) / self.out_scale
         return self.in_scale * np.asarray(self.w_scale, np.float64) / self.out_scale
 
 

@@ -141,6 +141,12 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
     const int32_t bh = oh / p, bw = ow / p;
     const int32_t n_w = tl_layer_n_weights(L);
     const uint32_t seed = m->cfg.seed, step = m->step;
+    /* Biases stay where no accumulator can overflow int32: |bias| + taps * 255 * 128 <= INT32_MAX,
+     * the bound the model-file loader enforces, so a trained model always reloads. */
+    const int64_t taps = L->kind == TL_LAYER_DWCONV ? (int64_t)L->k_h * L->k_w
+                       : L->kind == TL_LAYER_FC ? (int64_t)tl_layer_in_bytes(L)
+                       : (int64_t)L->k_h * L->k_w * L->in_c;
+    const int64_t bias_bound = TL_MAX(0, (int64_t)INT32_MAX - taps * 255 * 128);
     for (int32_t c = 0; c < oc; c++) {
         /* channel c's own block exponent: its signals may be far below the layer's largest, so
          * each channel rescales its slice of the 30-bit signal to 15 bits before the int16 map */
@@ -261,7 +267,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         if (db_preview)
             db_preview[c] = -q16;
         else
-            L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, INT32_MIN, INT32_MAX);
+            L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, -bias_bound, bias_bound);
     }
 }
 

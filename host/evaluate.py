@@ -1,0 +1,147 @@
+"""Accuracy (and logits) of a tinylls model on a dataset, computed by the C core.
+
+    python -m host.evaluate --model M --data PATH [--json OUT] [--dump-logits OUT.npy]
+
+M is a tinylls model file (python -m host.quantize ...) or a full-int8 .tflite (imported on the
+fly for LiteRT arithmetic). PATH is anything `host.datasets.open` reads (EEMBC vww01 folder,
+MLPerf person/non_person folders, tinylls shards, ...). RGB data is converted to grey (ITU-R 601
+luma, as Pillow's "L") when the model takes one channel. Pixels become the int8 input the way
+the model's reference code feeds it: q = pixel - 128 for every model imported here (the input
+quantization 1/255, -128, and TFLM person_detection's own convention), else
+`Model.quantize_input`. Prediction = argmax of the int8 logits (the classifier output before
+any softmax; the softmax of a 2-class model can tie where the logits do not).
+`--engine ref` runs the numpy oracle host.int8_ref instead of the C core.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+
+import numpy as np
+
+from host.model import Model
+
+
+def load_model(path: str, reference: str = "litert") -> Model:
+    """A tinylls model file or a .tflite, by content."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"TLLS":
+        from host import modelfile
+        return modelfile.load(path)
+    from host.tflite_import import import_tflite
+    return import_tflite(path, reference=reference)
+
+
+def model_input(model: Model, pixels: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) pixels -> the int8 tensor the model takes (grey if it has 1 channel)."""
+    from host.datasets import to_grey
+    c = model.input_shape[2]
+    if pixels.shape[-1] == 3 and c == 1:
+        pixels = to_grey(pixels)
+    if tuple(pixels.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"data images are {pixels.shape[1:]}, model {model.name!r} takes {model.input_shape}")
+    if model.meta.get("input_q") == "pixel-128":
+        return (pixels.astype(np.int16) - 128).astype(np.int8)
+    return np.stack([model.quantize_input(p) for p in pixels])
+
+
+def inference_view(model: Model) -> Model:
+    """The model with every layer frozen (shared arrays): inference needs no update factors."""
+    m = copy.copy(model)
+    m.layers = [copy.copy(layer) for layer in model.layers]
+    for layer in m.layers:
+        layer.trainable = False
+    return m
+
+
+def logits_c(model: Model, x: np.ndarray, progress: bool = True) -> np.ndarray:
+    from host.core import CModel
+    from tqdm import tqdm
+    cm = CModel(inference_view(model))
+    out = np.zeros((len(x), model.classes), np.int8)
+    for i in tqdm(range(len(x)), desc="evaluate", unit="img", disable=not progress, file=sys.stderr):
+        out[i] = cm.infer(x[i]).logits
+    return out
+
+
+def logits_ref(model: Model, x: np.ndarray, progress: bool = True) -> np.ndarray:
+    from host import int8_ref
+    from tqdm import tqdm
+    parts = []
+    for s in tqdm(range(0, len(x), 64), desc="evaluate (ref)", unit="batch", disable=not progress, file=sys.stderr):
+        parts.append(int8_ref.run_model(model, x[s: s + 64]))
+    return np.concatenate(parts) if parts else np.zeros((0, model.classes), np.int8)
+
+
+def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *, engine: str = "c",
+             progress: bool = True) -> dict:
+    x = model_input(model, images)
+    t0 = time.perf_counter()
+    logits = (logits_c if engine == "c" else logits_ref)(model, x, progress)
+    seconds = time.perf_counter() - t0
+    pred = logits.argmax(axis=1)
+    labels = np.asarray(labels)
+    k = model.classes
+    conf = np.zeros((k, k), np.int64)
+    for t, p in zip(labels, pred):
+        if 0 <= t < k:
+            conf[t, p] += 1
+    correct = int((pred == labels).sum())
+    return {"n": int(len(labels)), "correct": correct, "accuracy": correct / max(len(labels), 1),
+            "confusion": conf.tolist(), "engine": engine, "seconds": round(seconds, 3), "logits": logits}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m host.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="tinylls model file or full-int8 .tflite")
+    p.add_argument("--data", required=True, help="dataset path (anything host.datasets.open reads)")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    p.add_argument("--dump-logits", metavar="OUT.npy", help="save the int8 logits (N, classes)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--engine", choices=("c", "ref"), default="c", help="C core (default) or numpy oracle")
+    p.add_argument("--reference", choices=("litert", "tflm"), default="litert",
+                   help="for a .tflite model: whose arithmetic to reproduce (default litert)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from host import datasets
+    from host.modelfile import ModelFileError
+    from host.tflite_import import TfliteImportError
+    known = (OSError, ValueError, ModelFileError, TfliteImportError, datasets.DataError)
+    try:
+        from host.core import TinyllsError
+        known = known + (TinyllsError,)
+    except ImportError:
+        pass
+    try:
+        model = load_model(args.model, args.reference)
+        ds = datasets.open(args.data)
+        images, labels = ds.images, ds.labels
+        if args.limit is not None:
+            images, labels = images[: args.limit], labels[: args.limit]
+        rep = evaluate(model, images, labels, engine=args.engine, progress=not args.quiet)
+    except known as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logits = rep.pop("logits")
+    rep.update(model=args.model, data=args.data, model_name=model.name)
+    print(f"accuracy {100 * rep['accuracy']:.2f}% ({rep['correct']}/{rep['n']}) model={args.model} "
+          f"data={args.data} engine={rep['engine']} ({rep['seconds']:.1f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rep, f, indent=2)
+    if args.dump_logits:
+        np.save(args.dump_logits, logits)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""tinylls model files: the one binary a board loads, in place, and every host tool reads.
+
+Byte layout (version 1). Little-endian throughout; "u32"/"i32" are 4-byte integers. Offsets are
+from the first byte of the file. Every tensor section starts on a 4-byte boundary, so a 4-byte
+aligned blob gives aligned int32 arrays that the C core uses where they lie (no copy).
+
+  file header (16 bytes, outside the CRC)
+    0   u8[4]  magic "TLLS"
+    4   u32    format version (1)
+    8   u32    body_len: bytes after this header (file size = 16 + body_len)
+    12  u32    crc32 of the body (zlib.crc32 / tl_crc32: IEEE 802.3, reflected)
+
+  model header (48 bytes, at 16)
+    16  i32    classes                  output size of the last layer, 1..TL_MAX_CLASSES
+    20  i32    in_h, in_w, in_c         input tensor (1, in_h, in_w, in_c) int8
+    32  i32    input_zp
+    36  i32    n_layers                 1..TL_MAX_LAYERS
+    40  u32    layer_table_off          = 64
+    44  u32    layer_entry_bytes        = LAYER_ENTRY_BYTES (160)
+    48  u32    data_off                 first byte of the tensor area
+    52  u32    host_off                 first byte of the host-only area = end of the tensor area
+    56  u32    host_len                 bytes of the host-only area (it runs to the end of the file)
+    60  u32    json_len                 bytes of the JSON document that opens the host-only area
+
+  layer table (n_layers x 160 bytes, at 64): 40 little-endian 4-byte words per layer,
+  in the order of LAYER_FIELDS below. Offsets of absent tensors are 0.
+     0 kind (TL_LAYER_*)  1 act (TL_ACT_*)  2 flags (bit 0 trainable, bit 1 single rounding)
+     3 in_h  4 in_w  5 in_c  6 out_h  7 out_w  8 out_c  9 k_h  10 k_w  11 stride_h  12 stride_w
+    13 pad_top  14 pad_left  15 in_zp  16 out_zp  17 act_min  18 act_max
+    19 leaky_mult  20 leaky_shift  21 lr_mult  22 lr_shift  23 logit_mult  24 logit_shift
+    25 lls_m_lr_mult  26 lls_m_lr_shift  27 lls_m_len (0, classes or classes^2)
+    28 weights_off (int8: conv out_c*k_h*k_w*in_c, dwconv k_h*k_w*out_c, fc out_c*in_h*in_w*in_c)
+    29 bias_off (int32 out_c)  30 out_mult_off  31 out_shift_off  32 upd_mult_off
+    33 upd_shift_off  34 bupd_mult_off  35 bupd_shift_off (each int32 out_c)
+    36 lls_m_off (int32 lls_m_len)  37 scales_off (host only: f64 in_scale, out_scale, w_scale[out_c])
+    38, 39 reserved, 0
+  An avgpool layer has no tensors. Quantized multipliers (mult, shift) mean mult * 2^(shift-31),
+  mult in [2^30, 2^31) or 0, shift in [-31, 30] (host.model.quantize_multiplier):
+    out_mult/shift      QuantizeMultiplier(Layer.requant_real())          (s_in s_w[c] / s_out)
+    upd/bupd_mult/shift Layer.update_reals(is_last)  (lr excluded; too large -> 0, noted)
+    lr_mult/shift       Layer.lr;  lls_m_lr_mult/shift Layer.lls_m_lr;  leaky Layer.leaky_alpha
+    logit_mult/shift    last layer only: its out_scale (softmax input scale)
+
+  tensor area [data_off, host_off): the sections above, each 4-byte aligned, layer by layer.
+  Training writes weights, bias and lls_m in place, and only inside this area.
+
+  host-only area [host_off, end): UTF-8 JSON (json_len bytes: {"format", "name", "input_scale",
+  "meta", "layers": [{"name", "lr", "leaky_alpha", "lls_m_lr", "lls_m_shape"}], "notes"}), padding
+  to 8 bytes, then the f64 scale arrays (exact, so a round trip is lossless for any Python float).
+  The C core never reads this area; the CRC covers it.
+
+The C loader is ccore/src/tl_modelfile.c (tl_modelfile_load); it checks everything above.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from host.model import Layer, Model, quantize_multiplier, quantize_multipliers
+
+MAGIC = b"TLLS"
+VERSION = 1
+FILE_HEADER_BYTES = 16
+MODEL_HEADER_BYTES = 48
+LAYER_TABLE_OFF = FILE_HEADER_BYTES + MODEL_HEADER_BYTES          # 64
+LAYER_FIELDS = (
+    "kind", "act", "flags", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+    "stride_h", "stride_w", "pad_top", "pad_left", "in_zp", "out_zp", "act_min", "act_max",
+    "leaky_mult", "leaky_shift", "lr_mult", "lr_shift", "logit_mult", "logit_shift",
+    "lls_m_lr_mult", "lls_m_lr_shift", "lls_m_len",
+    "weights_off", "bias_off", "out_mult_off", "out_shift_off", "upd_mult_off", "upd_shift_off",
+    "bupd_mult_off", "bupd_shift_off", "lls_m_off", "scales_off", "reserved0", "reserved1",
+)
+LAYER_ENTRY_BYTES = 4 * len(LAYER_FIELDS)                           # 160
+_UNSIGNED = {f for f in LAYER_FIELDS if f.endswith("_off")} | {"flags", "reserved0", "reserved1"}
+KIND_CODES = {"conv": 1, "dwconv": 2, "fc": 3, "avgpool": 4}      # TL_LAYER_*
+ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "leaky": 3}        # TL_ACT_*
+FLAG_TRAINABLE = 1
+FLAG_SINGLE_ROUNDING = 2
+TENSOR_SECTIONS = ("weights", "bias", "out_mult", "out_shift", "upd_mult", "upd_shift",
+                   "bupd_mult", "bupd_shift", "lls_m")
+
+
+class ModelFileError(ValueError):
+    """A model file that is not valid; the message names the field and value."""
+
+
+# ---------------------------------------------------------------------------------- derived quant
+
+
+def _qm(real: float, what: str, notes: list[str]) -> tuple[int, int]:
+    """quantize_multiplier, but a factor it cannot represent becomes (0, 0) and a note."""
+    try:
+        return quantize_multiplier(float(real))
+    except ValueError as exc:
+        notes.append(f"{what}: {exc}; stored as 0")
+        return 0, 0
+
+
+def derived_quant(layer: Layer, is_last: bool, notes: list[str] | None = None) -> dict:
+    """Every integer the C core needs beyond the Layer's own ints: requantization, update and
+    learning-rate multipliers. The same formulas host.core should use, so a model passed
+    directly and one loaded from a file run identically."""
+    notes = [] if notes is None else notes
+    d: dict = {}
+    where = f"layer {layer.name!r}"
+    d["leaky_mult"], d["leaky_shift"] = _qm(layer.leaky_alpha, f"{where} leaky_alpha", notes)
+    d["lr_mult"], d["lr_shift"] = _qm(layer.lr, f"{where} lr", notes)
+    d["lls_m_lr_mult"], d["lls_m_lr_shift"] = _qm(getattr(layer, "lls_m_lr", 0.0), f"{where} lls_m_lr", notes)
+    d["logit_mult"], d["logit_shift"] = (_qm(layer.out_scale, f"{where} logit scale", notes) if is_last else (0, 0))
+    if layer.has_weights:
+        d["out_mult"], d["out_shift"] = quantize_multipliers(layer.requant_real())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            upd, bupd = layer.update_reals(is_last)
+        for name, reals in (("upd", upd), ("bupd", bupd)):
+            lost: list[str] = []
+            pairs = [_qm(r, f"{name}[{c}]", lost) for c, r in enumerate(np.ravel(reals))]
+            if lost:    # typically dead channels (w_scale ~ 1e-9): one note per array, not per channel
+                bad = [c for c, r in enumerate(np.ravel(reals)) if not (np.isfinite(r) and r < 2.0 ** 30)]
+                notes.append(f"{where} {name}: {len(lost)} of {len(pairs)} channel factors too large for a "
+                             f"quantized multiplier (channels {bad[:8]}{'...' if len(bad) > 8 else ''}); stored as 0")
+            d[f"{name}_mult"] = np.array([p[0] for p in pairs], np.int32)
+            d[f"{name}_shift"] = np.array([p[1] for p in pairs], np.int32)
+    return d
+
+
+def weights_count(kind: str, in_shape, out_shape, kernel) -> int:
+    ih, iw, ic = in_shape
+    oc = out_shape[2]
+    kh, kw = kernel
+    return {"conv": oc * kh * kw * ic, "dwconv": kh * kw * oc, "fc": oc * ih * iw * ic, "avgpool": 0}[kind]
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"model meta value {o!r} ({type(o).__name__}) cannot be stored in a model file")
+
+
+def to_bytes(model: Model, notes: list[str] | None = None) -> bytes:
+    """Serialise `model`. Factors too large for a quantized multiplier are stored as 0 and
+    described in `notes` (also kept in the file's JSON)."""
+    notes = [] if notes is None else notes
+    n = len(model.layers)
+    if n < 1:
+        raise ModelFileError("model has no layers")
+    table_end = LAYER_TABLE_OFF + n * LAYER_ENTRY_BYTES
+    data = bytearray()                       # tensor area, starting at table_end
+    host = bytearray()                       # f64 scale arrays
+    entries = []
+    layer_json = []
+
+    def put(arr: np.ndarray, dtype: str) -> int:
+        a = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<"))
+        off = table_end + len(data)
+        data.extend(a.tobytes())
+        data.extend(b"\0" * (-len(data) % 4))
+        return off
+
+    for i, layer in enumerate(model.layers):
+        is_last = i == n - 1
+        if layer.kind not in KIND_CODES:
+            raise ModelFileError(f"layer {i} ({layer.name!r}): kind {layer.kind!r} has no file code")
+        q = derived_quant(layer, is_last, notes)
+        lo, hi = layer.act_range()
+        lls_m = getattr(layer, "lls_m", None)
+        e = {
+            "kind": KIND_CODES[layer.kind], "act": ACT_CODES[layer.act],
+            "flags": (FLAG_TRAINABLE if layer.trainable and layer.has_weights else 0)
+            | (FLAG_SINGLE_ROUNDING if getattr(layer, "single_rounding", False) else 0),
+            "in_h": layer.in_shape[0], "in_w": layer.in_shape[1], "in_c": layer.in_shape[2],
+            "out_h": layer.out_shape[0], "out_w": layer.out_shape[1], "out_c": layer.out_shape[2],
+            "k_h": layer.kernel[0], "k_w": layer.kernel[1], "stride_h": layer.stride[0],
+            "stride_w": layer.stride[1], "pad_top": layer.pad[0], "pad_left": layer.pad[1],
+            "in_zp": layer.in_zp, "out_zp": layer.out_zp, "act_min": lo, "act_max": hi,
+            "lls_m_len": 0 if lls_m is None else int(np.size(lls_m)),
+        }
+        for k in ("leaky_mult", "leaky_shift", "lr_mult", "lr_shift", "logit_mult", "logit_shift",
+                  "lls_m_lr_mult", "lls_m_lr_shift"):
+            e[k] = q[k]
+        if layer.has_weights:
+            want = weights_count(layer.kind, layer.in_shape, layer.out_shape, layer.kernel)
+            w = np.asarray(layer.weights)
+            if w.size != want:
+                raise ModelFileError(f"layer {i} ({layer.name!r}): {w.size} weights, shape needs {want}")
+            if layer.bias is None or np.size(layer.bias) != layer.out_c:
+                raise ModelFileError(f"layer {i} ({layer.name!r}): bias must have out_c={layer.out_c} values")
+            e["weights_off"] = put(w.reshape(-1), "i1")
+            e["bias_off"] = put(np.asarray(layer.bias).reshape(-1), "i4")
+            for k in ("out_mult", "out_shift", "upd_mult", "upd_shift", "bupd_mult", "bupd_shift"):
+                e[f"{k}_off"] = put(q[k], "i4")
+        if lls_m is not None:
+            e["lls_m_off"] = put(np.asarray(lls_m).reshape(-1), "i4")
+        scales = [layer.in_scale, layer.out_scale]
+        if layer.has_weights:
+            if layer.w_scale is None or np.size(layer.w_scale) != layer.out_c:
+                raise ModelFileError(f"layer {i} ({layer.name!r}): w_scale must have out_c={layer.out_c} values")
+            scales += [float(v) for v in np.ravel(layer.w_scale)]
+        e["scales_off"] = len(host)           # relative to the scale arrays for now; fixed below
+        host.extend(np.asarray(scales, "<f8").tobytes())
+        entries.append(e)
+        layer_json.append({"name": layer.name, "lr": float(layer.lr), "leaky_alpha": float(layer.leaky_alpha),
+                           "lls_m_lr": float(getattr(layer, "lls_m_lr", 0.0)),
+                           "lls_m_shape": None if lls_m is None else list(np.shape(lls_m))})
+
+    host_off = table_end + len(data)
+    doc = {"format": "tinylls-model", "name": model.name, "input_scale": float(model.input_scale),
+           "meta": model.meta, "layers": layer_json, "notes": notes}
+    js = json.dumps(doc, default=_json_default, sort_keys=True).encode("utf-8")
+    js_padded = js + b" " * (-(host_off + len(js)) % 8)
+    for e in entries:
+        e["scales_off"] += host_off + len(js_padded)
+    host = bytearray(js_padded) + host
+
+    h, w_, c = model.input_shape
+    model_header = struct.pack("<6i6I", model.classes, h, w_, c, model.input_zp, n, LAYER_TABLE_OFF,
+                               LAYER_ENTRY_BYTES, table_end, host_off, len(host), len(js))
+    table = b"".join(
+        b"".join(struct.pack("<I" if f in _UNSIGNED else "<i", int(e.get(f, 0))) for f in LAYER_FIELDS)
+        for e in entries)
+    body = model_header + table + bytes(data) + bytes(host)
+    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+
+
+def save(model: Model, path: str, notes: list[str] | None = None) -> int:
+    """Write `model` to `path`; returns the file size."""
+    blob = to_bytes(model, notes)
+    with open(path, "wb") as f:
+        f.write(blob)
+    return len(blob)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_header(blob: bytes, where: str = "model file") -> dict:
+    """Check the file header, CRC and model header; return the model header fields."""
+    if len(blob) < 4:
+        raise ModelFileError(f"{where}: truncated: {len(blob)} bytes, not even a magic number")
+    if blob[:4] != MAGIC:
+        raise ModelFileError(f"{where}: magic {blob[:4]!r} is not {MAGIC!r}: not a tinylls model file")
+    if len(blob) < FILE_HEADER_BYTES:
+        raise ModelFileError(f"{where}: truncated: {len(blob)} bytes < {FILE_HEADER_BYTES}-byte header")
+    version, body_len, crc = struct.unpack_from("<III", blob, 4)
+    if version != VERSION:
+        raise ModelFileError(f"{where}: format version {version} unknown (this build reads {VERSION})")
+    if FILE_HEADER_BYTES + body_len > len(blob):
+        raise ModelFileError(f"{where}: truncated: header says body_len={body_len}, "
+                             f"file has {len(blob) - FILE_HEADER_BYTES} body bytes")
+    body = blob[FILE_HEADER_BYTES: FILE_HEADER_BYTES + body_len]
+    if zlib.crc32(body) != crc:
+        raise ModelFileError(f"{where}: CRC32 mismatch: header 0x{crc:08x}, body 0x{zlib.crc32(body):08x}")
+    if body_len < MODEL_HEADER_BYTES:
+        raise ModelFileError(f"{where}: body_len={body_len} < model header ({MODEL_HEADER_BYTES})")
+    f = struct.unpack_from("<6i6I", blob, FILE_HEADER_BYTES)
+    hdr = dict(zip(("classes", "in_h", "in_w", "in_c", "input_zp", "n_layers", "layer_table_off",
+                    "layer_entry_bytes", "data_off", "host_off", "host_len", "json_len"), f))
+    hdr["file_len"] = FILE_HEADER_BYTES + body_len
+    hdr["version"] = version
+    n = hdr["n_layers"]
+    if hdr["layer_table_off"] != LAYER_TABLE_OFF or hdr["layer_entry_bytes"] != LAYER_ENTRY_BYTES:
+        raise ModelFileError(f"{where}: layer_table_off={hdr['layer_table_off']}, layer_entry_bytes="
+                             f"{hdr['layer_entry_bytes']}; expected {LAYER_TABLE_OFF}, {LAYER_ENTRY_BYTES}")
+    if not 1 <= n <= 64:
+        raise ModelFileError(f"{where}: n_layers={n} outside 1..64")
+    if hdr["data_off"] != LAYER_TABLE_OFF + n * LAYER_ENTRY_BYTES:
+        raise ModelFileError(f"{where}: data_off={hdr['data_off']} does not follow the layer table")
+    if not (hdr["data_off"] <= hdr["host_off"] and hdr["host_off"] + hdr["host_len"] == hdr["file_len"]):
+        raise ModelFileError(f"{where}: host_off={hdr['host_off']}, host_len={hdr['host_len']} do not end the "
+                             f"file ({hdr['file_len']} bytes)")
+    if hdr["json_len"] > hdr["host_len"]:
+        raise ModelFileError(f"{where}: json_len={hdr['json_len']} > host_len={hdr['host_len']}")
+    return hdr
+
+
+def host_json(blob: bytes, hdr: dict, where: str = "model file") -> dict:
+    """The host-only JSON document of a checked file."""
+    if hdr["json_len"] == 0:
+        raise ModelFileError(f"{where}: the host-only area was stripped (a device blob from export-c); "
+                             "host tools need the full model file")
+    raw = blob[hdr["host_off"]: hdr["host_off"] + hdr["json_len"]]
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{where}: host-only JSON section unreadable ({exc})") from exc
+
+
+def layer_entries(blob: bytes, hdr: dict) -> list[dict]:
+    out = []
+    for i in range(hdr["n_layers"]):
+        base = LAYER_TABLE_OFF + i * LAYER_ENTRY_BYTES
+        vals = {}
+        for j, f in enumerate(LAYER_FIELDS):
+            vals[f] = struct.unpack_from("<I" if f in _UNSIGNED else "<i", blob, base + 4 * j)[0]
+        out.append(vals)
+    return out
+
+
+def section(blob: bytes, hdr: dict, off: int, count: int, dtype: str, what: str) -> np.ndarray:
+    """`count` values of `dtype` at `off`, checked to lie inside the tensor area."""
+    size = np.dtype(dtype).itemsize * count
+    lo, hi = hdr["data_off"], hdr["host_off"]
+    if off % 4 or off < lo or off + size > hi:
+        raise ModelFileError(f"{what}: section at offset {off} ({size} bytes) outside the tensor area "
+                             f"[{lo}, {hi}) or not 4-byte aligned")
+    return np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=off).astype(dtype)
+
+
+def from_bytes(blob: bytes, where: str = "model file") -> Model:
+    """Parse a model file (validating header, CRC and every offset) into a Model."""
+    blob = bytes(blob)
+    hdr = read_header(blob, where)
+    entries = layer_entries(blob, hdr)
+    doc = host_json(blob, hdr, where)
+    if len(doc.get("layers", [])) != len(entries):
+        raise ModelFileError(f"{where}: JSON lists {len(doc.get('layers', []))} layers, table has {len(entries)}")
+    kinds = {v: k for k, v in KIND_CODES.items()}
+    acts = {v: k for k, v in ACT_CODES.items()}
+    layers = []
+    for i, (e, lj) in enumerate(zip(entries, doc["layers"])):
+        what = f"{where}: layer {i} ({lj.get('name')!r})"
+        if e["kind"] not in kinds:
+            raise ModelFileError(f"{what}: kind={e['kind']} unknown")
+        if e["act"] not in acts:
+            raise ModelFileError(f"{what}: act={e['act']} unknown")
+        kind = kinds[e["kind"]]
+        in_shape = (e["in_h"], e["in_w"], e["in_c"])
+        out_shape = (e["out_h"], e["out_w"], e["out_c"])
+        kernel = (e["k_h"], e["k_w"])
+        n_sc = 2 + (e["out_c"] if kind != "avgpool" else 0)
+        so = e["scales_off"]
+        if so < hdr["host_off"] or so + 8 * n_sc > hdr["file_len"]:
+            raise ModelFileError(f"{what}: scales_off={so} outside the host area")
+        sc = np.frombuffer(blob, "<f8", count=n_sc, offset=so).astype(np.float64)
+        layer = Layer(kind, in_shape, out_shape, kernel=kernel, stride=(e["stride_h"], e["stride_w"]),
+                      pad=(e["pad_top"], e["pad_left"]), act=acts[e["act"]], in_scale=float(sc[0]),
+                      in_zp=e["in_zp"], out_scale=float(sc[1]), out_zp=e["out_zp"],
+                      leaky_alpha=lj["leaky_alpha"], trainable=bool(e["flags"] & FLAG_TRAINABLE),
+                      lr=lj["lr"], name=lj["name"])
+        layer.single_rounding = bool(e["flags"] & FLAG_SINGLE_ROUNDING)
+        layer.lls_m_lr = lj.get("lls_m_lr", 0.0)
+        if kind != "avgpool":
+            nw = weights_count(kind, in_shape, out_shape, kernel)
+            w = section(blob, hdr, e["weights_off"], nw, "i1", f"{what} weights")
+            wshape = {"conv": (e["out_c"], e["k_h"], e["k_w"], e["in_c"]), "dwconv": (e["k_h"], e["k_w"], e["out_c"]),
+                      "fc": (e["out_c"], e["in_h"] * e["in_w"] * e["in_c"])}[kind]
+            layer.weights = w.reshape(wshape).copy()
+            layer.bias = section(blob, hdr, e["bias_off"], e["out_c"], "i4", f"{what} bias").copy()
+            layer.w_scale = sc[2:].copy()
+        if e["lls_m_len"]:
+            m = section(blob, hdr, e["lls_m_off"], e["lls_m_len"], "i4", f"{what} lls_m").copy()
+            layer.lls_m = m.reshape(lj.get("lls_m_shape") or (-1,))
+        layers.append(layer)
+    return Model(layers=layers, classes=hdr["classes"], input_scale=float(doc["input_scale"]),
+                 input_zp=hdr["input_zp"], name=doc["name"], meta=doc["meta"])
+
+
+def load(path: str) -> Model:
+    with open(path, "rb") as f:
+        return from_bytes(f.read(), where=path)
+
+
+def notes_of(blob: bytes) -> list[str]:
+    """The notes (factors stored as 0) recorded in a model file's JSON."""
+    return host_json(blob, read_header(blob)).get("notes", [])
+
+
+def strip_host(blob: bytes) -> bytes:
+    """The same model without its host-only area (JSON, float scales): what a board needs. The
+    result is a valid model file for the C loader (host_len = json_len = 0, CRC recomputed);
+    host tools cannot read it back into a Model (no scales)."""
+    hdr = read_header(blob)
+    body = bytearray(blob[FILE_HEADER_BYTES: hdr["host_off"]])
+    struct.pack_into("<II", body, 56 - FILE_HEADER_BYTES, 0, 0)          # host_len, json_len
+    for i in range(hdr["n_layers"]):                                       # scales_off -> 0
+        struct.pack_into("<I", body, LAYER_TABLE_OFF - FILE_HEADER_BYTES + i * LAYER_ENTRY_BYTES
+                         + 4 * LAYER_FIELDS.index("scales_off"), 0)
+    body = bytes(body)
+    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+
+
+def describe(blob: bytes) -> dict:
+    """Sizes a firmware build cares about: file bytes, tensor bytes per section."""
+    hdr = read_header(blob)
+    sizes = {s: 0 for s in TENSOR_SECTIONS}
+    for e in layer_entries(blob, hdr):
+        kind = {v: k for k, v in KIND_CODES.items()}.get(e["kind"], "?")
+        if kind in ("conv", "dwconv", "fc"):
+            sizes["weights"] += weights_count(kind, (e["in_h"], e["in_w"], e["in_c"]),
+                                              (e["out_h"], e["out_w"], e["out_c"]), (e["k_h"], e["k_w"]))
+            for s in TENSOR_SECTIONS[1:8]:
+                sizes[s] += 4 * e["out_c"]
+        sizes["lls_m"] += 4 * e["lls_m_len"]
+    return {"file_bytes": hdr["file_len"], "header_and_table_bytes": hdr["data_off"],
+            "tensor_bytes": hdr["host_off"] - hdr["data_off"], "host_only_bytes": hdr["host_len"],
+            "sections": sizes}
+

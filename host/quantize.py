@@ -1,0 +1,208 @@
+"""Make tinylls model files, and C sources for firmware.
+
+    python -m host.quantize import-tflite IN.tflite -o OUT [--reference litert|tflm]
+    python -m host.quantize from-keras IN.h5 -o OUT --calib DATA [--calib-count 100]
+    python -m host.quantize export-c MODEL -o DIR [--name NAME] [--keep-host]
+
+import-tflite  full-int8 TFLite MobileNet-style network (host.tflite_import); --reference picks
+               whose FULLY_CONNECTED rounding to reproduce (LiteRT, default, or TFLite Micro).
+from-keras     float Keras .h5 (host.keras_import): BatchNorm folded, per-channel symmetric int8
+               weights, activation ranges calibrated on the first N images of DATA's training
+               split (host.datasets.vww_split); prints float and int8 accuracy when --eval DATA.
+export-c       NAME_model.h / NAME_model.c: the model file as a 4-byte aligned const array for
+               tl_modelfile_load, and a size report (flash bytes, RAM bytes to infer and train).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from host import modelfile
+
+
+def _summary(model, blob: bytes, notes: list[str]) -> str:
+    d = modelfile.describe(blob)
+    kinds = {}
+    for layer in model.layers:
+        kinds[layer.kind] = kinds.get(layer.kind, 0) + 1
+    s = (f"{model.name}: {len(model.layers)} layers ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
+         f"input {model.input_shape}, {model.classes} classes, file {d['file_bytes']} bytes "
+         f"(tensors {d['tensor_bytes']}, host-only {d['host_only_bytes']})")
+    if notes:
+        s += f"\nnote: {len(notes)} update factor(s) stored as 0 (see the file's JSON 'notes'), e.g. {notes[0]}"
+    return s
+
+
+def cmd_import_tflite(args) -> int:
+    from host.tflite_import import import_tflite
+    model = import_tflite(args.input, reference=args.reference)
+    notes: list[str] = []
+    modelfile.save(model, args.output, notes)
+    with open(args.output, "rb") as f:
+        print(_summary(model, f.read(), notes))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def calibration_images(path: str, count: int, seed: int) -> np.ndarray:
+    from host import datasets
+    ds = datasets.open(path)
+    train, _ = datasets.vww_split(ds, seed=seed, n_train=min(600, len(ds)))
+    if count < 1 or count > len(train):
+        raise ValueError(f"--calib-count {count}: {path} has {len(train)} training images")
+    return train.images[:count]
+
+
+def cmd_from_keras(args) -> int:
+    from tqdm import tqdm
+
+    from host import keras_import
+    net = keras_import.read_h5(args.input)
+    calib = calibration_images(args.calib, args.calib_count, args.seed)
+    if calib.shape[-1] == 3 and net.input_shape[2] == 1:
+        from host.datasets import to_grey
+        calib = to_grey(calib)
+    with tqdm(total=len(net.layers), desc="quantize", unit="layer", file=sys.stderr) as bar:
+        model = keras_import.quantize(net, calib, progress=lambda i, n: bar.update(1))
+    model.meta["calibration"] = {"data": os.path.abspath(args.calib), "count": args.calib_count, "seed": args.seed}
+    notes: list[str] = []
+    modelfile.save(model, args.output, notes)
+    with open(args.output, "rb") as f:
+        print(_summary(model, f.read(), notes))
+    if args.eval:
+        from host import datasets
+        from host.evaluate import evaluate
+        ds = datasets.open(args.eval)
+        float_acc = float((net.forward(ds.images).argmax(1) == ds.labels).mean())
+        rep = evaluate(model, ds.images, ds.labels, engine=args.engine)
+        print(f"float accuracy {100 * float_acc:.2f}%, int8 accuracy {100 * rep['accuracy']:.2f}% "
+              f"on {rep['n']} images of {args.eval} (engine {args.engine})")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _c_ident(name: str) -> str:
+    s = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_") or "model"
+    return ("m_" + s) if s[0].isdigit() else s
+
+
+def size_report(blob: bytes) -> dict:
+    """Flash and RAM a board needs for this device blob, using the C core for the arena size."""
+    hdr = modelfile.read_header(blob)
+    rep = {"flash_bytes": len(blob), "n_layers": hdr["n_layers"], "tensor_bytes": hdr["host_off"] - hdr["data_off"]}
+    try:
+        from host._tinylls import ffi, lib
+    except ImportError:
+        rep["note"] = "C core not built: arena and struct sizes unknown"
+        return rep
+    buf = ffi.new("uint32_t[]", (len(blob) + 3) // 4)
+    ffi.memmove(buf, blob, len(blob))
+    layers = ffi.new("tl_layer[]", lib.TL_MAX_LAYERS)
+    m = ffi.new("tl_model *")
+    s = lib.tl_modelfile_load(ffi.cast("uint8_t *", buf), len(blob), layers, lib.TL_MAX_LAYERS, m)
+    if s != 0:
+        raise modelfile.ModelFileError(f"the C loader rejects this model: {ffi.string(lib.tl_strerror(s)).decode()} "
+                                       f"(code {s})")
+    arena = lib.tl_model_arena_bytes(m)
+    structs = hdr["n_layers"] * ffi.sizeof("tl_layer") + ffi.sizeof("tl_model")
+    rep.update(arena_bytes=int(arena), struct_bytes=int(structs),
+               ram_bytes_infer=int(arena + structs),
+               ram_bytes_train=int(len(blob) + arena + structs),
+               bp_activation_bytes=int(lib.tl_model_bp_activation_bytes(m)))
+    rep["explain"] = ("infer: the blob stays in flash (const), RAM = arena + layer structs; train: the blob "
+                      "is copied to RAM because weights, biases and LLS modulation are updated in place")
+    return rep
+
+
+def cmd_export_c(args) -> int:
+    with open(args.model, "rb") as f:
+        blob = f.read()
+    modelfile.read_header(blob, args.model)          # magic, version, CRC checked, clear errors
+    device = blob if args.keep_host else modelfile.strip_host(blob)
+    name = _c_ident(args.name or os.path.splitext(os.path.basename(args.model))[0])
+    rep = size_report(device)
+    os.makedirs(args.output, exist_ok=True)
+    words = np.frombuffer(device + b"\0" * (-len(device) % 4), "<u4")
+    guard = f"{name.upper()}_MODEL_H"
+    h = (f"/* Generated by `python -m host.quantize export-c {os.path.basename(args.model)}`; do not edit. */\n"
+         f"#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n\n"
+         f"/* tinylls model file (layout: host/modelfile.py), {len(device)} bytes, stored as words so it is\n"
+         f" * 4-byte aligned as tl_modelfile_load requires. Inference may use it in flash (cast away\n"
+         f" * const); training updates weights in place, so copy it to RAM first. */\n"
+         f"#define {name.upper()}_MODEL_BYTES {len(device)}u\n"
+         f"#define {name.upper()}_MODEL_LAYERS {rep['n_layers']}\n"
+         + (f"#define {name.upper()}_ARENA_BYTES {rep['arena_bytes']}u\n" if "arena_bytes" in rep else "")
+         + f"extern const uint32_t {name}_model[{len(words)}];\n\n#endif /* {guard} */\n")
+    lines = [", ".join(f"0x{int(w):08x}u" for w in words[i: i + 8]) for i in range(0, len(words), 8)]
+    c = (f"/* Generated by `python -m host.quantize export-c {os.path.basename(args.model)}`; do not edit. */\n"
+         f'#include "{name}_model.h"\n\n'
+         f"const uint32_t {name}_model[{len(words)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n")
+    with open(os.path.join(args.output, f"{name}_model.h"), "w") as f:
+        f.write(h)
+    with open(os.path.join(args.output, f"{name}_model.c"), "w") as f:
+        f.write(c)
+    with open(os.path.join(args.output, f"{name}_size.json"), "w") as f:
+        json.dump(rep, f, indent=2)
+    print(f"wrote {args.output}/{name}_model.h, {name}_model.c, {name}_size.json")
+    print(f"flash {rep['flash_bytes']} bytes" + ("" if "arena_bytes" not in rep else
+          f"; RAM to infer {rep['ram_bytes_infer']} bytes (arena {rep['arena_bytes']}), "
+          f"RAM to train {rep['ram_bytes_train']} bytes (model copy {rep['flash_bytes']} + arena + structs)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m host.quantize", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("import-tflite", help="full-int8 .tflite -> model file")
+    a.add_argument("input", help="the .tflite file")
+    a.add_argument("-o", "--output", required=True, help="model file to write")
+    a.add_argument("--reference", choices=("litert", "tflm"), default="litert",
+                   help="interpreter whose FULLY_CONNECTED rounding to match (default litert)")
+    a.set_defaults(func=cmd_import_tflite)
+    k = sub.add_parser("from-keras", help="float Keras .h5 -> calibrated int8 model file")
+    k.add_argument("input", help="the .h5 file")
+    k.add_argument("-o", "--output", required=True, help="model file to write")
+    k.add_argument("--calib", required=True, metavar="DATA", help="calibration dataset (host.datasets.open)")
+    k.add_argument("--calib-count", type=int, default=100, help="calibration images (default 100)")
+    k.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    k.add_argument("--eval", metavar="DATA", help="also report float and int8 accuracy on DATA")
+    k.add_argument("--engine", choices=("c", "ref"), default="c", help="engine for --eval (default c)")
+    k.set_defaults(func=cmd_from_keras)
+    e = sub.add_parser("export-c", help="model file -> C sources + size report")
+    e.add_argument("model", help="tinylls model file")
+    e.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    e.add_argument("--name", help="C identifier prefix (default: from the file name)")
+    e.add_argument("--keep-host", action="store_true", help="keep the host-only JSON/scales in the blob")
+    e.set_defaults(func=cmd_export_c)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from host.keras_import import KerasImportError
+    from host.tflite_import import TfliteImportError
+    known: tuple = (OSError, ValueError, modelfile.ModelFileError, TfliteImportError, KerasImportError)
+    try:
+        from host.datasets import DataError
+        known += (DataError,)
+    except ImportError:
+        pass
+    try:
+        from host.core import TinyllsError
+        known += (TinyllsError,)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except known as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
