@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,16 +31,19 @@ DEFAULT_EPOCHS = 2
 DEFAULT_LR_HIDDEN = 1e-3
 DEFAULT_LR_CLASSIFIER = 1e-2
 DEFAULT_HEAD = "grid"
+DEFAULT_DIFFICULTY = 0.0
 
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m host.simulate",
-        description="Simulate on-device LLS training on the host with the tinylls C core.")
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """The options that define a training run; host.stream takes the same ones, so a board and
+    the simulation given the same values train identically."""
+    p.add_argument("--difficulty", type=float, default=DEFAULT_DIFFICULTY,
+                   help=f"synthetic data: clutter, noise and figure-size variation in [0, 1] "
+                        f"(default {DEFAULT_DIFFICULTY})")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: generated person/no-person scenes) or a dataset path "
                         "(EEMBC VWW folder, MLPerf person/non_person folders, tinylls shards, ...)")
@@ -54,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"learning rate of the last layer (default {DEFAULT_LR_CLASSIFIER} from scratch)")
     p.add_argument("--train-layers", default="all",
                    help="'all', 'last' (classifier only) or N (the last N weighted layers)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="per-epoch learning-rate schedule (cosine: from the base rate towards 0)")
     p.add_argument("--rounding", choices=["stochastic", "nearest"], default="stochastic",
                    help="rounding of weight updates")
     p.add_argument("--alpha", type=float, default=0.25, help="MobileNet width multiplier (from scratch)")
@@ -62,6 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use at most this many training samples")
     p.add_argument("--shift", action="store_true",
                    help="'new camera' shift: x' = clip(0.45 x + 10), then a 3x3 box blur (finetune.md)")
+    p.add_argument("--val-limit", type=int, default=0, help="evaluate on at most this many validation samples")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m host.simulate",
+        description="Simulate on-device LLS training on the host with the tinylls C core.")
+    add_training_args(p)
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.add_argument("--save-model", help="write the trained model to this model file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -69,11 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- data and model
-def load_data(spec: str, seed: int):
+def load_data(spec: str, difficulty: float):
     from host import datasets
 
     if spec == "synthetic":
-        return datasets.synthetic.default_split(0)
+        if not 0.0 <= difficulty <= 1.0:
+            raise UsageError(f"--difficulty must be in [0, 1], got {difficulty}")
+        return datasets.synthetic.default_split(0, difficulty=difficulty)
     ds = datasets.open(spec)
     return datasets.vww_split(ds, seed=0)
 
@@ -148,14 +164,36 @@ def evaluate(cm, model, images, labels) -> tuple[float, np.ndarray]:
     return float(np.mean(np.array(preds) == labels)), np.mean(local == labels[:, None], axis=0)
 
 
-def run(args) -> dict:
-    from host.core import CModel
-    from host.model import weights_sha256
-    from host.schedule import epoch_order
+@dataclass
+class Setup:
+    """Everything a run needs, decided once: host.simulate and host.stream both start here."""
+    model: object              # host.model.Model with trainable flags and base learning rates set
+    train_x: np.ndarray        # (N, H, W, C) uint8, in dataset order (epoch_order permutes indices)
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    config: dict               # CModel training configuration: basis, variant, rounding, seed, tau
 
+
+TAU = 0.5
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier of `epoch` (0-based): cosine goes base * (1 + cos(pi e / E)) / 2."""
+    if schedule == "constant":
+        return 1.0
+    return float(0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
+
+
+def apply_lr(model, base_lr: list, factor: float) -> None:
+    for L, (lr, lr_m) in zip(model.layers, base_lr):
+        L.lr, L.lls_m_lr = lr * factor, lr_m * factor
+
+
+def prepare(args) -> Setup:
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    train, val = load_data(args.data, args.seed)
+    train, val = load_data(args.data, args.difficulty)
     model = build_model(args, train)
     c = model.input_shape[2]
     tr_x = match_channels(train.images, c, f"--data {args.data}")
@@ -167,8 +205,22 @@ def run(args) -> dict:
     tr_y, va_y = train.labels, val.labels
     if args.limit:
         tr_x, tr_y = tr_x[: args.limit], tr_y[: args.limit]
+    if args.val_limit:
+        va_x, va_y = va_x[: args.val_limit], va_y[: args.val_limit]
     basis, variant = RULES[args.rule]
-    cm = CModel(model, basis=basis, variant=variant, rounding=args.rounding, seed=args.seed)
+    config = dict(basis=basis, variant=variant, rounding=args.rounding, seed=args.seed, tau=TAU)
+    return Setup(model, tr_x, tr_y, va_x, va_y, config)
+
+
+def run(args) -> dict:
+    from host.core import CModel
+    from host.model import weights_sha256
+    from host.schedule import epoch_order
+
+    setup = prepare(args)
+    model = setup.model
+    tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
+    cm = CModel(model, **setup.config)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
         f"train {len(tr_y)}, val {len(va_y)} samples ({args.data})")
@@ -179,7 +231,10 @@ def run(args) -> dict:
     history, t0, steps = [], time.time(), 0
     train_acc = val_acc = 0.0
     per_layer = np.zeros(len(model.layers))
+    base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
     for epoch in range(args.epochs):
+        apply_lr(model, base_lr, lr_factor(args.lr_schedule, epoch, args.epochs))
+        cm.refresh_learning_rates()
         order = epoch_order(len(tr_y), epoch, args.seed)
         correct = 0
         bar = tqdm(order, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img", disable=args.quiet,
@@ -196,6 +251,7 @@ def run(args) -> dict:
         log(f"epoch {epoch + 1}: train {train_acc:.3f}  val {val_acc:.3f}  local heads "
             + " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(per_layer, model.layers)))
     seconds = time.time() - t0
+    apply_lr(model, base_lr, 1.0)
     if args.save_model:
         from host import modelfile
 

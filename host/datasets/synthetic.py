@@ -270,6 +270,6 @@ def make(n: int, *, size: int = 96, channels: int = 3, seed: int = 0, difficulty
                          "checksums": "generated (deterministic)"})
 
 
-def default_split(seed: int = 0) -> tuple[Dataset, Dataset]:
-    """The project default: 1000 train / 300 val at 96x96x3, difficulty 1, disjoint streams."""
-    return make(1000, seed=seed, stream=0), make(300, seed=seed, stream=1)
+def default_split(seed: int = 0, difficulty: float = 1.0) -> tuple[Dataset, Dataset]:
+    """The project default: 1000 train / 300 val at 96x96x3, disjoint streams."""
+    return make(1000, seed=seed, difficulty=difficulty, stream=0), make(300, seed=seed, difficulty=difficulty, stream=1)
