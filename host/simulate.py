@@ -25,11 +25,14 @@ RULES = {  # --rule -> (basis, variant)
     "lls-mxm": ("square", "mxm"),
 }
 
-# The built-in default: learning rates, epochs and synthetic difficulty chosen so that the run
-# finishes in under 3 minutes on 2 cores and visibly learns (see README for measured numbers).
-DEFAULT_EPOCHS = 2
-DEFAULT_LR_HIDDEN = 1e-3
-DEFAULT_LR_CLASSIFIER = 1e-2
+# The built-in default, measured on the 2-core machine (README "Results"): 4 epochs, cosine
+# schedule; LLS hidden layers at 3e-5 (1e-4 and 3e-4 drift the features faster than the
+# classifier follows: 0.89 / 0.86 val), classifier at 3e-2; the classifier reads the flattened
+# last map ("grid": LLS writes class evidence into position, a global average pool erases it);
+# the easiest synthetic scenes (harder ones are not learned from scratch in this budget).
+DEFAULT_EPOCHS = 4
+DEFAULT_LR_HIDDEN = 3e-5
+DEFAULT_LR_CLASSIFIER = 3e-2
 DEFAULT_HEAD = "grid"
 DEFAULT_DIFFICULTY = 0.0
 

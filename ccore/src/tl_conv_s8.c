@@ -1,7 +1,58 @@
 /* Standard convolution, int8 in / int8 out, per-channel weights: TFLite's reference
  * integer_ops::ConvPerChannel loop order (out_y, out_x, out_c, filter_y, filter_x, in_c).
  * Padded taps are skipped, which equals padding with the input zero point. */
-#include "tl_support.h"
+#include "tl_config.h"
+
+#define TL_CONV_PATCH 1024 /* bytes of stack for the patches of consecutive output pixels */
+
+/* Fast path: the patches (kh x kw x in_c, padded taps filled with the input zero point so they
+ * contribute (zp - zp) w = 0) of a run of output pixels along a row are laid out side by side,
+ * and tl_pwconv_s8 multiplies them with the filter seen as (out_c, kh*kw*in_c). Each output gets
+ * sum (x - zp) w over the same taps as the reference, in int32 without overflow, then the same
+ * bias, requantization and clamp. Returns 0 when the patch does not fit the buffer. */
+static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dims *in_dims, const int8_t *in,
+                        const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                        const tl_dims *out_dims, int8_t *out)
+{
+    int8_t patch[TL_CONV_PATCH];
+    const int32_t ih = in_dims->h, iw = in_dims->w, ic = in_dims->c;
+    const int32_t kh = filter_dims->h, kw = filter_dims->w;
+    const int32_t oh = out_dims->h, ow = out_dims->w, oc = out_dims->c;
+    const int32_t K = kh * kw * ic;
+    if (K > TL_CONV_PATCH)
+        return 0;
+    const int32_t run = TL_CONV_PATCH / K;
+    const int8_t zp = (int8_t)p->in_zp;
+    const tl_dims f = {oc, 1, 1, K};
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        for (int32_t ox0 = 0; ox0 < ow; ox0 += run) {
+            const int32_t n = TL_MIN(run, ow - ox0);
+            for (int32_t k = 0; k < n; k++) {
+                const int32_t x0 = (ox0 + k) * p->stride_w - p->pad_left;
+                int8_t *dst = patch + k * K;
+                for (int32_t fy = 0; fy < kh; fy++) {
+                    const int32_t y = y0 + fy;
+                    for (int32_t fx = 0; fx < kw; fx++) {
+                        const int32_t x = x0 + fx;
+                        int8_t *d = dst + (fy * kw + fx) * ic;
+                        if (y < 0 || y >= ih || x < 0 || x >= iw) {
+                            for (int32_t i = 0; i < ic; i++)
+                                d[i] = zp;
+                        } else {
+                            const int8_t *src = in + (y * iw + x) * ic;
+                            for (int32_t i = 0; i < ic; i++)
+                                d[i] = src[i];
+                        }
+                    }
+                }
+            }
+            const tl_dims pin = {1, 1, n, K}, pout = {1, 1, n, oc};
+            tl_pwconv_s8(p, q, &pin, patch, &f, filter, bias, &pout, out + (oy * ow + ox0) * oc);
+        }
+    }
+    return 1;
+}
 
 tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
                      const tl_dims *in_dims, const int8_t *in,
@@ -15,6 +66,8 @@ tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
     const int32_t oh = out_dims->h, ow = out_dims->w, oc = out_dims->c;
     if (filter_dims->c != ic || filter_dims->n != oc || p->stride_h < 1 || p->stride_w < 1)
         return TL_ERR_SHAPE;
+    if (!TL_REFERENCE_KERNELS && conv_patches(p, q, in_dims, in, filter_dims, filter, bias, out_dims, out))
+        return TL_OK;
     for (int32_t oy = 0; oy < oh; oy++) {
         for (int32_t ox = 0; ox < ow; ox++) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;

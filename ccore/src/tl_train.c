@@ -18,6 +18,7 @@
  * LSBs. Updates are scaled by those factors and the layer's learning rate, then rounded
  * stochastically with a counter-based random stream (unbiased, so sub-LSB progress survives in
  * expectation) and saturated to [-127, 127]. */
+#include "tl_config.h"
 #include "tl_train.h"
 
 /* ---------------------------------------------------------------- basis */
@@ -77,12 +78,7 @@ static int32_t softmax(const int32_t *z, int32_t classes, int32_t label, int32_t
 /* ---------------------------------------------------------------- update scaling */
 static int bit_length(uint64_t v)
 {
-    int n = 0;
-    while (v) {
-        v >>= 1;
-        n++;
-    }
-    return n;
+    return tl_bit_length64(v);
 }
 
 /* acc * mult * 2^(shift - 31 - E) as an int64, rounded stochastically with the random word rnd
@@ -127,6 +123,117 @@ static void combine(int32_t m1, int32_t s1, int32_t m2, int32_t s2, int32_t *m, 
 }
 
 /* ---------------------------------------------------------------- the weight update */
+/* The rounding stream of layer `layer` at step `step`: tl_rand4(seed, step, layer, idx) is
+ * tl_mix32(prefix ^ idx), so the three leading mixes are computed once per layer, not per weight. */
+static uint32_t stream_prefix(uint32_t seed, uint32_t step, uint32_t layer)
+{
+    uint32_t h = tl_mix32(seed ^ 0x9E3779B9u);
+    h = tl_mix32(h ^ step);
+    return tl_mix32(h ^ (layer * 0x9E3779B9u));
+}
+
+/* Everything one output channel's weight update needs besides the gradient itself. */
+typedef struct {
+    int8_t *weights;        /* the layer's weights */
+    int64_t *dw_preview;    /* preview mode: the unrounded update goes here, weights untouched */
+    int32_t wm, ws, Ec;     /* combined scale (lr x per-channel factor) and block exponent */
+    int32_t rounding;
+    uint32_t prefix;        /* stream_prefix of the layer */
+} upd_row;
+
+/* One weight: scale_update and the saturating subtraction (or the preview). */
+static void apply_one(const upd_row *u, int64_t acc, int32_t idx)
+{
+    int64_t q16;
+    const int64_t dw = scale_update(acc, u->wm, u->ws, u->Ec, u->rounding, tl_mix32(u->prefix ^ (uint32_t)idx),
+                                    u->dw_preview ? &q16 : NULL);
+    if (u->dw_preview)
+        u->dw_preview[idx] = -q16;
+    else
+        u->weights[idx] = (int8_t)TL_CLAMP((int64_t)u->weights[idx] - dw, -127, 127);
+}
+
+/* n weights at idx0, idx0 + stride, ... with gradients acc[0..n). For |acc| < 2^31 and a rounding
+ * shift r in [1, 62] scale_update reduces to prod = acc * mult; floor(prod / 2^r) plus the rounding
+ * bit taken from the r fraction bits of prod, which is what this loop computes without branches;
+ * every other case goes through scale_update itself. */
+static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0, int32_t stride)
+{
+    const int32_t r = 31 + u->Ec - u->ws;
+    if (u->dw_preview || r < 1 || r > 62) {
+        for (int32_t k = 0; k < n; k++)
+            apply_one(u, acc[k], idx0 + k * stride);
+        return;
+    }
+    const int64_t mult = u->wm;
+    const int nearest = u->rounding == TL_ROUND_NEAREST;
+    for (int32_t k = 0; k < n; k++) {
+        const int64_t a = acc[k];
+        const int32_t idx = idx0 + k * stride;
+        if ((uint64_t)(a + INT32_MAX) >= (uint64_t)UINT32_MAX) { /* |a| >= 2^31 */
+            apply_one(u, a, idx);
+            continue;
+        }
+        const int64_t prod = a * mult;
+        const int64_t fl = prod >> r;
+        const uint32_t top = r >= 32 ? (uint32_t)((uint64_t)prod >> (r - 32)) : (uint32_t)((uint64_t)prod << (32 - r));
+        const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(u->prefix ^ (uint32_t)idx);
+        const int64_t dw = fl + (rnd < top ? 1 : 0);
+        u->weights[idx] = (int8_t)TL_CLAMP((int64_t)u->weights[idx] - dw, -127, 127);
+    }
+}
+
+#define TL_UPD_JB 64   /* input channels per gradient chunk (stack: 64 int32 + 64 int64) */
+#define TL_UPD_FLUSH 256 /* products per int32 partial sum: 256 * 32767 * 128 < 2^31 */
+
+/* One filter tap's gradient correlation over the valid output rectangle [oy0,oy1) x [ox0,ox1):
+ * acc[j] += sum delta(oy,ox) x(oy*sh + y_off, ox*sw + x_off, j0 + j) for j < nj (input channels
+ * contiguous), returns sum delta over the positions visited. Products go into int32 partial sums
+ * flushed to int64 every TL_UPD_FLUSH nonzero positions: exact, and the inner loop vectorises. */
+static TL_HOST_CLONES int64_t tap_corr(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
+                                       int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
+                                       int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int64_t *acc)
+{
+    int32_t a32[TL_UPD_JB];
+    int64_t dsum = 0;
+    int32_t cnt = 0;
+    for (int32_t j = 0; j < nj; j++)
+        a32[j] = 0;
+    for (int32_t oy = oy0; oy < oy1; oy++) {
+        const int16_t *drow = delta + oy * ow;
+        const int8_t *row = in + (oy * sh + y_off) * iw * ic + j0;
+        for (int32_t ox = ox0; ox < ox1; ox++) {
+            const int32_t dv = drow[ox];
+            if (dv == 0)
+                continue;
+            dsum += dv;
+            const int8_t *xp = row + (ox * sw + x_off) * ic;
+            for (int32_t j = 0; j < nj; j++)
+                a32[j] += dv * (int32_t)xp[j];
+            if (++cnt == TL_UPD_FLUSH) {
+                for (int32_t j = 0; j < nj; j++) {
+                    acc[j] += a32[j];
+                    a32[j] = 0;
+                }
+                cnt = 0;
+            }
+        }
+    }
+    for (int32_t j = 0; j < nj; j++)
+        acc[j] += a32[j];
+    return dsum;
+}
+
+/* The output positions o in [0, n_out) whose input coordinate o*stride - pad + f lies in [0, n_in). */
+static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1)
+{
+    const int32_t off = f - pad; /* input = o * stride + off */
+    int32_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int32_t hi = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / stride + 1;
+    *o0 = TL_MIN(lo, n_out);
+    *o1 = TL_MAX(*o0, TL_MIN(hi, n_out));
+}
+
 /* Applies (or previews) the update of layer i given its learning signal: delta(pos, c) = d_t(pos,c)
  * * f'(h) with t from the pooling grid (hidden) or t = c (classifier), exponent E. */
 static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
@@ -140,13 +247,9 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
     const int32_t p = classifier ? 1 : L->pool;
     const int32_t bh = oh / p, bw = ow / p;
     const int32_t n_w = tl_layer_n_weights(L);
-    const uint32_t seed = m->cfg.seed, step = m->step;
-    /* Biases stay where no accumulator can overflow int32: |bias| + taps * 255 * 128 <= INT32_MAX,
-     * the bound the model-file loader enforces, so a trained model always reloads. */
-    const int64_t taps = L->kind == TL_LAYER_DWCONV ? (int64_t)L->k_h * L->k_w
-                       : L->kind == TL_LAYER_FC ? (int64_t)tl_layer_in_bytes(L)
-                       : (int64_t)L->k_h * L->k_w * L->in_c;
-    const int64_t bias_bound = TL_MAX(0, (int64_t)INT32_MAX - taps * 255 * 128);
+    const uint32_t prefix = stream_prefix(m->cfg.seed, m->step, (uint32_t)i);
+    const int leaky = L->act == TL_ACT_LEAKY;
+    int64_t acc[TL_UPD_JB];
     for (int32_t c = 0; c < oc; c++) {
         /* channel c's own block exponent: its signals may be far below the layer's largest, so
          * each channel rescales its slice of the 30-bit signal to 15 bits before the int16 map */
@@ -154,120 +257,95 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         uint32_t cmax = 0;
         for (int32_t t = t0; t < t0 + nt; t++)
             cmax |= (uint32_t)(d[t] < 0 ? -d[t] : d[t]);
-        const int32_t rs = TL_MAX(0, bit_length(cmax) - 15);
+        const int32_t rs = TL_MAX(0, tl_bit_length32(cmax) - 15);
         const int32_t Ec = E - rs;
-        /* delta map of channel c and the bias accumulator */
+        /* delta map of channel c and the bias accumulator, one pooling cell at a time */
         int64_t acc_b = 0;
         int32_t nonzero = 0;
-        for (int32_t oy = 0; oy < oh; oy++) {
-            for (int32_t ox = 0; ox < ow; ox++) {
-                const int32_t t = classifier ? c : c * p * p + (oy / bh) * p + ox / bw;
-                const int32_t h = out[(oy * ow + ox) * oc + c];
-                int32_t v = (int32_t)TL_CLAMP(tl_shr_round(d[t], rs), -32767, 32767);
-                if (!classifier) {
-                    /* f'(z) read off the stored output: 0 where the clamp (ReLU, ReLU6, int8
-                     * saturation) was active, the slope below zero for LeakyReLU */
-                    if (h <= L->act_min || h >= L->act_max)
-                        v = 0;
-                    else if (L->act == TL_ACT_LEAKY && h < L->out_zp)
-                        v = tl_requantize(v, L->leaky_mult, L->leaky_shift);
+        for (int32_t cy = 0; cy < p; cy++) {
+            for (int32_t cx = 0; cx < p; cx++) {
+                const int32_t t = t0 + (classifier ? 0 : cy * p + cx);
+                const int32_t v0 = (int32_t)TL_CLAMP(tl_shr_round(d[t], rs), -32767, 32767);
+                for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                    const int8_t *hrow = out + oy * ow * oc + c;
+                    int16_t *drow = delta + oy * ow;
+                    for (int32_t ox = cx * bw; ox < (cx + 1) * bw; ox++) {
+                        int32_t v = v0;
+                        if (!classifier) {
+                            /* f'(z) read off the stored output: 0 where the clamp (ReLU, ReLU6,
+                             * int8 saturation) was active, the slope below zero for LeakyReLU */
+                            const int32_t h = hrow[ox * oc];
+                            if (h <= L->act_min || h >= L->act_max)
+                                v = 0;
+                            else if (leaky && h < L->out_zp)
+                                v = tl_requantize(v, L->leaky_mult, L->leaky_shift);
+                        }
+                        drow[ox] = (int16_t)v;
+                        acc_b += v;
+                        nonzero |= v;
+                    }
                 }
-                delta[oy * ow + ox] = (int16_t)v;
-                acc_b += v;
-                nonzero |= v;
             }
         }
         if (!nonzero && !dw_preview)
             continue;
-        int32_t wm, ws, bm, bs;
-        combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &wm, &ws);
+        upd_row u;
+        u.weights = L->weights;
+        u.dw_preview = dw_preview;
+        u.Ec = Ec;
+        u.rounding = m->cfg.rounding;
+        u.prefix = prefix;
+        combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
+        int32_t bm, bs;
         combine(L->bupd_mult[c], L->bupd_shift[c], L->lr_mult, L->lr_shift, &bm, &bs);
-        /* weights of channel c: index, input channel range and the gradient correlation */
         const int32_t kh = L->k_h, kw = L->k_w;
         if (L->kind == TL_LAYER_FC) {
+            /* dW[c][k] = delta (x_k - zp): one position, so the product is the gradient */
             const int32_t in_n = tl_layer_in_bytes(L);
-            for (int32_t k = 0; k < in_n; k++) {
-                const int64_t acc = (int64_t)delta[0] * ((int32_t)in[k] - L->in_zp);
-                const int32_t idx = c * in_n + k;
-                int64_t q16;
-                const int64_t dw = scale_update(acc, wm, ws, Ec, m->cfg.rounding,
-                                                tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
-                                                dw_preview ? &q16 : NULL);
-                if (dw_preview)
-                    dw_preview[idx] = -q16;
-                else
-                    L->weights[idx] = (int8_t)TL_CLAMP((int64_t)L->weights[idx] - dw, -127, 127);
-            }
-        } else if (tl_layer_is_pointwise(L)) {
-            /* 1x1: dW[c][i] = sum_pos delta(pos) (x(pos, i) - zp), accumulated over positions into
-             * a row of int64 so the inner loop runs along contiguous input channels; the zero
-             * point comes out as zp * sum(delta) = zp * acc_b, exactly. */
-            const int32_t ic = L->in_c;
-            int64_t *acc = a->wacc;
-            for (int32_t j = 0; j < ic; j++)
-                acc[j] = 0;
-            for (int32_t pos = 0; pos < oh * ow; pos++) {
-                const int32_t dv = delta[pos];
-                if (dv == 0)
-                    continue;
-                const int8_t *x = in + pos * ic;
-                for (int32_t j = 0; j < ic; j++)
-                    acc[j] += (int64_t)(dv * (int32_t)x[j]);
-            }
-            for (int32_t j = 0; j < ic; j++) {
-                const int32_t idx = c * ic + j;
-                int64_t q16;
-                const int64_t dw = scale_update(acc[j] - (int64_t)L->in_zp * acc_b, wm, ws, Ec, m->cfg.rounding,
-                                                tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
-                                                dw_preview ? &q16 : NULL);
-                if (dw_preview)
-                    dw_preview[idx] = -q16;
-                else
-                    L->weights[idx] = (int8_t)TL_CLAMP((int64_t)L->weights[idx] - dw, -127, 127);
+            const int64_t dv = delta[0];
+            for (int32_t k0 = 0; k0 < in_n; k0 += TL_UPD_JB) {
+                const int32_t nk = TL_MIN(TL_UPD_JB, in_n - k0);
+                for (int32_t k = 0; k < nk; k++)
+                    acc[k] = dv * ((int32_t)in[k0 + k] - L->in_zp);
+                apply_row(&u, acc, nk, c * in_n + k0, 1);
             }
         } else {
+            /* conv (1x1 included) and depthwise: dW[c][fy][fx][j] = sum over the output positions
+             * whose tap (fy, fx) falls inside the image of delta(pos) (x(tap, j) - zp). The zero
+             * point comes out as zp * sum(delta over those positions), exactly. */
             const int dw_kind = L->kind == TL_LAYER_DWCONV;
             const int32_t ic = L->in_c, iw = L->in_w, ih = L->in_h;
             const int32_t n_ci = dw_kind ? 1 : ic;
             for (int32_t fy = 0; fy < kh; fy++) {
+                int32_t oy0, oy1;
+                valid_range(oh, ih, L->stride_h, L->pad_top, fy, &oy0, &oy1);
                 for (int32_t fx = 0; fx < kw; fx++) {
-                    for (int32_t j = 0; j < n_ci; j++) {
-                        const int32_t ci = dw_kind ? c : j;
-                        int64_t acc = 0;
-                        for (int32_t oy = 0; oy < oh; oy++) {
-                            const int32_t y = oy * L->stride_h - L->pad_top + fy;
-                            if (y < 0 || y >= ih)
-                                continue;
-                            for (int32_t ox = 0; ox < ow; ox++) {
-                                const int32_t x = ox * L->stride_w - L->pad_left + fx;
-                                const int32_t dv = delta[oy * ow + ox];
-                                if (x < 0 || x >= iw || dv == 0)
-                                    continue;
-                                acc += (int64_t)dv * ((int32_t)in[(y * iw + x) * ic + ci] - L->in_zp);
-                            }
-                        }
-                        const int32_t idx = dw_kind ? (fy * kw + fx) * oc + c
-                                                    : ((c * kh + fy) * kw + fx) * ic + j;
-                        int64_t q16;
-                        const int64_t dw = scale_update(acc, wm, ws, Ec, m->cfg.rounding,
-                                                        tl_rand4(seed, step, (uint32_t)i, (uint32_t)idx),
-                                                        dw_preview ? &q16 : NULL);
-                        if (dw_preview)
-                            dw_preview[idx] = -q16;
+                    int32_t ox0, ox1;
+                    valid_range(ow, iw, L->stride_w, L->pad_left, fx, &ox0, &ox1);
+                    for (int32_t j0 = 0; j0 < n_ci; j0 += TL_UPD_JB) {
+                        const int32_t nj = TL_MIN(TL_UPD_JB, n_ci - j0);
+                        for (int32_t j = 0; j < nj; j++)
+                            acc[j] = 0;
+                        const int64_t dsum = tap_corr(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
+                                                      oy0, oy1, ox0, ox1, fy - L->pad_top, fx - L->pad_left,
+                                                      dw_kind ? c : j0, nj, acc);
+                        for (int32_t j = 0; j < nj; j++)
+                            acc[j] -= (int64_t)L->in_zp * dsum;
+                        if (dw_kind)
+                            apply_row(&u, acc, 1, (fy * kw + fx) * oc + c, 1);
                         else
-                            L->weights[idx] = (int8_t)TL_CLAMP((int64_t)L->weights[idx] - dw, -127, 127);
+                            apply_row(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0, 1);
                     }
                 }
             }
         }
         int64_t q16;
         const int64_t db = scale_update(acc_b, bm, bs, Ec, m->cfg.rounding,
-                                        tl_rand4(seed, step, (uint32_t)i, (uint32_t)(n_w + c)),
-                                        db_preview ? &q16 : NULL);
+                                        tl_mix32(prefix ^ (uint32_t)(n_w + c)), db_preview ? &q16 : NULL);
         if (db_preview)
             db_preview[c] = -q16;
         else
-            L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, -bias_bound, bias_bound);
+            L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, INT32_MIN, INT32_MAX);
     }
 }
 

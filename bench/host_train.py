@@ -1,0 +1,195 @@
+"""Host training throughput: tinylls LLS through the C core vs PyTorch-CPU backprop, one run, JSON.
+
+    python bench/host_train.py [--samples 96] [--torch-iters 6] [--json out.json]
+
+Network: MobileNetV1-0.25, 96x96x3, 2 classes (head "grid" for tinylls, as host.simulate trains it).
+  tinylls  one sample per step (as on the board), a whole epoch per C call (host/csrc runner):
+           threads=1 (one core) and threads=N (layer pipeline over N cores, bit-identical weights:
+           checked here too).
+  PyTorch  the same MobileNetV1-0.25 (float32, with BatchNorm after every conv, global average pool
+           + linear head: the standard network), SGD + cross-entropy backprop, torch.set_num_threads
+           = cores, at batch 1 and batch 32.
+PyTorch is a bench-only extra (`pip install torch==2.13.0`); without it its keys are null.
+Wall-clock numbers on a shared machine move with other jobs: the JSON records the load average
+and the process CPU seconds per image beside the images per second. This is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("flags"):
+                f = set(line.split(":", 1)[1].split())
+                return sorted(f & {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "fma"})
+    except OSError:
+        pass
+    return []
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+# ---------------------------------------------------------------------------- tinylls
+def bench_tinylls(n: int, threads: int, reps: int) -> dict:
+    from host import nets
+    from host.core import CModel
+    from host.csrc import runner
+    from host.model import weights_sha256
+
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, 256, size=(8, 96, 96, 3), dtype=np.uint8)
+
+    def fresh():
+        m = nets.build("mobilenet", seed=0, calib=calib, classes=2, head="grid")
+        nets.set_learning_rates(m, 1e-3, 1e-2)
+        return m
+
+    m0 = fresh()
+    xs = np.stack([m0.quantize_input(rng.integers(0, 256, size=m0.input_shape, dtype=np.uint8)) for _ in range(n)])
+    ys = rng.integers(0, 2, size=n).astype(np.int32)
+    runner.runner()  # build outside the timing
+    out = {}
+    hashes = {}
+    for t in (1, threads):
+        best = None
+        for _ in range(reps):
+            m = fresh()
+            cm = CModel(m, seed=0)
+            _, wall, cpu = timed(lambda: runner.train_epoch(cm, xs, ys, threads=t))
+            hashes[t] = weights_sha256(m)
+            if best is None or wall < best[0]:
+                best = (wall, cpu)
+        out[t] = {"img_per_s": n / best[0], "cpu_s_per_img": best[1] / n}
+    # the per-step Python path (CModel.train_step), for scale
+    m = fresh()
+    cm = CModel(m, seed=0)
+    _, wall, _ = timed(lambda: [cm.train_step(xs[k], int(ys[k])) for k in range(n)])
+    return {"one_core": out[1], "pipelined": out[threads], "python_loop_img_per_s": n / wall,
+            "pipelined_bit_identical": hashes[1] == hashes[threads] == weights_sha256(m),
+            "weights_sha256": hashes[1]}
+
+
+# ---------------------------------------------------------------------------- PyTorch
+def torch_mobilenet(torch, alpha=0.25, classes=2):
+    nn = torch.nn
+
+    def ch(c):
+        return max(8, int(c * alpha))
+
+    def conv_bn(i, o, s):
+        return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+    def dw_pw(i, o, s):
+        return [nn.Conv2d(i, i, 3, s, 1, groups=i, bias=False), nn.BatchNorm2d(i), nn.ReLU(inplace=True),
+                nn.Conv2d(i, o, 1, 1, 0, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+    blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+              (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+    layers, c = conv_bn(3, ch(32), 2), ch(32)
+    for o, s in blocks:
+        layers += dw_pw(c, ch(o), s)
+        c = ch(o)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes)]
+    return nn.Sequential(*layers)
+
+
+def bench_torch(batch: int, iters: int, threads: int) -> dict | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    net = torch_mobilenet(torch)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+    lossf = torch.nn.CrossEntropyLoss()
+    x = torch.randn(batch, 3, 96, 96)
+    y = torch.randint(0, 2, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(net(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    best = None
+    for _ in range(3):  # best of three timed rounds
+        _, wall, cpu = timed(lambda: [step() for _ in range(iters)])
+        if best is None or wall < best[0]:
+            best = (wall, cpu)
+    return {"img_per_s": batch * iters / best[0], "cpu_s_per_img": best[1] / (batch * iters),
+            "torch": torch.__version__, "threads": threads}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python bench/host_train.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", type=int, default=96, help="tinylls samples per timed epoch")
+    ap.add_argument("--reps", type=int, default=3, help="tinylls timed epochs per mode (best taken)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="cores for pipeline and PyTorch")
+    ap.add_argument("--torch-iters", type=int, default=6, help="PyTorch batch-32 steps per timed round")
+    ap.add_argument("--json", help="also write the JSON here")
+    args = ap.parse_args(argv)
+    load0 = os.getloadavg()
+    ours = bench_tinylls(args.samples, args.threads, args.reps)
+    b1 = bench_torch(1, args.torch_iters * 8, args.threads)
+    b32 = bench_torch(32, args.torch_iters, args.threads)
+    best_ours = max(ours["one_core"]["img_per_s"], ours["pipelined"]["img_per_s"])
+    out = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "simd": cpu_flags(),
+                    "loadavg_before": [round(v, 2) for v in load0],
+                    "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
+        "network": "MobileNetV1-0.25 96x96x3, 2 classes",
+        "host_train_img_per_s": round(best_ours, 1),
+        "host_train_1core_img_per_s": round(ours["one_core"]["img_per_s"], 1),
+        "host_train_pipelined_img_per_s": round(ours["pipelined"]["img_per_s"], 1),
+        "host_train_pipeline_threads": args.threads,
+        "host_train_cpu_s_per_img": round(ours["one_core"]["cpu_s_per_img"], 5),
+        "host_train_python_loop_img_per_s": round(ours["python_loop_img_per_s"], 1),
+        "host_pipelined_bit_identical": ours["pipelined_bit_identical"],
+        "pytorch_bp_b1_img_per_s": None if b1 is None else round(b1["img_per_s"], 1),
+        "pytorch_bp_b32_img_per_s": None if b32 is None else round(b32["img_per_s"], 1),
+        "pytorch_bp_b32_cpu_s_per_img": None if b32 is None else round(b32["cpu_s_per_img"], 5),
+        "pytorch": None if b32 is None else {"version": b32["torch"], "threads": b32["threads"],
+                                             "model": "float32 MobileNetV1-0.25 with BatchNorm, GAP head, SGD"},
+        "host_vs_pytorch_bp32_ratio": None if b32 is None else round(best_ours / b32["img_per_s"], 3),
+        "host_vs_pytorch_bp1_ratio": None if b1 is None else round(best_ours / b1["img_per_s"], 3),
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Fast paths change no result bit: the restructured / vectorised kernels and update loops against
+the TL_FORCE_GENERIC build (reference kernel loops, no clones), and the host runner (whole epoch
+in one call, layer pipeline across threads) against step-by-step training. Not a timing test."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from host import nets
+from host.core import CModel, ffi as core_ffi, lib as core_lib
+from host.csrc import runner
+from host.model import weights_sha256
+
+
+def mobilenet(seed=0, resolution=48, head="gap", classes=2, act=None):
+    rng = np.random.default_rng(seed)
+    calib = rng.integers(0, 256, size=(2, resolution, resolution, 3), dtype=np.uint8)
+    m = nets.build("mobilenet", seed=seed, calib=calib, classes=classes, resolution=resolution, head=head)
+    if act:
+        for L in m.layers[:-1]:
+            if L.has_weights:
+                L.act = act
+    nets.set_learning_rates(m, 3e-3, 1e-2, 1e-3)
+    return m
+
+
+def digits(seed=0):
+    rng = np.random.default_rng(seed)
+    m = nets.build("digits", seed=seed, calib=rng.integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8), classes=10)
+    nets.set_learning_rates(m, 3e-3, 1e-2)
+    return m
+
+
+def samples(model, n, seed=11):
+    rng = np.random.default_rng(seed)
+    x = np.stack([model.quantize_input(rng.integers(0, 256, size=model.input_shape, dtype=np.uint8))
+                  for _ in range(n)])
+    return x, rng.integers(0, model.classes, size=n).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def generic():
+    """ccore built with -DTL_FORCE_GENERIC (plus the runner), as a private extension."""
+    return runner.build_private(cflags=("-DTL_FORCE_GENERIC",), tag="generic")
+
+
+def ptr(ffi, cdata, ctype):
+    return ffi.cast(ctype, int(core_ffi.cast("uintptr_t", cdata)))
+
+
+CONFIGS = [
+    ("mobilenet-gap", lambda: mobilenet(0), {}),
+    ("mobilenet-grid-sine", lambda: mobilenet(1, head="grid"), dict(basis="sine")),
+    ("mobilenet-leaky-m", lambda: mobilenet(2, resolution=32, act="leaky", classes=3),
+     dict(variant="m", basis="random")),
+    ("mobilenet-relu6-mxm-nearest", lambda: mobilenet(3, resolution=40, act="relu6", classes=4),
+     dict(variant="mxm", rounding="nearest")),
+    ("digits", lambda: digits(0), {}),
+]
+
+
+@pytest.mark.parametrize("name,make,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_fast_build_trains_like_the_generic_build(name, make, cfg, generic):
+    gffi, glib = generic
+    fast, ref = make(), make()
+    cf, cr = CModel(fast, seed=5, **cfg), CModel(ref, seed=5, **cfg)
+    x, y = samples(fast, 5)
+    res = gffi.new("tl_result *")
+    for k in range(len(y)):
+        rf = cf.train_step(x[k], int(y[k]))
+        st = glib.tl_model_train_step(ptr(gffi, cr._m, "tl_model *"), ptr(gffi, cr._arena, "tl_ctx *"),
+                                      gffi.cast("int8_t *", x[k].ctypes.data), int(y[k]), res)
+        assert st == 0
+        assert rf.pred == res.pred
+        assert list(rf.local_pred) == [res.local_pred[i] for i in range(len(fast.layers))]
+    assert weights_sha256(fast) == weights_sha256(ref), name
+    # the unrounded update previews of every trainable layer agree too
+    outs = cf.layer_outputs(x[0])
+    ins = [x[0]] + outs[:-1]
+    for i, L in enumerate(fast.layers):
+        if not (L.trainable and L.has_weights):
+            continue
+        dw_f, db_f = cf.update_preview(i, ins[i], int(y[0]))
+        dw = np.zeros(L.weights.size, np.int64)
+        db = np.zeros(L.out_c, np.int64)
+        xi = np.ascontiguousarray(ins[i])
+        st = glib.tl_layer_update_preview(ptr(gffi, cr._m, "tl_model *"), i, ptr(gffi, cr._arena, "tl_ctx *"),
+                                          gffi.cast("int8_t *", xi.ctypes.data), int(y[0]),
+                                          gffi.cast("int64_t *", dw.ctypes.data),
+                                          gffi.cast("int64_t *", db.ctypes.data))
+        assert st == 0
+        np.testing.assert_array_equal(dw_f.ravel() * 65536.0, dw.astype(np.float64), err_msg=f"layer {i}")
+        np.testing.assert_array_equal(db_f * 65536.0, db.astype(np.float64), err_msg=f"layer {i}")
+
+
+def conv_case(rng, kind):
+    h, w = (int(v) for v in rng.integers(1, 20, size=2))
+    cin = int(rng.integers(1, 70))
+    cout = cin if kind == "dw" else int(rng.integers(1, 70))
+    k = 1 if kind == "pw" else int(rng.choice([1, 2, 3, 5]))
+    s = 1 if kind == "pw" else int(rng.choice([1, 2, 3]))
+    pad = 0 if kind == "pw" else int(rng.integers(0, k))
+    oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    if oh < 1 or ow < 1 or (oh - 1) * s - pad > h - 1 or (ow - 1) * s - pad > w - 1:
+        return None
+    x = rng.integers(-128, 128, size=(h, w, cin)).astype(np.int8)
+    wt = rng.integers(-127, 128, size=(k, k, cout) if kind == "dw" else (cout, k, k, cin)).astype(np.int8)
+    bias = rng.integers(-50000, 50000, size=cout).astype(np.int32)
+    mult = rng.integers(1 << 30, (1 << 31) - 1, size=cout).astype(np.int32)
+    shift = rng.integers(-14, 3, size=cout).astype(np.int32)
+    zi, zo = (int(v) for v in rng.integers(-128, 128, size=2))
+    lo = int(rng.integers(-128, 0))
+    return dict(x=x, w=wt, bias=bias, mult=mult, shift=shift, prm=[zi, zo, s, s, pad, pad, lo,
+                int(rng.integers(lo, 128)), int(rng.integers(0, 2))], k=k, out=(oh, ow, cout))
+
+
+def run_kernel(ffi, lib, kind, c):
+    def p(ct, a):
+        return ffi.cast(ct, a.ctypes.data)
+    oh, ow, cout = c["out"]
+    out = np.zeros((oh, ow, cout), np.int8)
+    h, w, cin = c["x"].shape
+    prm = ffi.new("tl_conv_params *", c["prm"])
+    q = ffi.new("tl_quant *", [p("int32_t *", c["mult"]), p("int32_t *", c["shift"])])
+    ind, outd = ffi.new("tl_dims *", [1, h, w, cin]), ffi.new("tl_dims *", [1, oh, ow, cout])
+    if kind == "dw":
+        fd = ffi.new("tl_dims *", [1, c["k"], c["k"], cout])
+        fn = lib.tl_dwconv_s8
+    else:
+        fd = ffi.new("tl_dims *", [cout, c["k"], c["k"], cin])
+        fn = lib.tl_pwconv_s8 if kind == "pw" else lib.tl_conv_s8
+    assert fn(prm, q, ind, p("int8_t *", c["x"]), fd, p("int8_t *", c["w"]), p("int32_t *", c["bias"]), outd,
+              p("int8_t *", out)) == 0
+    return out
+
+
+@pytest.mark.parametrize("kind", ["conv", "dw", "pw"])
+def test_fast_kernels_match_the_reference_loops(kind, generic):
+    gffi, glib = generic
+    rng = np.random.default_rng(99)
+    done = 0
+    while done < 60:
+        c = conv_case(rng, kind)
+        if c is None:
+            continue
+        np.testing.assert_array_equal(run_kernel(core_ffi, core_lib, kind, c), run_kernel(gffi, glib, kind, c))
+        done += 1
+
+
+@pytest.mark.parametrize("threads,split", [(1, None), (2, None), (3, None), (2, [1]), (2, [27]), (4, [3, 9, 20])])
+def test_pipelined_epoch_is_bit_identical_to_steps(threads, split):
+    a, b = mobilenet(4, head="grid"), mobilenet(4, head="grid")
+    x, y = samples(a, 9)
+    ca, cb = CModel(a, seed=9), CModel(b, seed=9)
+    preds_a = [ca.train_step(x[k], int(y[k])).pred for k in range(len(y))]
+    preds_b = runner.train_epoch(cb, x, y, threads=threads, split=split)
+    assert weights_sha256(a) == weights_sha256(b)
+    assert list(preds_b) == preds_a
+    assert cb.step == ca.step == len(y)
+    # a second epoch continues the rounding stream where the first left it
+    runner.train_epoch(cb, x[::-1], y[::-1], threads=threads, split=split)
+    for k in reversed(range(len(y))):
+        ca.train_step(x[k], int(y[k]))
+    assert weights_sha256(a) == weights_sha256(b)
+
+
+def test_pipelined_epoch_variants_and_errors():
+    a, b = mobilenet(5, resolution=32, act="leaky", classes=3), mobilenet(5, resolution=32, act="leaky", classes=3)
+    x, y = samples(a, 6)
+    ca, cb = CModel(a, seed=2, variant="mxm"), CModel(b, seed=2, variant="mxm")
+    for k in range(len(y)):
+        ca.train_step(x[k], int(y[k]))
+    runner.train_epoch(cb, x, y, threads=2)
+    assert weights_sha256(a) == weights_sha256(b)
+    assert all(np.array_equal(p.lls_m, q.lls_m) for p, q in zip(a.layers, b.layers) if p.lls_m is not None)
+    before = weights_sha256(b)
+    bad = y.copy()
+    bad[3] = 7
+    from host.core import TinyllsError
+    with pytest.raises(TinyllsError, match="label"):
+        runner.train_epoch(cb, x, bad, threads=2)
+    assert weights_sha256(b) == before and cb.step == len(y)
