@@ -1,10 +1,11 @@
 /* The model: validation, the arena planner, and the layer-by-layer forward pass that inference
  * and training share.
  *
- * Arena layout (the caller's one buffer, 8-byte aligned):
- *   [ int64 wacc[Cin_max] | int32 signal[T_max] | int16 delta[HW_max] ][ activations ....... ]
+ * Arena layout (the caller's one buffer, 8-byte aligned), while layer i runs:
+ *   even i: [ out_i | wacc | signal | delta | ...free... | in_i = out_{i-1} ]
+ *   odd i:  [ in_i = out_{i-1} | wacc | signal | delta | ...free... | out_i ]
  * wacc holds one output channel's weight gradients while a 1x1 layer trains; signal and delta
- * hold the LLS learning signal (see tl_train.c).
+ * hold the layer's LLS learning signal (see tl_train.c).
  * Activations are double-ended: even layers write their output at the start of the activation
  * region, odd layers at its end, so a layer's input (the previous output) and its output never
  * overlap as long as in + out <= region. The region is therefore max over layers of in + out
@@ -177,49 +178,35 @@ tl_status tl_model_prepare(tl_model *m)
 }
 
 /* ---------------------------------------------------------------- planning */
-int32_t tl_model_act_bytes(const tl_model *m)
-{
-    int32_t r = 0;
-    for (int32_t i = 0; i < m->n_layers; i++) {
-        const tl_layer *L = &m->layers[i];
-        const int32_t need = (i == 0 ? 0 : tl_layer_in_bytes(L)) + tl_layer_out_bytes(L);
-        r = TL_MAX(r, need);
-    }
-    return (r + 3) & ~3;
-}
-
-int32_t tl_model_signal_len(const tl_model *m)
-{
-    int32_t t = m->classes;
-    for (int32_t i = 0; i < m->n_layers; i++) {
-        const tl_layer *L = &m->layers[i];
-        if (L->pool > 0)
-            t = TL_MAX(t, L->out_c * L->pool * L->pool);
-    }
-    return t;
-}
-
-int32_t tl_model_delta_len(const tl_model *m)
-{
-    int32_t n = 1;
-    for (int32_t i = 0; i < m->n_layers; i++)
-        n = TL_MAX(n, m->layers[i].out_h * m->layers[i].out_w);
-    return n;
-}
-
 int tl_layer_is_pointwise(const tl_layer *L)
 {
     return L->kind == TL_LAYER_CONV && L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 &&
            L->stride_w == 1 && L->pad_top == 0 && L->pad_left == 0;
 }
 
-int32_t tl_model_wacc_len(const tl_model *m)
+/* The training scratch layer i needs while it is the current layer (bytes, 8-aligned parts):
+ * int64 wacc[in_c] (1x1 layers), int32 signal[T], int16 delta[out_h * out_w]. */
+static int32_t scratch_bytes(const tl_model *m, int32_t i, int32_t *wacc, int32_t *signal, int32_t *delta)
 {
-    int32_t n = 0;
-    for (int32_t i = 0; i < m->n_layers; i++)
-        if (m->layers[i].trainable && tl_layer_is_pointwise(&m->layers[i]))
-            n = TL_MAX(n, m->layers[i].in_c);
-    return n;
+    const tl_layer *L = &m->layers[i];
+    *wacc = *signal = *delta = 0;
+    if (L->kind == TL_LAYER_AVGPOOL)
+        return 0;
+    if (L->trainable && tl_layer_is_pointwise(L))
+        *wacc = L->in_c * 8;
+    const int32_t t = i == m->n_layers - 1 ? m->classes : L->out_c * L->pool * L->pool;
+    *signal = (t * 4 + 7) & ~7;
+    *delta = (L->out_h * L->out_w * 2 + 7) & ~7;
+    return *wacc + *signal + *delta;
+}
+
+/* Bytes of the activation region layer i occupies: its input (the previous layer's output; layer
+ * 0 reads the caller's buffer) and its output, each rounded up to 8 so scratch between them stays
+ * aligned. */
+static int32_t io_bytes(const tl_model *m, int32_t i)
+{
+    const int32_t in = i == 0 ? 0 : tl_layer_in_bytes(&m->layers[i]);
+    return ((in + 7) & ~7) + ((tl_layer_out_bytes(&m->layers[i]) + 7) & ~7);
 }
 
 int32_t tl_model_arena_bytes(const tl_model *m)
@@ -227,9 +214,12 @@ int32_t tl_model_arena_bytes(const tl_model *m)
     tl_status s = tl_model_prepare((tl_model *)m);
     if (s != TL_OK)
         return s;
-    const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
-    const int32_t signal = (tl_model_signal_len(m) * 4 + 7) & ~7;
-    return tl_model_wacc_len(m) * 8 + signal + delta + tl_model_act_bytes(m);
+    int32_t need = 8;
+    for (int32_t i = 0; i < m->n_layers; i++) {
+        int32_t w, g, d;
+        need = TL_MAX(need, io_bytes(m, i) + scratch_bytes(m, i, &w, &g, &d));
+    }
+    return need;
 }
 
 int32_t tl_model_bp_activation_bytes(const tl_model *m)
@@ -261,21 +251,27 @@ tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
         return need;
     if (arena->size < need)
         return TL_ERR_ARENA;
-    uint8_t *base = (uint8_t *)arena->buf;
-    const int32_t wacc = tl_model_wacc_len(m) * 8;
-    const int32_t signal = (tl_model_signal_len(m) * 4 + 7) & ~7;
-    const int32_t delta = (tl_model_delta_len(m) * 2 + 3) & ~3;
-    a->wacc = (int64_t *)(void *)base;
-    base += wacc;
-    a->signal = (int32_t *)(void *)base;
-    a->delta = (int16_t *)(void *)(base + signal);
-    a->act = (int8_t *)(base + signal + delta);
-    a->act_size = tl_model_act_bytes(m);
+    a->act = (int8_t *)arena->buf;
+    a->act_size = need;
+    a->wacc = NULL;
+    a->signal = NULL;
+    a->delta = NULL;
     return TL_OK;
 }
 
-int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer)
+/* Layer i's output sits at the start of the arena for even i and at its end for odd i, so it never
+ * meets its input (the previous output, at the other end); the layer's training scratch goes in
+ * the gap between them, which the planner made large enough. */
+int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 {
+    const int32_t in = layer == 0 ? 0 : (tl_layer_in_bytes(&m->layers[layer]) + 7) & ~7;
+    const int32_t out = (tl_layer_out_bytes(&m->layers[layer]) + 7) & ~7;
+    int32_t w, g, d;
+    scratch_bytes(m, layer, &w, &g, &d);
+    uint8_t *gap = (uint8_t *)a->act + (layer % 2 == 0 ? out : in);
+    a->wacc = (int64_t *)(void *)gap;
+    a->signal = (int32_t *)(void *)(gap + w);
+    a->delta = (int16_t *)(void *)(gap + w + g);
     if (layer % 2 == 0)
         return a->act;
     return a->act + a->act_size - tl_layer_out_bytes(&m->layers[layer]);

@@ -5,23 +5,20 @@
 #include "tl_support.h"
 
 typedef struct {
-    int64_t *wacc;     /* (in_c_max of 1x1 layers) weight-gradient accumulators of one channel */
-    int32_t *signal;   /* (T_max) pooled activations, then the learning signal */
-    int16_t *delta;    /* (HW_max) one output channel's delta map */
-    int8_t *act;       /* activation region, act_size bytes */
+    int64_t *wacc;     /* (in_c) weight-gradient accumulators of one channel (1x1 layers) */
+    int32_t *signal;   /* (T) pooled activations, then the learning signal */
+    int16_t *delta;    /* (out_h * out_w) one output channel's delta map */
+    int8_t *act;       /* the whole arena, act_size bytes (planned size) */
     int32_t act_size;
 } tl_arena;
 
 int32_t tl_layer_in_bytes(const tl_layer *L);
 int32_t tl_layer_out_bytes(const tl_layer *L);
 int32_t tl_layer_n_weights(const tl_layer *L);
-int32_t tl_model_act_bytes(const tl_model *m);
-int32_t tl_model_signal_len(const tl_model *m);
-int32_t tl_model_delta_len(const tl_model *m);
-int32_t tl_model_wacc_len(const tl_model *m);
 int tl_layer_is_pointwise(const tl_layer *L);
 tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
-int8_t *tl_arena_output(const tl_arena *a, const tl_model *m, int32_t layer);
+/* Layer `layer`'s output tensor in the arena; also points a's scratch at this layer's share. */
+int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer);
 
 /* Local LLS head of hidden layer i on its output `out`: prediction and loss (label >= 0), and
  * with update != 0 the layer's weight update from its input `in`. With dw/db preview pointers
