@@ -207,5 +207,11 @@ class CModel:
         return outs
 
     @property
+    def config(self):
+        """The C training configuration (tl_train_cfg) as the core sees it: what a board must be
+        given (SET_CONFIG) to train like this model."""
+        return self._m.cfg
+
+    @property
     def step(self) -> int:
         return int(self._m.step)

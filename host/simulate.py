@@ -157,14 +157,15 @@ def match_channels(images: np.ndarray, channels: int, what: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the run
-def evaluate(cm, model, images, labels) -> tuple[float, np.ndarray]:
+def evaluate(cm, model, images, labels) -> tuple[float, np.ndarray, np.ndarray]:
+    """Accuracy, per-layer local-head accuracy and the predictions on a labelled set."""
     preds, local = [], []
     for x in images:
         r = cm.infer(model.quantize_input(x), with_local=True)
         preds.append(r.pred)
         local.append(r.local_pred)
-    local = np.array(local)
-    return float(np.mean(np.array(preds) == labels)), np.mean(local == labels[:, None], axis=0)
+    preds, local = np.array(preds), np.array(local)
+    return float(np.mean(preds == labels)), np.mean(local == labels[:, None], axis=0), preds
 
 
 @dataclass
@@ -196,6 +197,9 @@ def apply_lr(model, base_lr: list, factor: float) -> None:
 def prepare(args) -> Setup:
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    for name in ("limit", "val_limit"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0: all), got {getattr(args, name)}")
     train, val = load_data(args.data, args.difficulty)
     model = build_model(args, train)
     c = model.input_shape[2]
@@ -249,7 +253,7 @@ def run(args) -> dict:
             if k % 25 == 0:
                 bar.set_postfix(train_acc=f"{correct / k:.3f}")
         train_acc = correct / len(tr_y)
-        val_acc, per_layer = evaluate(cm, model, va_x, va_y)
+        val_acc, per_layer, val_preds = evaluate(cm, model, va_x, va_y)
         history.append({"epoch": epoch + 1, "train_accuracy": train_acc, "val_accuracy": val_acc})
         log(f"epoch {epoch + 1}: train {train_acc:.3f}  val {val_acc:.3f}  local heads "
             + " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(per_layer, model.layers)))
@@ -266,6 +270,7 @@ def run(args) -> dict:
         "train_accuracy": float(train_acc), "val_accuracy": float(val_acc),
         "per_layer_accuracy": [None if not L.has_weights else float(a) for a, L in zip(per_layer, model.layers)],
         "history": history,
+        "val_predictions": [int(p) for p in val_preds],
         "scratch_bytes": cm.arena_bytes, "max_layer_bytes": cm.max_layer_bytes,
         "bp_activation_bytes": cm.bp_activation_bytes,
         "weights_sha256": weights_sha256(model),

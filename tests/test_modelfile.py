@@ -235,6 +235,22 @@ def test_c_loader_reads_the_file_in_place():
     assert [layers[0].lls_m[c] for c in range(3)] == model.layers[0].lls_m.tolist()
 
 
+def test_c_loader_training_config_is_the_simulations_default():
+    """A loaded model trains like host.core.CModel / host.simulate with default options (tau =
+    host.simulate.TAU): the board and the simulation agree before any SET_CONFIG."""
+    from host.core import CModel
+    from host.simulate import TAU
+    ffi, lib = _lib()
+    for lls, variant in ((True, "m"), (False, "plain")):
+        model = small_model(lls=lls)
+        s, m, layers, buf = c_load(modelfile.to_bytes(model))
+        assert s == lib.TL_OK
+        ref = CModel(model, variant=variant, tau=TAU)._m.cfg
+        for f in ("basis", "variant", "rounding", "seed", "basis_seed", "inv_tau_q8"):
+            assert getattr(m.cfg, f) == getattr(ref, f), f
+    assert m.cfg.inv_tau_q8 == 512
+
+
 def _patch(blob: bytes, off: int, value: int, fix_crc: bool = True) -> bytes:
     b = bytearray(blob)
     b[off: off + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")

@@ -320,9 +320,13 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
     m->n_layers = n;
     m->layers = layers;
     m->classes = classes;
+    /* Defaults = host.core.CModel's and host.simulate's (tau = host.simulate.TAU = 0.5, seed 0,
+     * basis_seed 0); a board changes them with the protocol's SET_CONFIG (tl_proto_api.h). */
     m->cfg.basis = TL_BASIS_SQUARE;
     m->cfg.rounding = TL_ROUND_STOCHASTIC;
-    m->cfg.inv_tau_q8 = 256;
+    m->cfg.inv_tau_q8 = 512;
+    m->cfg.seed = 0;
+    m->cfg.basis_seed = 0;
     m->cfg.variant = n_lls == 0 ? TL_LLS_PLAIN : (lls_len == classes ? TL_LLS_M : TL_LLS_MXM);
     /* classes == 1 makes both lengths 1; LLS-M is the meaningful reading then. */
     return TL_OK;

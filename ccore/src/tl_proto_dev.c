@@ -1,0 +1,703 @@
+/* tinylls serial protocol, device side: executes commands against the core and answers them.
+ *
+ * Board-independent: the firmware (firmware/app/main.c) feeds received bytes to tl_proto_dev_rx
+ * and provides a write callback; host tests run the very same code through cffi.
+ *
+ * Robustness rules (see tl_proto_api.h):
+ *  - a frame that fails SLIP decoding, length or CRC checks is answered with a NAK that is not
+ *    cached, and changes no state;
+ *  - a command is executed at most once: the response to the last command is cached with the
+ *    command's (seq, crc); a retransmission gets the cached bytes again;
+ *  - a command with a bad argument (size, label, offset, unknown op) gets a NAK with a code and
+ *    changes nothing.
+ */
+#include "tinylls.h"
+#include "tl_proto_api.h"
+
+/* ---------------------------------------------------------------- helpers */
+static void put_u16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* Two's complement reinterpretation without relying on implementation-defined conversion. */
+static int32_t get_i32(const uint8_t *p)
+{
+    uint32_t u = get_u32(p);
+    if (u <= 0x7FFFFFFFu)
+        return (int32_t)u;
+    return -(int32_t)(~u) - 1;
+}
+
+static uint32_t counter_now(const tl_proto_dev *dev)
+{
+    return dev->cfg.counter ? dev->cfg.counter(dev->cfg.user) : 0u;
+}
+
+/* SLIP-escapes a frame straight into the write callback through a small stack buffer. */
+static void send_frame(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
+{
+    uint8_t out[64];
+    int32_t k = 0;
+    out[k++] = TL_SLIP_END;
+    for (int32_t i = 0; i < n; i++) {
+        if (k > (int32_t)sizeof(out) - 3) {
+            dev->cfg.write(dev->cfg.user, out, k);
+            dev->stats.bytes_tx += (uint32_t)k;
+            k = 0;
+        }
+        uint8_t b = frame[i];
+        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
+            out[k++] = TL_SLIP_ESC;
+            out[k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
+        } else {
+            out[k++] = b;
+        }
+    }
+    out[k++] = TL_SLIP_END;
+    dev->cfg.write(dev->cfg.user, out, k);
+    dev->stats.bytes_tx += (uint32_t)k;
+}
+
+/* A short uncached response: NAK for a broken frame, or BUSY. */
+static void send_small(tl_proto_dev *dev, uint8_t op, uint8_t flags, uint16_t seq, tl_status status,
+                       int32_t detail, int32_t with_status)
+{
+    uint8_t frame[TL_PROTO_HDR_BYTES + 8 + TL_PROTO_CRC_BYTES];
+    uint8_t payload[8];
+    int32_t n = 0;
+    put_u32(payload, (uint32_t)status);
+    put_u32(payload + 4, (uint32_t)detail);
+    if (tl_proto_build(op, flags, seq, payload, with_status ? 8 : 0, frame, (int32_t)sizeof(frame), &n)
+        == TL_OK)
+        send_frame(dev, frame, n);
+}
+
+/* ---------------------------------------------------------------- weights stream */
+/* The READ_WEIGHTS byte stream is the concatenation, layer by layer, of weights (int8), bias
+ * (int32 little-endian) and lls_m (int32 little-endian) where present: host.model.weights_sha256
+ * hashes the same bytes. walk() copies [offset, offset + n) into out (if not NULL) and/or folds
+ * it into *crc (if not NULL), and returns the stream's total size in *total. */
+static int32_t layer_weight_count(const tl_layer *L)
+{
+    switch (L->kind) {
+    case TL_LAYER_CONV: return L->out_c * L->k_h * L->k_w * L->in_c;
+    case TL_LAYER_DWCONV: return L->k_h * L->k_w * L->out_c;
+    case TL_LAYER_FC: return L->out_c * L->in_h * L->in_w * L->in_c;
+    default: return 0;
+    }
+}
+
+static int32_t lls_m_count(const tl_model *m)
+{
+    return m->cfg.variant == TL_LLS_MXM ? m->classes * m->classes : m->classes;
+}
+
+typedef struct {
+    int32_t pos;            /* stream position of the next segment */
+    int32_t lo, hi;         /* requested window [lo, hi) */
+    uint8_t *out;
+    uint32_t *crc;
+} walk_state;
+
+static void walk_bytes(walk_state *w, const int8_t *p, int32_t count)
+{
+    int32_t a = w->lo > w->pos ? w->lo : w->pos;
+    int32_t b = w->hi < w->pos + count ? w->hi : w->pos + count;
+    if (a < b) {
+        if (w->out)
+            for (int32_t i = a; i < b; i++)
+                w->out[i - w->lo] = (uint8_t)p[i - w->pos];
+        if (w->crc)
+            *w->crc = tl_crc32(*w->crc, (const uint8_t *)p + (a - w->pos), b - a);
+    }
+    w->pos += count;
+}
+
+static void walk_words(walk_state *w, const int32_t *p, int32_t count)
+{
+    int32_t bytes = 4 * count;
+    int32_t a = w->lo > w->pos ? w->lo : w->pos;
+    int32_t b = w->hi < w->pos + bytes ? w->hi : w->pos + bytes;
+    for (int32_t i = a; i < b; i++) {
+        int32_t j = i - w->pos;
+        uint8_t v = (uint8_t)((uint32_t)p[j >> 2] >> (8 * (j & 3)));
+        if (w->out)
+            w->out[i - w->lo] = v;
+        if (w->crc)
+            *w->crc = tl_crc32(*w->crc, &v, 1);
+    }
+    w->pos += bytes;
+}
+
+static void walk(const tl_model *m, walk_state *w)
+{
+    for (int32_t l = 0; l < m->n_layers; l++) {
+        const tl_layer *L = &m->layers[l];
+        if (L->weights)
+            walk_bytes(w, L->weights, layer_weight_count(L));
+        if (L->bias)
+            walk_words(w, L->bias, L->out_c);
+        if (L->lls_m)
+            walk_words(w, L->lls_m, lls_m_count(m));
+    }
+}
+
+tl_status tl_proto_weights_size(const tl_model *m, int32_t *size)
+{
+    if (!m || !size || !m->layers)
+        return TL_ERR_ARG;
+    walk_state w = {0, 0, 0, 0, 0};
+    walk(m, &w);
+    *size = w.pos;
+    return TL_OK;
+}
+
+tl_status tl_proto_weights_read(const tl_model *m, int32_t offset, uint8_t *out, int32_t n)
+{
+    int32_t total = 0;
+    if (!out || offset < 0 || n < 0)
+        return TL_ERR_ARG;
+    tl_status s = tl_proto_weights_size(m, &total);
+    if (s != TL_OK)
+        return s;
+    if (offset > total || n > total - offset)
+        return TL_PROTO_ERR_RANGE;
+    walk_state w = {0, offset, offset + n, out, 0};
+    walk(m, &w);
+    return TL_OK;
+}
+
+tl_status tl_proto_weights_crc(const tl_model *m, uint32_t *crc)
+{
+    int32_t total = 0;
+    if (!crc)
+        return TL_ERR_ARG;
+    tl_status s = tl_proto_weights_size(m, &total);
+    if (s != TL_OK)
+        return s;
+    uint32_t c = 0;
+    walk_state w = {0, 0, total, 0, &c};
+    walk(m, &w);
+    *crc = c;
+    return TL_OK;
+}
+
+/* The loaded model as the READ_WEIGHTS stream sees it: lls_m arrays are counted with the length
+ * the model file gave them (SET_CONFIG may switch an LLS-M/MxM file to PLAIN, which ignores them). */
+static tl_model stream_view(const tl_proto_dev *dev)
+{
+    tl_model v = dev->model;
+    v.cfg.variant = dev->file_variant;
+    return v;
+}
+
+/* ---------------------------------------------------------------- init */
+tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
+{
+    if (!dev || !cfg || !cfg->write || !cfg->blob || cfg->blob_cap <= 0 || !cfg->layers
+        || cfg->max_layers <= 0 || !cfg->arena || cfg->arena_cap < 0 || !cfg->input || cfg->input_cap <= 0)
+        return TL_ERR_ARG;
+    if (((uintptr_t)cfg->blob & 3u) != 0)
+        return TL_ERR_ARG;      /* tl_modelfile_load parses the blob in place: needs alignment */
+    uint8_t *p = (uint8_t *)dev;
+    for (uint32_t i = 0; i < sizeof(*dev); i++)
+        p[i] = 0;
+    dev->cfg = *cfg;
+    return tl_proto_dec_init(&dev->dec);
+}
+
+/* ---------------------------------------------------------------- commands */
+/* Response under construction in dev->resp: payload starts at resp + 8 with the int32 status. */
+typedef struct {
+    uint8_t *p;             /* payload start */
+    int32_t n;              /* payload bytes so far */
+} resp_buf;
+
+static void r_u32(resp_buf *r, uint32_t v)
+{
+    put_u32(r->p + r->n, v);
+    r->n += 4;
+}
+
+static void r_u16(resp_buf *r, uint32_t v)
+{
+    put_u16(r->p + r->n, v);
+    r->n += 2;
+}
+
+static void r_str16(resp_buf *r, const char *s)
+{
+    int32_t i = 0;
+    for (; s && s[i] && i < 15; i++)
+        r->p[r->n + i] = (uint8_t)s[i];
+    for (; i < 16; i++)
+        r->p[r->n + i] = 0;
+    r->n += 16;
+}
+
+/* A NAK: status then detail. Returns the status for the caller's convenience. */
+static tl_status nak(resp_buf *r, tl_status status, int32_t detail)
+{
+    r->n = 0;
+    r_u32(r, (uint32_t)status);
+    r_u32(r, (uint32_t)detail);
+    return status;
+}
+
+static tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+{
+    if (len != 0)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
+    int32_t arena_needed = 0, weights_bytes = 0;
+    uint32_t weights_crc = 0;
+    const tl_layer *L0 = dev->loaded ? &dev->model.layers[0] : 0;
+    const tl_train_cfg *tc = dev->loaded ? &dev->model.cfg : 0;
+    if (dev->loaded) {
+        tl_model v = stream_view(dev);
+        arena_needed = tl_model_arena_bytes(&dev->model);
+        tl_proto_weights_size(&v, &weights_bytes);
+        tl_proto_weights_crc(&v, &weights_crc);
+    }
+    r_u32(r, TL_OK);
+    r_u16(r, TL_PROTO_VERSION);
+    r_u16(r, dev->loaded ? (uint32_t)dev->model.n_layers : 0u);
+    r_u32(r, dev->loaded ? 1u : 0u);
+    r_u32(r, (uint32_t)arena_needed);
+    r_u32(r, (uint32_t)dev->cfg.arena_cap);
+    r_u32(r, (uint32_t)dev->cfg.blob_cap);
+    r_u32(r, (uint32_t)dev->cfg.input_cap);
+    r_u32(r, dev->cfg.free_ram);
+    r_u32(r, dev->loaded ? dev->model_size : 0u);
+    r_u32(r, dev->loaded ? dev->model_crc : 0u);
+    r_u32(r, (uint32_t)weights_bytes);
+    r_u32(r, weights_crc);
+    r_u32(r, dev->loaded ? dev->model.step : 0u);
+    r_u32(r, dev->loaded ? (uint32_t)dev->model.classes : 0u);
+    r_u32(r, L0 ? (uint32_t)L0->in_h : 0u);
+    r_u32(r, L0 ? (uint32_t)L0->in_w : 0u);
+    r_u32(r, L0 ? (uint32_t)L0->in_c : 0u);
+    r_u32(r, dev->cfg.counter_kind);
+    r_u32(r, TL_PROTO_MAX_PAYLOAD);
+    r_str16(r, dev->cfg.board);
+    r_str16(r, tl_version());
+    r_u32(r, tc ? (uint32_t)tc->basis : 0u);
+    r_u32(r, tc ? (uint32_t)tc->variant : 0u);
+    r_u32(r, tc ? (uint32_t)tc->rounding : 0u);
+    r_u32(r, tc ? tc->seed : 0u);
+    r_u32(r, tc ? tc->basis_seed : 0u);
+    r_u32(r, tc ? (uint32_t)tc->inv_tau_q8 : 0u);
+    return TL_OK;
+}
+
+static tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 8)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
+    uint32_t size = get_u32(pl), crc = get_u32(pl + 4);
+    if (size > (uint32_t)dev->cfg.blob_cap)
+        return nak(r, TL_PROTO_ERR_TOO_BIG, dev->cfg.blob_cap);
+    if (size < 4)
+        return nak(r, TL_PROTO_ERR_RANGE, 4);
+    /* From here the blob is overwritten: the previous model is gone whatever follows. */
+    dev->loaded = 0;
+    dev->loading = 1;
+    dev->load_size = size;
+    dev->load_crc = crc;
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len < 4)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
+    if (!dev->loading)
+        return nak(r, TL_PROTO_ERR_NO_LOAD, 0);
+    uint32_t off = get_u32(pl), cnt = len - 4;
+    if (off > dev->load_size || cnt > dev->load_size - off)
+        return nak(r, TL_PROTO_ERR_RANGE, (int32_t)dev->load_size);
+    for (uint32_t i = 0; i < cnt; i++)
+        dev->cfg.blob[off + i] = pl[4 + i];
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+static tl_status cmd_load_end(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+{
+    if (len != 0)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
+    if (!dev->loading)
+        return nak(r, TL_PROTO_ERR_NO_LOAD, 0);
+    if (tl_crc32(0, dev->cfg.blob, (int32_t)dev->load_size) != dev->load_crc)
+        return nak(r, TL_PROTO_ERR_MODEL_CRC, 0);
+    tl_model m;
+    tl_status s = tl_modelfile_load(dev->cfg.blob, (int32_t)dev->load_size, dev->cfg.layers,
+                                    dev->cfg.max_layers, &m);
+    if (s != TL_OK)
+        return nak(r, s, 0);
+    int32_t arena = tl_model_arena_bytes(&m);
+    if (arena < 0)
+        return nak(r, arena, 0);
+    if (arena > dev->cfg.arena_cap)
+        return nak(r, TL_PROTO_ERR_ARENA, arena);
+    const tl_layer *L0 = &m.layers[0];
+    int32_t in_bytes = L0->in_h * L0->in_w * L0->in_c;
+    if (in_bytes > dev->cfg.input_cap)
+        return nak(r, TL_PROTO_ERR_INPUT_CAP, in_bytes);
+    dev->model = m;
+    dev->loaded = 1;
+    dev->loading = 0;
+    dev->model_size = dev->load_size;
+    dev->model_crc = dev->load_crc;
+    dev->input_bytes = in_bytes;
+    dev->file_variant = m.cfg.variant;      /* the loader derives it from the lls_m arrays */
+    dev->stats.loads++;
+    r_u32(r, TL_OK);
+    r_u32(r, (uint32_t)arena);
+    r_u16(r, (uint32_t)m.n_layers);
+    r_u16(r, (uint32_t)m.classes);
+    return TL_OK;
+}
+
+static tl_status cmd_input(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len < 4)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    uint32_t off = get_u32(pl), cnt = len - 4, cap = (uint32_t)dev->input_bytes;
+    if (off > cap || cnt > cap - off)
+        return nak(r, TL_PROTO_ERR_RANGE, dev->input_bytes);
+    for (uint32_t i = 0; i < cnt; i++)
+        dev->cfg.input[off + i] = (int8_t)pl[4 + i];
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+/* Shared checks of TRAIN / EVAL: model, size and CRC of the staged input. */
+static tl_status check_input(tl_proto_dev *dev, uint32_t input_len, uint32_t input_crc, resp_buf *r)
+{
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    if (input_len != (uint32_t)dev->input_bytes)
+        return nak(r, TL_PROTO_ERR_SIZE, dev->input_bytes);
+    if (tl_crc32(0, (const uint8_t *)dev->cfg.input, dev->input_bytes) != input_crc)
+        return nak(r, TL_PROTO_ERR_INPUT_CRC, 0);
+    return TL_OK;
+}
+
+static void put_result(tl_proto_dev *dev, const tl_result *res, uint32_t insn, resp_buf *r)
+{
+    int32_t classes = dev->model.classes, layers = dev->model.n_layers;
+    r_u32(r, TL_OK);
+    r_u32(r, insn);
+    r_u32(r, dev->model.step);
+    r_u32(r, (uint32_t)res->pred);
+    r_u16(r, (uint32_t)classes);
+    r_u16(r, (uint32_t)layers);
+    for (int32_t c = 0; c < classes; c++)
+        r->p[r->n++] = (uint8_t)(int8_t)res->logits[c];
+    for (int32_t l = 0; l < layers; l++)
+        r->p[r->n++] = (uint8_t)(int8_t)res->local_pred[l];
+}
+
+static tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 12)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
+    int32_t label = (int32_t)get_u32(pl);
+    tl_status s = check_input(dev, get_u32(pl + 4), get_u32(pl + 8), r);
+    if (s != TL_OK)
+        return s;
+    if (label < 0 || label >= dev->model.classes)
+        return nak(r, TL_PROTO_ERR_LABEL, dev->model.classes);
+    tl_ctx ctx;
+    tl_result res;
+    ctx.buf = dev->cfg.arena;
+    ctx.size = dev->cfg.arena_cap;
+    uint32_t t0 = counter_now(dev);
+    s = tl_model_train_step(&dev->model, &ctx, dev->cfg.input, label, &res);
+    uint32_t insn = counter_now(dev) - t0;
+    if (s != TL_OK)
+        return nak(r, s, 0);
+    dev->stats.train_steps++;
+    dev->stats.last_train_insn = insn;
+    if (dev->stats.min_train_insn == 0 || insn < dev->stats.min_train_insn)
+        dev->stats.min_train_insn = insn;
+    put_result(dev, &res, insn, r);
+    return TL_OK;
+}
+
+static tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 12)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
+    int32_t with_local = get_u32(pl) != 0;
+    tl_status s = check_input(dev, get_u32(pl + 4), get_u32(pl + 8), r);
+    if (s != TL_OK)
+        return s;
+    tl_ctx ctx;
+    tl_result res;
+    ctx.buf = dev->cfg.arena;
+    ctx.size = dev->cfg.arena_cap;
+    uint32_t t0 = counter_now(dev);
+    s = tl_model_infer(&dev->model, &ctx, dev->cfg.input, with_local, &res);
+    uint32_t insn = counter_now(dev) - t0;
+    if (s != TL_OK)
+        return nak(r, s, 0);
+    dev->stats.evals++;
+    dev->stats.last_infer_insn = insn;
+    if (dev->stats.min_infer_insn == 0 || insn < dev->stats.min_infer_insn)
+        dev->stats.min_infer_insn = insn;
+    put_result(dev, &res, insn, r);
+    return TL_OK;
+}
+
+static tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+{
+    if (len != 0)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
+    const tl_proto_stats *st = &dev->stats;
+    const uint32_t v[TL_PROTO_N_STATS] = {
+        st->frames_ok, st->frames_crc, st->frames_oversize, st->frames_malformed, st->naks,
+        st->duplicates, st->unknown_ops, st->train_steps, st->evals, st->last_train_insn,
+        st->last_infer_insn, st->min_train_insn, st->min_infer_insn, st->loads, st->bytes_rx,
+        st->bytes_tx};
+    r_u32(r, TL_OK);
+    for (int32_t i = 0; i < TL_PROTO_N_STATS; i++)
+        r_u32(r, v[i]);
+    return TL_OK;
+}
+
+static tl_status cmd_read_weights(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 8)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    int32_t total = 0;
+    tl_model v = stream_view(dev);
+    tl_proto_weights_size(&v, &total);
+    uint32_t off = get_u32(pl), max = get_u32(pl + 4);
+    if (off > (uint32_t)total)
+        return nak(r, TL_PROTO_ERR_RANGE, total);
+    uint32_t room = TL_PROTO_MAX_PAYLOAD - 12, n = (uint32_t)total - off;
+    if (n > max)
+        n = max;
+    if (n > room)
+        n = room;
+    r_u32(r, TL_OK);
+    r_u32(r, (uint32_t)total);
+    r_u32(r, off);
+    tl_proto_weights_read(&v, (int32_t)off, r->p + r->n, (int32_t)n);
+    r->n += (int32_t)n;
+    return TL_OK;
+}
+
+static tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+{
+    if (len != 0)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
+    uint8_t *p = (uint8_t *)&dev->stats;
+    for (uint32_t i = 0; i < sizeof(dev->stats); i++)
+        p[i] = 0;
+    dev->loaded = 0;
+    dev->loading = 0;
+    dev->input_bytes = 0;
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+/* SET_CONFIG field indices (the NAK detail of TL_PROTO_ERR_CONFIG). */
+enum { CFG_BASIS, CFG_VARIANT, CFG_ROUNDING, CFG_SEED, CFG_BASIS_SEED, CFG_INV_TAU, CFG_FIELDS };
+
+static tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 4 * CFG_FIELDS)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 4 * CFG_FIELDS);
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    tl_train_cfg c;
+    c.basis = get_i32(pl + 4 * CFG_BASIS);
+    c.variant = get_i32(pl + 4 * CFG_VARIANT);
+    c.rounding = get_i32(pl + 4 * CFG_ROUNDING);
+    c.seed = get_u32(pl + 4 * CFG_SEED);
+    c.basis_seed = get_u32(pl + 4 * CFG_BASIS_SEED);
+    c.inv_tau_q8 = get_i32(pl + 4 * CFG_INV_TAU);
+    /* The ranges of tl_model_prepare, checked here to name the field. */
+    if (c.basis < TL_BASIS_SQUARE || c.basis > TL_BASIS_RANDOM)
+        return nak(r, TL_PROTO_ERR_CONFIG, CFG_BASIS);
+    if (c.variant < TL_LLS_PLAIN || c.variant > TL_LLS_MXM)
+        return nak(r, TL_PROTO_ERR_CONFIG, CFG_VARIANT);
+    if (c.rounding < TL_ROUND_STOCHASTIC || c.rounding > TL_ROUND_NEAREST)
+        return nak(r, TL_PROTO_ERR_CONFIG, CFG_ROUNDING);
+    if (c.inv_tau_q8 < 1 || c.inv_tau_q8 > (1 << 16))
+        return nak(r, TL_PROTO_ERR_CONFIG, CFG_INV_TAU);
+    /* lls_m arrays have the length the file gave them: LLS-M and LLS-MxM cannot be swapped. */
+    if (c.variant != TL_LLS_PLAIN && dev->file_variant != TL_LLS_PLAIN && c.variant != dev->file_variant)
+        return nak(r, TL_PROTO_ERR_CONFIG, CFG_VARIANT);
+    /* The core has the last word (e.g. LLS-M needs lls_m on every trainable hidden layer). Only
+     * the derived pooling grids are written, and they depend on the shapes alone. */
+    tl_model m = dev->model;
+    m.cfg = c;
+    tl_status s = tl_model_prepare(&m);
+    if (s != TL_OK)
+        return nak(r, s, s == TL_ERR_MODEL ? CFG_VARIANT : 0);
+    int32_t arena = tl_model_arena_bytes(&m);
+    if (arena < 0)
+        return nak(r, arena, 0);
+    if (arena > dev->cfg.arena_cap)
+        return nak(r, TL_PROTO_ERR_ARENA, arena);
+    dev->model.cfg = c;
+    dev->model.step = 0;    /* a new run: the rounding stream starts again, as in a new CModel */
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+/* A quantized multiplier as the model file loader accepts it (tl_modelfile.c quant_mult_ok). */
+static int32_t quant_mult_ok(int32_t mult, int32_t shift)
+{
+    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
+}
+
+static tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len < 4)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    int32_t n = dev->model.n_layers;
+    uint32_t want = 4u + 16u * (uint32_t)n;
+    if (get_u32(pl) != (uint32_t)n || len != want)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, (int32_t)want);
+    for (int32_t i = 0; i < n; i++) {           /* all checked before any is applied */
+        const uint8_t *e = pl + 4 + 16 * i;
+        if (!quant_mult_ok(get_i32(e), get_i32(e + 4)) || !quant_mult_ok(get_i32(e + 8), get_i32(e + 12)))
+            return nak(r, TL_ERR_QUANT, i);
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const uint8_t *e = pl + 4 + 16 * i;
+        tl_layer *L = &dev->model.layers[i];
+        L->lr_mult = get_i32(e);
+        L->lr_shift = get_i32(e + 4);
+        L->lls_m_lr_mult = get_i32(e + 8);
+        L->lls_m_lr_shift = get_i32(e + 12);
+    }
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+static int32_t is_slow(uint8_t op)
+{
+    return op == TL_PROTO_OP_TRAIN || op == TL_PROTO_OP_EVAL || op == TL_PROTO_OP_LOAD_END
+           || op == TL_PROTO_OP_INFO;
+}
+
+tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
+{
+    if (!dev || !frame || n < 0)
+        return TL_ERR_ARG;
+    tl_proto_hdr h;
+    tl_status s = tl_proto_check(frame, n, &h);
+    if (s != TL_OK) {
+        if (s == TL_PROTO_ERR_CRC)
+            dev->stats.frames_crc++;
+        else if (s == TL_PROTO_ERR_OVERSIZE)
+            dev->stats.frames_oversize++;
+        else
+            dev->stats.frames_malformed++;
+        dev->stats.naks++;
+        /* op and seq as received (unverified): the host only acts on a NAK that echoes the seq
+         * it is waiting for, so a corrupted seq costs a timeout, never a wrong action. */
+        send_small(dev, n >= 1 ? frame[0] : 0, TL_PROTO_F_RESP | TL_PROTO_F_NAK,
+                   n >= 4 ? (uint16_t)(frame[2] | (frame[3] << 8)) : 0xFFFFu, s, 0, 1);
+        return TL_OK;
+    }
+    if (h.flags & TL_PROTO_F_RESP)
+        return TL_OK;           /* a response echoed back to us (loopback wiring): ignore */
+    dev->stats.frames_ok++;
+    if (dev->have_last && h.seq == dev->last_seq && h.crc == dev->last_crc) {
+        dev->stats.duplicates++;
+        send_frame(dev, dev->resp, dev->resp_n);
+        return TL_OK;
+    }
+    if (is_slow(h.op))
+        send_small(dev, h.op, TL_PROTO_F_RESP | TL_PROTO_F_BUSY, h.seq, TL_OK, 0, 0);
+
+    const uint8_t *pl = frame + TL_PROTO_HDR_BYTES;
+    resp_buf r;
+    r.p = dev->resp + TL_PROTO_HDR_BYTES;
+    r.n = 0;
+    switch (h.op) {
+    case TL_PROTO_OP_INFO: s = cmd_info(dev, h.len, &r); break;
+    case TL_PROTO_OP_LOAD_BEGIN: s = cmd_load_begin(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_LOAD_DATA: s = cmd_load_data(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_LOAD_END: s = cmd_load_end(dev, h.len, &r); break;
+    case TL_PROTO_OP_INPUT: s = cmd_input(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_TRAIN: s = cmd_train(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_EVAL: s = cmd_eval(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_STATS: s = cmd_stats(dev, h.len, &r); break;
+    case TL_PROTO_OP_READ_WEIGHTS: s = cmd_read_weights(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_RESET: s = cmd_reset(dev, h.len, &r); break;
+    case TL_PROTO_OP_SET_CONFIG: s = cmd_set_config(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_SET_LR: s = cmd_set_lr(dev, pl, h.len, &r); break;
+    default:
+        dev->stats.unknown_ops++;
+        s = nak(&r, TL_PROTO_ERR_UNKNOWN_OP, h.op);
+        break;
+    }
+    if (s != TL_OK)
+        dev->stats.naks++;
+    int32_t got = 0;
+    /* payload is already in place at resp + 8: tl_proto_build only writes header and CRC */
+    tl_proto_build(h.op, (uint8_t)(TL_PROTO_F_RESP | (s != TL_OK ? TL_PROTO_F_NAK : 0)), h.seq, r.p, r.n,
+                   dev->resp, TL_PROTO_MAX_FRAME, &got);
+    dev->resp_n = got;
+    dev->have_last = 1;
+    dev->last_seq = h.seq;
+    dev->last_crc = h.crc;
+    send_frame(dev, dev->resp, dev->resp_n);
+    return TL_OK;
+}
+
+tl_status tl_proto_dev_rx(tl_proto_dev *dev, const uint8_t *data, int32_t n)
+{
+    if (!dev || (!data && n > 0) || n < 0)
+        return TL_ERR_ARG;
+    while (n > 0) {
+        int32_t used = 0, ev = TL_PROTO_EV_NONE;
+        tl_proto_dec_feed(&dev->dec, data, n, &used, &ev);
+        dev->stats.bytes_rx += (uint32_t)used;
+        data += used;
+        n -= used;
+        if (ev == TL_PROTO_EV_FRAME) {
+            tl_proto_dev_handle(dev, dev->dec.buf, dev->dec.n);
+        } else if (ev == TL_PROTO_EV_ERROR) {
+            const tl_proto_dec *d = &dev->dec;
+            if (d->err == TL_PROTO_ERR_OVERSIZE)
+                dev->stats.frames_oversize++;
+            else
+                dev->stats.frames_malformed++;
+            dev->stats.naks++;
+            send_small(dev, d->err_hdr_n >= 1 ? d->err_hdr[0] : 0, TL_PROTO_F_RESP | TL_PROTO_F_NAK,
+                       d->err_hdr_n >= 4 ? (uint16_t)(d->err_hdr[2] | (d->err_hdr[3] << 8)) : 0xFFFFu,
+                       d->err, 0, 1);
+        }
+    }
+    return TL_OK;
+}

@@ -1,0 +1,24 @@
+/* The interface every board port implements (firmware/boards/<board>/). The application
+ * (firmware/app/main.c) and ccore are board-independent; a port provides only these functions. */
+#ifndef TINYLLS_BOARD_H
+#define TINYLLS_BOARD_H
+
+#include <stdint.h>
+
+/* Clocks, serial port (8N1, the port's documented baud rate), counter. Called once. */
+void board_init(void);
+/* Copies up to max bytes already received into buf and returns how many (0 if none). Never blocks. */
+int32_t board_uart_read(uint8_t *buf, int32_t max);
+/* Sends n bytes; returns when they are queued in the UART. */
+void board_uart_write(const uint8_t *data, int32_t n);
+/* Sleeps until something may have happened (an interrupt), or returns at once. */
+void board_idle(void);
+/* Free-running counter (wraps at 2^32) and what it counts: TL_PROTO_COUNTER_INSN (emulator,
+ * retired instructions) or TL_PROTO_COUNTER_CYCLES (DWT->CYCCNT and friends on real chips). */
+uint32_t board_counter(void);
+uint32_t board_counter_kind(void);
+/* Bytes of RAM this firmware leaves unused (between the end of static data and the stack). */
+uint32_t board_free_ram(void);
+const char *board_name(void);
+
+#endif /* TINYLLS_BOARD_H */

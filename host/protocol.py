@@ -1,0 +1,528 @@
+"""Host side of the tinylls serial protocol, on the same C codec the firmware runs (via cffi).
+
+Framing, header layout, CRC and the device's command semantics are defined once, in
+ccore/include/tl_proto_api.h and ccore/src/tl_proto*.c. This module adds what only a host needs:
+timeouts, retransmission, chunking and decoding of response payloads.
+
+    link = Link(serial.serial_for_url("socket://127.0.0.1:4321", timeout=0.05))
+    link.sync()                      # raises NoAnswerError when nothing answers
+    link.load_model(blob)
+    link.set_config(basis=0, variant=0, rounding=0, seed=3, basis_seed=0, inv_tau_q8=512)
+    link.set_lr([(lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift), ...])   # one per layer
+    res = link.train(model.quantize_input(pixels), label)
+
+A retransmitted command carries the same sequence number and bytes; the device answers it from
+its response cache without executing it again, so retrying is always safe.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from host._tinylls import ffi, lib
+
+# ---------------------------------------------------------------- timing and retry policy
+ACK_TIMEOUT = 0.3          # s: first answer (ACK, NAK or BUSY) to a command, plus its send time
+                           # (until round trips were measured; then it adapts, see RTT_FACTOR)
+ACK_TIMEOUT_MAX = 4.0      # s: each unanswered attempt doubles the wait, up to this
+LINK_BYTES_PER_S = 8000    # conservative link speed (115200 baud ~ 11.5 KB/s, QEMU tcp ~ 22 KB/s)
+BUSY_FIRST_TIMEOUT = 120.0 # s: result of a BUSY command whose duration was never measured
+BUSY_MIN_TIMEOUT = 5.0     # s: floor of the adaptive BUSY timeout
+BUSY_FACTOR = 3.0          # BUSY timeout = factor * slowest measured duration of that command
+MAX_ATTEMPTS = 14          # transmissions of one command before giving up (~40 s with backoff)
+SYNC_ATTEMPTS = 4          # INFO attempts when connecting
+CHUNK_MAX = 1024           # payload bytes per LOAD_DATA / INPUT / READ_WEIGHTS frame
+CHUNK_MIN = 64             # smallest chunk the adaptation goes down to
+CHUNK_ATTEMPTS = 4         # attempts of a chunk before it is split (while above CHUNK_MIN)
+CHUNK_OVERHEAD = 64        # bytes-equivalent cost of one exchange (headers, answer, turnaround):
+                           # the chunk that minimises cost per byte at byte error rate p is
+                           # about sqrt(CHUNK_OVERHEAD / p) (256 at p = 1e-3; measured best on QEMU)
+ERR_DECAY = 0.98           # weight of history in the byte error rate estimate, per exchange
+ACK_TIMEOUT_MIN = 0.1      # s: floor of the round-trip-adapted first-answer timeout
+RTT_FACTOR = 4.0           # first-answer timeout = RTT_FACTOR * smoothed round trip (+ send time)
+READ_SLICE = 0.05          # s: granularity of serial reads
+
+OP = {name[len("TL_PROTO_OP_"):]: getattr(lib, name) for name in dir(lib) if name.startswith("TL_PROTO_OP_")}
+F_RESP, F_NAK, F_BUSY = lib.TL_PROTO_F_RESP, lib.TL_PROTO_F_NAK, lib.TL_PROTO_F_BUSY
+MAX_PAYLOAD = lib.TL_PROTO_MAX_PAYLOAD
+LINK_ERRORS = (lib.TL_PROTO_ERR_CRC, lib.TL_PROTO_ERR_MALFORMED, lib.TL_PROTO_ERR_OVERSIZE)
+STAT_NAMES = ("frames_ok", "frames_crc", "frames_oversize", "frames_malformed", "naks", "duplicates",
+              "unknown_ops", "train_steps", "evals", "last_train_insn", "last_infer_insn",
+              "min_train_insn", "min_infer_insn", "loads", "bytes_rx", "bytes_tx")
+COUNTER_KINDS = {lib.TL_PROTO_COUNTER_NONE: "none", lib.TL_PROTO_COUNTER_INSN: "instructions",
+                 lib.TL_PROTO_COUNTER_CYCLES: "cycles"}
+
+
+def strerror(code: int) -> str:
+    return ffi.string(lib.tl_proto_strerror(int(code))).decode()
+
+
+def op_name(op: int) -> str:
+    return ffi.string(lib.tl_proto_op_name(int(op))).decode()
+
+
+class ProtocolError(Exception):
+    """The link or the device misbehaved (no answer, garbage); not a bug in the caller."""
+
+
+class NoAnswerError(ProtocolError):
+    pass
+
+
+class DeviceError(ProtocolError):
+    """The device answered a command with a NAK."""
+
+    def __init__(self, op: int, code: int, detail: int):
+        self.op, self.code, self.detail = op, code, detail
+        super().__init__(f"device rejected {op_name(op)}: {strerror(code)} (code {code}, detail {detail})")
+
+
+# ---------------------------------------------------------------- codec (C)
+@dataclass(frozen=True)
+class Frame:
+    op: int
+    flags: int
+    seq: int
+    payload: bytes
+
+
+def encode(op: int, seq: int, payload: bytes = b"", flags: int = 0) -> bytes:
+    """A SLIP-framed packet ready for the wire."""
+    payload = bytes(payload)
+    cap = 2 * (len(payload) + 12) + 2
+    out = ffi.new("uint8_t[]", cap)
+    n = ffi.new("int32_t *")
+    st = lib.tl_proto_encode(op, flags, seq & 0xFFFF, ffi.from_buffer(payload), len(payload), out, cap, n)
+    if st != 0:
+        raise ValueError(f"encode: cannot frame op {op} with {len(payload)} payload bytes: {strerror(st)}")
+    return bytes(ffi.buffer(out, n[0]))
+
+
+def check(frame: bytes) -> Frame:
+    """Verifies an unescaped frame (length field, CRC); raises ProtocolError naming the problem."""
+    hdr = ffi.new("tl_proto_hdr *")
+    st = lib.tl_proto_check(ffi.from_buffer(frame), len(frame), hdr)
+    if st != 0:
+        raise ProtocolError(f"bad frame ({len(frame)} bytes): {strerror(st)}")
+    return Frame(hdr.op, hdr.flags, hdr.seq, bytes(frame[8:8 + hdr.len]))
+
+
+class Decoder:
+    """Incremental SLIP decoder (the C one): feed bytes, get whole unescaped frames and errors."""
+
+    def __init__(self):
+        self._d = ffi.new("tl_proto_dec *")
+        lib.tl_proto_dec_init(self._d)
+        self._used = ffi.new("int32_t *")
+        self._ev = ffi.new("int32_t *")
+
+    def feed(self, data: bytes) -> list:
+        """Returns a list of `bytes` (a frame, unchecked) and `int` (a TL_PROTO_ERR_* code)."""
+        out = []
+        buf = ffi.from_buffer(data)
+        pos, n = 0, len(data)
+        while pos < n:
+            lib.tl_proto_dec_feed(self._d, buf + pos, n - pos, self._used, self._ev)
+            pos += self._used[0]
+            if self._ev[0] == lib.TL_PROTO_EV_FRAME:
+                out.append(bytes(ffi.buffer(self._d.buf, self._d.n)))
+            elif self._ev[0] == lib.TL_PROTO_EV_ERROR:
+                out.append(int(self._d.err))
+        return out
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class Result:
+    pred: int
+    logits: list
+    local_pred: list          # per layer, -1 where the layer has no local head
+    insn: int                 # counter units (see Info.counter_kind) of this step on the device
+    steps: int                # training steps the device model has taken
+
+
+@dataclass
+class Info:
+    proto: int
+    n_layers: int
+    loaded: bool
+    arena_needed: int
+    arena_cap: int
+    blob_cap: int
+    input_cap: int
+    free_ram: int
+    model_size: int
+    model_crc: int
+    weights_bytes: int
+    weights_crc: int
+    steps: int
+    classes: int
+    input_shape: tuple
+    counter_kind: str
+    max_payload: int
+    board: str
+    version: str
+    config: dict              # the loaded model's training configuration (tl_train_cfg fields)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+_INFO = struct.Struct("<HH11I4i2I16s16s3i2Ii")
+CONFIG_FIELDS = ("basis", "variant", "rounding", "seed", "basis_seed", "inv_tau_q8")   # SET_CONFIG order
+_CONFIG = struct.Struct("<3i2Ii")
+_LR = struct.Struct("<4i")                 # one layer of SET_LR
+
+
+def _parse_result(p: bytes) -> Result:
+    insn, steps, pred, classes, layers = struct.unpack_from("<IIiHH", p)
+    logits = list(struct.unpack_from(f"<{classes}b", p, 16))
+    local = list(struct.unpack_from(f"<{layers}b", p, 16 + classes))
+    return Result(pred, logits, local, insn, steps)
+
+
+@dataclass
+class LinkStats:
+    commands: int = 0
+    retransmits: int = 0
+    timeouts: int = 0
+    bad_frames: int = 0       # received frames that failed SLIP/CRC checks
+    link_naks: int = 0        # device reported our frame damaged
+    stray: int = 0            # well-formed frames for another seq (late duplicates)
+    bytes_tx: int = 0
+    bytes_rx: int = 0
+    op_seconds: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- client
+class Link:
+    """Command/response client over any pyserial-like port (read/write/in_waiting/timeout)."""
+
+    def __init__(self, port, trace=None, first_seq: int = 1):
+        self.port = port
+        self.trace = trace            # callable(str) or None: hex dump of every packet
+        self.seq = first_seq & 0xFFFF
+        self.dec = Decoder()
+        self.pending: list = []
+        self.stats = LinkStats()
+        self.chunk = CHUNK_MAX
+        self.ack_timeout = ACK_TIMEOUT
+        self.srtt = None                  # smoothed round trip of clean exchanges, s
+        self._sent = 0.0                  # decayed bytes sent in data exchanges
+        self._failed = 0.0                # decayed failed data exchanges
+        self._t0 = time.monotonic()
+
+    # ---- low level
+    def _trace(self, direction: str, data, note: str = ""):
+        if self.trace is None:
+            return
+        t = time.monotonic() - self._t0
+        if isinstance(data, int):
+            self.trace(f"{t:9.3f} {direction} error {strerror(data)}")
+            return
+        try:
+            fr = check(data)
+            head = (f"{op_name(fr.op)} seq={fr.seq} flags={fr.flags:#x} len={len(fr.payload)}")
+        except ProtocolError as e:
+            head = str(e)
+        body = data[:64].hex(" ") + (" ..." if len(data) > 64 else "")
+        self.trace(f"{t:9.3f} {direction} {head} {note}| {body}")
+
+    def _write(self, wire: bytes):
+        self.port.write(wire)
+        self.stats.bytes_tx += len(wire)
+
+    def _next_item(self, deadline: float):
+        """The next decoded frame (bytes) or decoder error (int); None at the deadline."""
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.port.timeout = min(READ_SLICE, left)
+            waiting = getattr(self.port, "in_waiting", 0) or 0
+            data = self.port.read(max(1, waiting))
+            if data:
+                self.stats.bytes_rx += len(data)
+                self.pending.extend(self.dec.feed(data))
+        item = self.pending.pop(0)
+        self._trace("RX", item)
+        return item
+
+    def _busy_timeout(self, op: int) -> float:
+        t = self.stats.op_seconds.get(op)
+        return BUSY_FIRST_TIMEOUT if t is None else max(BUSY_MIN_TIMEOUT, BUSY_FACTOR * t)
+
+    def command(self, op: int, payload: bytes = b"", attempts: int = MAX_ATTEMPTS) -> bytes:
+        """Sends one command until answered; returns the response data after the status word.
+
+        Unanswered transmissions are repeated with the same seq and bytes (the device executes a
+        command once and answers repeats from its cache), waiting twice as long each time up to
+        ACK_TIMEOUT_MAX. Raises DeviceError on a NAK, NoAnswerError when every attempt failed."""
+        self.seq = (self.seq + 1) & 0xFFFF
+        seq = self.seq
+        wire = encode(op, seq, payload)
+        self.stats.commands += 1
+        base = self.ack_timeout
+        if self.srtt is not None:
+            base = min(self.ack_timeout, max(ACK_TIMEOUT_MIN, RTT_FACTOR * self.srtt))
+        timeout = base + len(wire) / LINK_BYTES_PER_S
+        t_sent = None
+        for attempt in range(attempts):
+            if attempt:
+                self.stats.retransmits += 1
+            if self.trace is not None:
+                self._trace("TX", check_unslip(wire), f"try {attempt + 1} ")
+            self._write(wire)
+            t_sent = time.monotonic()
+            deadline = t_sent + timeout
+            busy_since = None
+            while True:
+                item = self._next_item(deadline)
+                if item is None:
+                    self.stats.timeouts += 1
+                    timeout = min(2 * timeout, ACK_TIMEOUT_MAX)
+                    break                                   # retransmit
+                if isinstance(item, int):
+                    self.stats.bad_frames += 1
+                    break                                   # likely our answer, damaged: ask again
+                try:
+                    fr = check(item)
+                except ProtocolError:
+                    self.stats.bad_frames += 1
+                    break
+                if not fr.flags & F_RESP or fr.seq != seq or fr.op != op:
+                    if fr.flags & F_NAK and fr.seq == seq and len(fr.payload) >= 4 \
+                            and struct.unpack_from("<i", fr.payload)[0] in LINK_ERRORS:
+                        self.stats.link_naks += 1
+                        break                               # our frame arrived damaged
+                    self.stats.stray += 1
+                    continue
+                if fr.flags & F_BUSY:
+                    busy_since = time.monotonic()
+                    deadline = busy_since + self._busy_timeout(op)
+                    continue
+                status, = struct.unpack_from("<i", fr.payload)
+                if status != 0:
+                    if status in LINK_ERRORS:
+                        self.stats.link_naks += 1
+                        break
+                    detail = struct.unpack_from("<i", fr.payload, 4)[0] if len(fr.payload) >= 8 else 0
+                    raise DeviceError(op, status, detail)
+                if busy_since is not None:
+                    took = time.monotonic() - busy_since
+                    self.stats.op_seconds[op] = max(self.stats.op_seconds.get(op, 0.0), took)
+                elif attempt == 0:
+                    rtt = time.monotonic() - t_sent
+                    self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+                return fr.payload[4:]
+        raise NoAnswerError(
+            f"no answer to {op_name(op)} (seq {seq}) after {attempts} attempts on "
+            f"{getattr(self.port, 'portstr', None) or getattr(self.port, 'port', '?')}: is the tinylls "
+            f"firmware running on the other end, and is nothing else using the port?")
+
+    def _observe(self, nbytes: int, tries: int):
+        """Updates the byte error rate estimate from one data exchange and picks the chunk size."""
+        self._sent = ERR_DECAY * self._sent + nbytes * tries
+        self._failed = ERR_DECAY * self._failed + (tries - 1)
+        p = self._failed / self._sent if self._sent else 0.0
+        best = CHUNK_MAX if p <= 0 else (CHUNK_OVERHEAD / p) ** 0.5
+        chunk = CHUNK_MIN
+        while chunk * 2 <= min(best, CHUNK_MAX):
+            chunk *= 2
+        self.chunk = chunk
+
+    def _chunked(self, op: int, data: bytes, progress=None):
+        """Sends data in offset-addressed chunks (idempotent commands). The chunk size follows the
+        link's measured byte error rate (see CHUNK_OVERHEAD); a chunk that keeps failing is split
+        and resent under a new seq."""
+        off = 0
+        while off < len(data):
+            n = min(self.chunk, len(data) - off)
+            before = self.stats.retransmits
+            small = self.chunk <= CHUNK_MIN
+            try:
+                self.command(op, struct.pack("<I", off) + data[off:off + n],
+                             attempts=MAX_ATTEMPTS if small else CHUNK_ATTEMPTS)
+            except NoAnswerError:
+                if small:
+                    raise
+                self._observe(n + 24, CHUNK_ATTEMPTS + 1)
+                self.chunk = max(CHUNK_MIN, min(self.chunk, n) // 2)
+                continue
+            off += n
+            if progress:
+                progress(n)
+            self._observe(n + 24, 1 + self.stats.retransmits - before)
+
+    # ---- commands
+    def sync(self, attempts: int = SYNC_ATTEMPTS) -> Info:
+        """First contact: INFO with few attempts, so a dead link fails fast."""
+        return self.info(attempts=attempts)
+
+    def info(self, attempts: int = MAX_ATTEMPTS) -> Info:
+        p = self.command(OP["INFO"], attempts=attempts)
+        v = _INFO.unpack_from(p)
+        return Info(proto=v[0], n_layers=v[1], loaded=bool(v[2] & 1), arena_needed=v[3], arena_cap=v[4],
+                    blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
+                    weights_bytes=v[10], weights_crc=v[11], steps=v[12], classes=v[13],
+                    input_shape=(v[14], v[15], v[16]), counter_kind=COUNTER_KINDS.get(v[17], str(v[17])),
+                    max_payload=v[18], board=v[19].rstrip(b"\0").decode(errors="replace"),
+                    version=v[20].rstrip(b"\0").decode(errors="replace"),
+                    config=dict(zip(CONFIG_FIELDS, v[21:27])))
+
+    def load_model(self, blob: bytes, progress=None) -> dict:
+        """LOAD_BEGIN, chunks, LOAD_END: the device checks the CRC32 and parses the file before use."""
+        blob = bytes(blob)
+        self.command(OP["LOAD_BEGIN"], struct.pack("<II", len(blob), zlib.crc32(blob)))
+        self._chunked(OP["LOAD_DATA"], blob, progress)
+        arena, n_layers, classes = struct.unpack_from("<IHH", self.command(OP["LOAD_END"]))
+        return {"arena_bytes": arena, "n_layers": n_layers, "classes": classes}
+
+    def set_config(self, *, basis: int, variant: int, rounding: int, seed: int, basis_seed: int,
+                   inv_tau_q8: int):
+        """SET_CONFIG: the loaded model's training configuration (TL_BASIS_*, TL_LLS_*, TL_ROUND_*
+        codes, seeds, 1/tau in Q8); resets the device's step counter. NAK (DeviceError) on a value
+        the device refuses, which then keeps its previous configuration."""
+        self.command(OP["SET_CONFIG"], _CONFIG.pack(int(basis), int(variant), int(rounding),
+                                                    int(seed) & 0xFFFFFFFF, int(basis_seed) & 0xFFFFFFFF,
+                                                    int(inv_tau_q8)))
+
+    def set_lr(self, rates) -> None:
+        """SET_LR: per layer (lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift), quantized
+        multipliers for every layer of the loaded model, in one frame."""
+        rates = [tuple(int(v) for v in r) for r in rates]
+        self.command(OP["SET_LR"], struct.pack("<I", len(rates)) + b"".join(_LR.pack(*r) for r in rates))
+
+    def put_input(self, tensor) -> tuple[int, int]:
+        data = np.ascontiguousarray(tensor, np.int8).tobytes()
+        self._chunked(OP["INPUT"], data)
+        return len(data), zlib.crc32(data)
+
+    def train(self, tensor, label: int) -> Result:
+        n, crc = self.put_input(tensor)
+        return _parse_result(self.command(OP["TRAIN"], struct.pack("<iII", int(label), n, crc)))
+
+    def evaluate(self, tensor, with_local: bool = True) -> Result:
+        n, crc = self.put_input(tensor)
+        return _parse_result(self.command(OP["EVAL"], struct.pack("<III", int(bool(with_local)), n, crc)))
+
+    def device_stats(self) -> dict:
+        p = self.command(OP["STATS"])
+        return dict(zip(STAT_NAMES, struct.unpack_from(f"<{len(STAT_NAMES)}I", p)))
+
+    def read_weights(self, progress=None) -> bytes:
+        """The READ_WEIGHTS stream (what host.model.weights_sha256 hashes), chunk size adapting
+        to the link as in _chunked."""
+        out = bytearray()
+        total = None
+        while total is None or len(out) < total:
+            before = self.stats.retransmits
+            small = self.chunk <= CHUNK_MIN
+            ask = self.chunk
+            try:
+                p = self.command(OP["READ_WEIGHTS"], struct.pack("<II", len(out), ask),
+                                 attempts=MAX_ATTEMPTS if small else CHUNK_ATTEMPTS)
+            except NoAnswerError:
+                if small:
+                    raise
+                self._observe(ask + 24, CHUNK_ATTEMPTS + 1)
+                self.chunk = max(CHUNK_MIN, ask // 2)
+                continue
+            total, off = struct.unpack_from("<II", p)
+            if off != len(out):
+                raise ProtocolError(f"READ_WEIGHTS answered offset {off}, asked {len(out)}")
+            if len(p) == 8 and len(out) < total:
+                raise ProtocolError(f"READ_WEIGHTS returned no data at offset {off} of {total}")
+            out += p[8:]
+            if progress:
+                progress(len(p) - 8)
+            self._observe(len(p) + 24, 1 + self.stats.retransmits - before)
+        return bytes(out)
+
+    def reset(self):
+        self.command(OP["RESET"])
+
+
+def check_unslip(wire: bytes) -> bytes:
+    """The unescaped frame inside one SLIP packet (for tracing what we send)."""
+    items = Decoder().feed(wire)
+    return items[0] if items and isinstance(items[0], bytes) else wire
+
+
+def stderr_trace(line: str):
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the device, in process
+class SimulatedPort:
+    """A pyserial-like port whose other end is the firmware's dispatcher (ccore/src/tl_proto_dev.c)
+    running in this process on the host build of the core. Tests use it to exercise the protocol
+    without a board; `drop_rx` / `flip` hooks let them damage traffic deterministically."""
+
+    def __init__(self, blob_cap: int = 4 << 20, arena_cap: int = 1 << 20, input_cap: int = 1 << 18,
+                 max_layers: int = 64, board: str = "host-sim"):
+        self._keep = []
+        self.blob = ffi.new("uint32_t[]", (blob_cap + 3) // 4)
+        self.layers = ffi.new("tl_layer[]", max_layers)
+        self.arena = ffi.new("uint8_t[]", max(arena_cap, 1))
+        self.input = ffi.new("int8_t[]", input_cap)
+        self.board = ffi.new("char[]", board.encode())
+        self.rx = bytearray()                     # bytes the device sent, not yet read
+        self.timeout = 0.05
+        self.portstr = "sim://"
+        self.tx_filter = None                     # callable(bytes) -> bytes applied host -> device
+        self.rx_filter = None                     # callable(bytes) -> bytes applied device -> host
+
+        @ffi.callback("void(void *, const uint8_t *, int32_t)")
+        def _write(user, data, n):
+            chunk = bytes(ffi.buffer(data, n))
+            self.rx += self.rx_filter(chunk) if self.rx_filter else chunk
+
+        self._write_cb = _write
+        cfg = ffi.new("tl_proto_dev_cfg *")
+        cfg.blob = ffi.cast("uint8_t *", self.blob)
+        cfg.blob_cap = blob_cap
+        cfg.layers = self.layers
+        cfg.max_layers = max_layers
+        cfg.arena = self.arena
+        cfg.arena_cap = arena_cap
+        cfg.input = self.input
+        cfg.input_cap = input_cap
+        cfg.write = _write
+        cfg.counter = ffi.NULL
+        cfg.user = ffi.NULL
+        cfg.counter_kind = lib.TL_PROTO_COUNTER_NONE
+        cfg.free_ram = 0
+        cfg.board = self.board
+        self.dev = ffi.new("tl_proto_dev *")
+        st = lib.tl_proto_dev_init(self.dev, cfg)
+        if st != 0:
+            raise ValueError(f"tl_proto_dev_init: {strerror(st)}")
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.rx)
+
+    def write(self, data: bytes) -> int:
+        data = bytes(data)
+        if self.tx_filter:
+            data = self.tx_filter(data)
+        if data:
+            lib.tl_proto_dev_rx(self.dev, ffi.from_buffer(data), len(data))
+        return len(data)
+
+    def read(self, n: int = 1) -> bytes:
+        if not self.rx:
+            time.sleep(min(self.timeout or 0, 0.001))
+            return b""
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out
+
+    def close(self):
+        pass

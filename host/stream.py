@@ -1,0 +1,449 @@
+"""Stream a dataset to a board running the tinylls firmware: train on-device, evaluate, read back.
+
+    python -m host.stream --port /dev/ttyACM0 --data ../shared/datasets/vww01-eembc \\
+        --model vww.tlm --epochs 1 --log runs/a.jsonl --plot runs/a.png --json runs/a.json
+    python -m host.stream --qemu firmware/build/mps2-an386/tinylls.elf --data ... --model ...
+
+PORT is a serial device or any pyserial URL (socket://127.0.0.1:4321, loop://, spy://...);
+--qemu starts `qemu-system-arm -M mps2-an386` with the given firmware on a free TCP port itself.
+
+Simulate before you flash: the training options (--data, --model, --epochs, --seed, --rule,
+--train-layers, --lr-*, --lr-schedule, --rounding, --limit, --val-limit, --shift, ...) are
+host.simulate's own (`add_training_args`), and the run is built by `host.simulate.prepare`, so
+data, model, trainable layers, base learning rates and training configuration are the objects the
+simulation uses. The board gets that model file, its configuration (SET_CONFIG), and before every
+epoch the learning rates of the schedule (SET_LR); it trains the samples in
+host.schedule.epoch_order(n, epoch, --seed) order and evaluates the validation samples after every
+--eval-every training samples and at the end. `python -m host.simulate` with the same training
+options prints the same `weights_sha256`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+QEMU = "qemu-system-arm"
+QEMU_MACHINE = "mps2-an386"
+QEMU_CONNECT_TIMEOUT = 10.0   # s: QEMU must open its serial socket within this
+SERIAL_BAUD = 115200          # real boards (firmware/boards/*): 115200 8N1
+
+
+class StreamError(Exception):
+    """Bad input or environment (file, port, firmware); reported as one line, exit 2."""
+
+
+# ---------------------------------------------------------------- the run, shared with host.simulate
+def prepare_run(args):
+    """(Setup, CModel) of the run: host.simulate.prepare, then the host core bound to the model
+    with the run's configuration. The CModel checks the configuration against the model, plans the
+    arena and gives LLS-M/MxM layers their initial modulation exactly as the simulation does (the
+    model file sent to the board then carries it)."""
+    from host import simulate
+    from host.core import CModel, TinyllsError
+    from host.datasets import DataError
+    try:
+        setup = simulate.prepare(args)
+        cm = CModel(setup.model, **setup.config)
+    except (simulate.UsageError, DataError, TinyllsError, FileNotFoundError, ValueError) as e:
+        raise StreamError(str(e)) from e
+    return setup, cm
+
+
+def core_config(cm) -> dict:
+    """SET_CONFIG fields: the tl_train_cfg the simulation's core runs with, read from that very
+    CModel (codes, seeds and 1/tau in Q8 exactly as host.core set them)."""
+    from host.protocol import CONFIG_FIELDS
+    c = cm.config
+    return {k: int(getattr(c, k)) for k in CONFIG_FIELDS}
+
+
+def layer_rates(model) -> list:
+    """SET_LR payload for the model's current Layer.lr / lls_m_lr: quantized as
+    CModel.refresh_learning_rates does for trainable layers; frozen layers get 0, the value
+    CModel leaves in them (their rates are never used)."""
+    from host.model import quantize_multiplier
+    out = []
+    for L in model.layers:
+        if L.trainable and L.has_weights:
+            out.append((*quantize_multiplier(L.lr), *quantize_multiplier(L.lls_m_lr)))
+        else:
+            out.append((0, 0, 0, 0))
+    return out
+
+
+# ---------------------------------------------------------------- the board
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class QemuBoard:
+    """qemu-system-arm -M mps2-an386 running a firmware ELF, serial on a local TCP port.
+
+    `-icount shift=0` makes instruction counts deterministic (the firmware reports them);
+    `wait=on` holds the guest until we connect, `nodelay=on` keeps the link fast (~22 KB/s)."""
+
+    def __init__(self, elf: str, port: int | None = None, extra_args=()):
+        if not Path(elf).is_file():
+            raise StreamError(f"--qemu {elf}: no such firmware file (build it with `make -C firmware`)")
+        exe = shutil.which(QEMU)
+        if exe is None:
+            raise StreamError(f"--qemu: {QEMU} not found on PATH (Debian: apt-get install "
+                              f"--no-install-recommends qemu-system-arm)")
+        self.port = port or free_port()
+        self.url = f"socket://127.0.0.1:{self.port}"
+        self.cmd = [exe, "-M", QEMU_MACHINE, "-nographic", "-monitor", "none", "-icount", "shift=0",
+                    "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+                    "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on", *extra_args]
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+
+    def connect(self, timeout: float = QEMU_CONNECT_TIMEOUT):
+        """Opens the serial socket once QEMU listens (wait=on: the guest starts when we connect)."""
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace").strip()
+                raise StreamError(f"{QEMU} exited with status {self.proc.returncode}: {out[-400:]}")
+            try:
+                return open_port(self.url)
+            except StreamError:
+                if time.monotonic() > end:
+                    raise StreamError(f"{QEMU} did not open 127.0.0.1:{self.port} within {timeout:.0f} s")
+                time.sleep(0.05)
+
+    def close(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_port(url: str, timeout: float = 0.05, retry_for: float = 0.0):
+    """A pyserial port for a device path or URL, with clear errors for missing and busy ports."""
+    import serial
+    end = time.monotonic() + retry_for
+    while True:
+        try:
+            if "://" in url:
+                return serial.serial_for_url(url, timeout=timeout, baudrate=SERIAL_BAUD)
+            if not os.path.exists(url):
+                raise StreamError(f"--port {url}: no such device (is the board plugged in? "
+                                  f"`python -m serial.tools.list_ports` lists ports)")
+            return serial.Serial(url, SERIAL_BAUD, timeout=timeout, exclusive=True)
+        except serial.SerialException as e:
+            if time.monotonic() < end:
+                time.sleep(0.05)
+                continue
+            msg = str(e)
+            if "busy" in msg.lower() or "Errno 16" in msg or "lock" in msg.lower():
+                raise StreamError(f"--port {url}: port busy ({msg}); close the other program using it "
+                                  f"(serial monitor, another host.stream)") from e
+            raise StreamError(f"--port {url}: cannot open ({msg})") from e
+
+
+# ---------------------------------------------------------------- run
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def run(args, log=None, progress=True) -> dict:
+    from tqdm import tqdm
+
+    from host import modelfile, protocol
+    from host.model import weights_sha256
+    from host.schedule import epoch_order
+    from host.simulate import apply_lr, lr_factor
+
+    qemu = None
+    port = None
+    try:
+        if args.qemu:
+            qemu = QemuBoard(args.qemu)
+            port = qemu.connect()
+        else:
+            port = open_port(args.port)
+        link = protocol.Link(port, trace=protocol.stderr_trace if args.trace else None)
+        if args.chunk:
+            link.chunk = args.chunk
+        try:
+            info = link.sync()
+        except protocol.NoAnswerError as e:
+            raise StreamError(f"--port {args.port or (qemu and qemu.url)}: the firmware does not answer "
+                              f"({e})") from e
+        if info.proto != protocol.lib.TL_PROTO_VERSION:
+            raise StreamError(f"firmware speaks protocol {info.proto}, this host speaks "
+                              f"{protocol.lib.TL_PROTO_VERSION}: reflash the firmware")
+
+        setup, cm = prepare_run(args)
+        model = setup.model
+        tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
+        blob = modelfile.to_bytes(model)
+        config = core_config(cm)
+        base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
+
+        link.reset()
+        with tqdm(total=len(blob), unit="B", unit_scale=True, desc="load model", disable=not progress,
+                  leave=False) as bar:
+            loaded = link.load_model(blob, progress=bar.update)
+        link.set_config(**config)
+        info = link.info()
+        if info.model_crc != zlib.crc32(blob):
+            raise StreamError("board reports a different model CRC32 than the file sent")
+        if info.config != config or info.steps != 0:
+            raise StreamError(f"board reports training configuration {info.config} (step {info.steps}), "
+                              f"sent {config}")
+
+        def write(rec):
+            if log is not None:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+
+        model_name = args.model or f"mobilenet_v1_{args.alpha}_{model.input_shape[0]}"
+        n_train, n_val = len(tr_y), len(va_y)
+        write({"kind": "start", "t": _now(), "device": info.as_dict(), "model": model_name,
+               "data": args.data, "epochs": args.epochs, "seed": args.seed, "rule": args.rule,
+               "config": setup.config, "device_config": config, "lr_schedule": args.lr_schedule,
+               "train_samples": n_train, "eval_samples": n_val, "arena_bytes": loaded["arena_bytes"],
+               "host_arena_bytes": cm.arena_bytes})
+
+        evals = []
+
+        def evaluate(step):
+            correct, preds, local_correct, insn = 0, [], None, []
+            for j in tqdm(range(n_val), desc="eval", unit="img", disable=not progress, leave=False):
+                y = int(va_y[j])
+                r = link.evaluate(model.quantize_input(va_x[j]), with_local=True)
+                preds.append(r.pred)
+                correct += int(r.pred == y)
+                insn.append(r.insn)
+                if local_correct is None:
+                    local_correct = [0] * len(r.local_pred)
+                for li, lp in enumerate(r.local_pred):
+                    local_correct[li] += int(lp == y)
+                write({"kind": "eval_sample", "t": _now(), "step": step, "index": j, "label": y,
+                       "pred": r.pred, "logits": r.logits, "local_pred": r.local_pred, "insn": r.insn})
+            rec = {"kind": "eval", "t": _now(), "step": step, "n": n_val,
+                   "accuracy": correct / n_val if n_val else None, "preds": preds,
+                   "local_accuracy": [c / n_val for c in local_correct] if n_val and local_correct else [],
+                   "insn_median": int(np.median(insn)) if insn else None}
+            evals.append(rec)
+            write(rec)
+            return rec
+
+        total = n_train * args.epochs
+        history, train_insn, train_preds, factors = [], [], [], []
+        correct_all, k, t0 = 0, 0, time.monotonic()
+        bar = tqdm(total=total, desc="train", unit="img", disable=not progress)
+        for epoch in range(args.epochs):
+            # the schedule exactly as host.simulate.run applies it: rates of this epoch, then the
+            # quantized multipliers CModel.refresh_learning_rates would give the core
+            factor = lr_factor(args.lr_schedule, epoch, args.epochs)
+            apply_lr(model, base_lr, factor)
+            try:
+                rates = layer_rates(model)
+            except ValueError as e:          # a rate too large for a quantized multiplier
+                raise StreamError(f"epoch {epoch + 1} learning rates: {e}") from e
+            link.set_lr(rates)
+            factors.append(factor)
+            correct = 0
+            for i in epoch_order(n_train, epoch, args.seed):
+                i = int(i)
+                y = int(tr_y[i])
+                r = link.train(model.quantize_input(tr_x[i]), y)
+                k += 1
+                correct += int(r.pred == y)
+                correct_all += int(r.pred == y)
+                train_insn.append(r.insn)
+                train_preds.append(r.pred)
+                write({"kind": "train", "t": _now(), "step": k, "epoch": epoch, "index": i, "label": y,
+                       "pred": r.pred, "logits": r.logits, "local_pred": r.local_pred, "insn": r.insn,
+                       "running_accuracy": correct_all / k})
+                bar.update(1)
+                bar.set_postfix(acc=f"{correct_all / k:.3f}", retx=link.stats.retransmits)
+                if args.eval_every and k % args.eval_every == 0 and k < total:
+                    evaluate(k)
+            history.append({"epoch": epoch + 1, "train_accuracy": correct / n_train if n_train else None,
+                            "lr_factor": factor})
+        bar.close()
+        train_seconds = time.monotonic() - t0
+        apply_lr(model, base_lr, 1.0)
+        if n_val:
+            evaluate(total)
+
+        with tqdm(total=info.weights_bytes or None, unit="B", unit_scale=True, desc="read weights",
+                  disable=not progress, leave=False) as wbar:
+            weights = link.read_weights(progress=wbar.update)
+        info_end = link.info()
+        if zlib.crc32(weights) != info_end.weights_crc:
+            raise StreamError(f"weights read back (CRC32 {zlib.crc32(weights):08x}) differ from the "
+                              f"board's own CRC32 {info_end.weights_crc:08x}")
+        dev_stats = link.device_stats()
+        last = evals[-1] if evals else None
+        summary = {
+            "data": args.data,
+            "model": model_name,
+            "rule": args.rule,
+            "config": setup.config,
+            "device_config": config,
+            "lr_schedule": args.lr_schedule,
+            "samples": total,
+            "train_samples": n_train,
+            "eval_samples": n_val,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            # as host.simulate: accuracy of the last epoch's on-device predictions while training
+            "train_accuracy": history[-1]["train_accuracy"] if history else None,
+            "eval_accuracy": last["accuracy"] if last else None,
+            "local_accuracy": last["local_accuracy"] if last else [],
+            "history": history,
+            "evals": [{k: e[k] for k in ("step", "n", "accuracy", "local_accuracy")} for e in evals],
+            "eval_preds": last["preds"] if last else [],
+            "train_preds": train_preds,
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+            "initial_weights_sha256": weights_sha256(model),     # the host copy is never trained
+            "weights_crc32": f"{zlib.crc32(weights):08x}",
+            "weights_bytes": len(weights),
+            "mcu_train_insn_median": int(np.median(train_insn)) if train_insn else None,
+            "mcu_infer_insn_median": last["insn_median"] if last else None,
+            "counter": info.counter_kind,
+            "train_seconds": round(train_seconds, 3),
+            "samples_per_s": round(total / train_seconds, 3) if train_seconds > 0 else None,
+            "device": info_end.as_dict(),
+            "device_stats": dev_stats,
+            "link": {k: v for k, v in vars(link.stats).items() if k != "op_seconds"},
+        }
+        write({"kind": "end", "t": _now(), **{k: summary[k] for k in ("weights_sha256", "train_accuracy",
+                                                                      "eval_accuracy", "link")}})
+        return summary
+    finally:
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass
+        if qemu is not None:
+            qemu.close()
+
+
+def plot(log_path: str, png_path: str):
+    """Running training accuracy and evaluation accuracy against training samples."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, run_acc, ev_steps, ev_acc = [], [], [], []
+    with open(log_path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["kind"] == "train":
+                steps.append(r["step"])
+                run_acc.append(r["running_accuracy"])
+            elif r["kind"] == "eval":
+                ev_steps.append(r["step"])
+                ev_acc.append(r["accuracy"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, run_acc, label="train (running, on-device)")
+    ax.plot(ev_steps, ev_acc, "o-", label="eval")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from host.simulate import add_training_args
+    ap = argparse.ArgumentParser(prog="python -m host.stream", description=__doc__.split("\n\n")[0],
+                                 epilog="Exit status: 0 ok, 2 bad input, port or firmware problem.")
+    ap.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://127.0.0.1:4321); "
+                    "or use --qemu")
+    ap.add_argument("--qemu", metavar="ELF", help="start qemu-system-arm -M mps2-an386 with this firmware")
+    # the training run: host.simulate's options, so both train the same way
+    add_training_args(ap)
+    ap.add_argument("--eval-every", type=int, default=0, metavar="K",
+                    help="also evaluate after every K training samples (default: only at the end)")
+    ap.add_argument("--log", help="JSONL log, one record per sample and per evaluation")
+    ap.add_argument("--plot", help="PNG accuracy curve (needs --log or writes a temporary one)")
+    ap.add_argument("--json", help="summary JSON (accuracies, samples, weights_sha256)")
+    ap.add_argument("--chunk", type=int, help="initial payload bytes per data frame (default 1024)")
+    ap.add_argument("--trace", action="store_true", help="hex dump of every packet on stderr")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from host import protocol
+    if bool(args.port) == bool(args.qemu):
+        print("error: give either --port PORT, or --qemu ELF to start the emulated board", file=sys.stderr)
+        return 2
+    for name in ("epochs", "eval_every", "limit", "val_limit"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            print(f"error: --{name.replace('_', '-')} must be >= 0, got {v}", file=sys.stderr)
+            return 2
+    if args.chunk is not None and not protocol.CHUNK_MIN <= args.chunk <= protocol.CHUNK_MAX:
+        print(f"error: --chunk must be in [{protocol.CHUNK_MIN}, {protocol.CHUNK_MAX}], got {args.chunk}",
+              file=sys.stderr)
+        return 2
+    log_path = args.log
+    if args.plot and not log_path:
+        log_path = str(Path(args.plot).with_suffix(".jsonl"))
+    log = None
+    try:
+        if log_path:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "w", encoding="utf-8")
+        summary = run(args, log=log, progress=not args.quiet)
+    except (StreamError, protocol.ProtocolError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 2
+    finally:
+        if log is not None:
+            log.close()
+    if args.plot:
+        plot(log_path, args.plot)
+    text = json.dumps(summary, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print(json.dumps({k: summary[k] for k in ("samples", "eval_samples", "train_accuracy", "eval_accuracy",
+                                             "weights_sha256", "mcu_train_insn_median",
+                                             "mcu_infer_insn_median")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
