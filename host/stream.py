@@ -121,7 +121,7 @@ class QemuBoard:
                 return open_port(self.url)
             except StreamError:
                 if time.monotonic() > end:
-                    raise StreamError(f"{QEMU} did not open 127.0.0.1:{self.port} within {timeout:.0f} s")
+                    raise StreamError(f"{QEMU} did not open 127.0.0.1:{self.port} within {timeout:.0f} s") from None
                 time.sleep(0.05)
 
     def close(self) -> int | None:

@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
+from shared_data import shared_path, shared_root
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TINYLLS_SHARED", ROOT.parent / "shared"))
+SHARED = shared_root()
 VWW = SHARED / "datasets" / "vww01-eembc"
 TFLITE = (SHARED / "datasets" / "mlperf-tiny-vww-models" / "benchmark" / "training" / "visual_wake_words"
           / "trained_models" / "vww_96_int8.tflite")
@@ -50,9 +51,7 @@ def need(tool: str, package: str) -> str:
 
 
 def need_shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared reference data missing: {path} (set TINYLLS_SHARED to the shared folder)")
-    return path
+    return shared_path(path.relative_to(SHARED))
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
 
 from host import int8_ref, modelfile
 from host.model import Layer, Model
@@ -35,13 +36,6 @@ VWW_TFLITE = ("datasets/mlperf-tiny-vww-models/benchmark/training/visual_wake_wo
               "vww_96_int8.tflite")
 
 
-def shared_path(rel: str) -> Path:
-    """A file under the shared reference folder, or skip naming the missing path."""
-    root = Path(os.environ.get("TINYLLS_SHARED") or REPO.parent / "shared")
-    p = root / rel
-    if not p.exists():
-        pytest.skip(f"reference file {p} is missing (set TINYLLS_SHARED to the shared folder)")
-    return p
 
 
 def small_model(seed: int = 0, lls: bool = True) -> Model:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from host import protocol as P
-from host._tinylls import ffi, lib
+from host._tinylls import lib
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
@@ -289,7 +289,6 @@ def test_wrong_image_size_and_bad_label_are_nakked_without_training(tiny):
 def test_device_matches_host_core_bit_for_bit(tiny):
     from host.core import CModel
     from host.model import weights_sha256
-    import copy
     from host import modelfile
     model, blob, calib = tiny
     host_model = modelfile.from_bytes(blob)

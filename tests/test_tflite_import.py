@@ -8,11 +8,11 @@ therefore the same accuracy (86.0% and 76.25% measured here).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
 
 from host import int8_ref, modelfile
 from host.tflite_import import TfliteImportError, import_tflite, import_tflite_bytes
@@ -25,12 +25,6 @@ PD_TFLITE = f"{PD_DIR}/models/person_detect.tflite"
 VWW_DATA = "datasets/vww01-eembc/datasets/vww01"
 
 
-def shared_path(rel: str) -> Path:
-    root = Path(os.environ.get("TINYLLS_SHARED") or REPO.parent / "shared")
-    p = root / rel
-    if not p.exists():
-        pytest.skip(f"reference file {p} is missing (set TINYLLS_SHARED to the shared folder)")
-    return p
 
 
 @pytest.fixture(scope="module")
