@@ -128,8 +128,13 @@ def build_model(args, train):
     from host import nets
 
     if args.model:
+        import os
+
         from host import modelfile
 
+        if not os.path.isfile(args.model):
+            raise UsageError(f"--model {args.model}: no such file (make one with `python -m host.quantize "
+                             f"import-tflite IN.tflite -o {args.model}`)")
         model = modelfile.load(args.model)
         lr_h = 1e-5 if args.lr_hidden is None else args.lr_hidden
         lr_c = 3e-3 if args.lr_classifier is None else args.lr_classifier
