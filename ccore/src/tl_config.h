@@ -12,8 +12,7 @@
  *
  * Every fast path computes exactly the integers the portable loop computes: only the order of
  * exact int32/int64 additions changes (associative, no overflow by the bounds stated at each use).
- * Also here: small static inline helpers the kernels share (count leading zeros, an inlinable
- * copy of tl_requantize).
+ * Also here: small static inline helpers the kernels share (count leading zeros).
  */
 #ifndef TL_CONFIG_H
 #define TL_CONFIG_H
@@ -74,33 +73,6 @@ static inline int tl_bit_length32(uint32_t v)
 #else
     return tl_bit_length64(v);
 #endif
-}
-
-/* ---------------------------------------------------------------- requantization, inlinable */
-/* Bit-identical to tl_requantize (tl_requantize.c: TFLite double rounding), as a static inline so
- * the kernels' output loops avoid a call per element. */
-static inline int32_t tl_requantize_inl(int32_t x, int32_t mult, int32_t shift)
-{
-    const int left = shift > 0 ? shift : 0;
-    const int right = shift > 0 ? 0 : -shift;
-    const int32_t xs = (int32_t)((uint32_t)x << left);
-    int32_t hi;
-    if (xs == INT32_MIN && mult == INT32_MIN) {
-        hi = INT32_MAX;
-    } else {
-        const int64_t ab = (int64_t)xs * (int64_t)mult;
-        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-        hi = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
-    }
-    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
-    const int32_t remainder = hi & mask;
-    const int32_t threshold = (mask >> 1) + (hi < 0 ? 1 : 0);
-    return (hi >> right) + (remainder > threshold ? 1 : 0);
-}
-
-static inline int32_t tl_requantize_p_inl(const tl_conv_params *p, int32_t x, int32_t mult, int32_t shift)
-{
-    return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize_inl(x, mult, shift);
 }
 
 #endif /* TL_CONFIG_H */

@@ -32,7 +32,7 @@ static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, 
             int32_t a = acc[c];
             if (bias)
                 a += bias[c0 + c];
-            a = tl_requantize_p_inl(p, a, q->mult[c0 + c], q->shift[c0 + c]) + p->out_zp;
+            a = tl_requantize_p(p, a, q->mult[c0 + c], q->shift[c0 + c]) + p->out_zp;
             out[c0 + c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
         }
     }

@@ -13,7 +13,7 @@ static inline int32_t finish(const tl_conv_params *p, const tl_quant *q, const i
     int32_t acc = dot - zpw;
     if (bias)
         acc += bias[c];
-    acc = tl_requantize_p_inl(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
+    acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
     return TL_CLAMP(acc, p->act_min, p->act_max);
 }
 

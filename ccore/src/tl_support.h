@@ -36,10 +36,33 @@ static inline int64_t tl_shr_round(int64_t a, int s)
     return a >= 0 ? (a + ((int64_t)1 << (s - 1))) >> s : -((-a + ((int64_t)1 << (s - 1))) >> s);
 }
 
+/* TFLite's MultiplyByQuantizedMultiplier (double rounding): the saturating rounding doubling high
+ * multiply of gemmlowp, then a rounding (half away from zero) divide by 2^right. The one
+ * definition: tl_requantize() (the public call) and the kernels' inner loops both use it. */
+static inline int32_t tl_requantize_inl(int32_t x, int32_t mult, int32_t shift)
+{
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    /* TFLite multiplies by 2^left in int32; wrap through uint32 so overflow is defined */
+    const int32_t xs = (int32_t)((uint32_t)x << left);
+    int32_t hi;
+    if (xs == INT32_MIN && mult == INT32_MIN) {
+        hi = INT32_MAX;
+    } else {
+        const int64_t ab = (int64_t)xs * (int64_t)mult;
+        const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+        hi = (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates, as TFLite's */
+    }
+    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+    const int32_t remainder = hi & mask;
+    const int32_t threshold = (mask >> 1) + (hi < 0 ? 1 : 0);
+    return (hi >> right) + (remainder > threshold ? 1 : 0);
+}
+
 /* The requantization a kernel's parameters select. */
 static inline int32_t tl_requantize_p(const tl_conv_params *p, int32_t x, int32_t mult, int32_t shift)
 {
-    return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize(x, mult, shift);
+    return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize_inl(x, mult, shift);
 }
 
 /* ---------------------------------------------------------------- deterministic randomness */
