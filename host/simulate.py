@@ -51,7 +51,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="'synthetic' (default: generated person/no-person scenes) or a dataset path "
                         "(EEMBC VWW folder, MLPerf person/non_person folders, tinylls shards, ...)")
     p.add_argument("--model", help="model file to fine-tune (default: MobileNetV1 from scratch)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="passes over the training set")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training set (default {DEFAULT_EPOCHS} from scratch, "
+                        "host.recipes.RECIPE_EPOCHS when fine-tuning --model)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds initialisation, sample order and stochastic rounding")
     p.add_argument("--rule", choices=sorted(RULES), default="lls-square", help="learning rule / basis")
@@ -61,8 +63,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help=f"learning rate of the last layer (default {DEFAULT_LR_CLASSIFIER} from scratch)")
     p.add_argument("--train-layers", default="all",
                    help="'all', 'last' (classifier only) or N (the last N weighted layers)")
-    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
-                   help="per-epoch learning-rate schedule (cosine: from the base rate towards 0)")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default=None,
+                   help="per-epoch learning-rate schedule (cosine: from the base rate towards 0; default "
+                        "cosine from scratch, constant when fine-tuning --model, as measured)")
     p.add_argument("--rounding", choices=["stochastic", "nearest"], default="stochastic",
                    help="rounding of weight updates")
     p.add_argument("--alpha", type=float, default=0.25, help="MobileNet width multiplier (from scratch)")
@@ -125,7 +128,7 @@ def select_trainable(model, spec: str) -> None:
 
 
 def build_model(args, train):
-    from host import nets
+    from host import nets, recipes
 
     if args.model:
         import os
@@ -136,8 +139,11 @@ def build_model(args, train):
             raise UsageError(f"--model {args.model}: no such file (make one with `python -m host.quantize "
                              f"import-tflite IN.tflite -o {args.model}`)")
         model = modelfile.load(args.model)
-        lr_h = 1e-5 if args.lr_hidden is None else args.lr_hidden
-        lr_c = 3e-3 if args.lr_classifier is None else args.lr_classifier
+        if args.lr_hidden is None and args.lr_classifier is None and args.train_layers == "all":
+            recipes.finetune_recipe(model)   # the measured field recipe (docs/finetune.md)
+            return model
+        lr_h = recipes.RECIPE_LR_HIDDEN if args.lr_hidden is None else args.lr_hidden
+        lr_c = recipes.RECIPE_LR_CLASSIFIER if args.lr_classifier is None else args.lr_classifier
     else:
         h, w, c = train.images.shape[1:]
         if h != w:
@@ -199,7 +205,18 @@ def apply_lr(model, base_lr: list, factor: float) -> None:
         L.lr, L.lls_m_lr = lr * factor, lr_m * factor
 
 
+def resolve_defaults(args) -> None:
+    """Fill the options whose default depends on the job: from scratch or fine-tuning --model."""
+    from host import recipes
+
+    if args.epochs is None:
+        args.epochs = recipes.RECIPE_EPOCHS if args.model else DEFAULT_EPOCHS
+    if args.lr_schedule is None:
+        args.lr_schedule = "constant" if args.model else "cosine"
+
+
 def prepare(args) -> Setup:
+    resolve_defaults(args)
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     for name in ("limit", "val_limit"):
