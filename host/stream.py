@@ -371,7 +371,7 @@ def plot(log_path: str, png_path: str):
     ax.plot(ev_steps, ev_acc, "o-", label="eval")
     ax.set_xlabel("training samples")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.02, 1.02)  # curves at exactly 0 or 1 stay visible inside the frame
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
