@@ -53,6 +53,63 @@ int32_t tl_basis_q15(int32_t basis, uint32_t basis_seed, int32_t c, int32_t clas
     return basis_value(basis, basis_seed, basis_increment(c, classes), c, t);
 }
 
+/* g_t / 2^15 rounded: sum_c w_c b_c[t] (Q24 x Q15) back to Q24. ph[c] holds inc[c] * t for the
+ * square basis (advanced here, so a pass over t = 0, 1, ... needs no multiply): +-1 exactly
+ * 2^15, so g is a multiple of 2^15 and the shift is exact, sum_c +-w_c. */
+static int64_t g_at(int32_t basis, uint32_t seed, const uint32_t *inc, const int32_t *w, int32_t C, int32_t t,
+                    uint32_t *ph)
+{
+    if (basis == TL_BASIS_SQUARE) {
+        int64_t g = 0;
+        for (int32_t c = 0; c < C; c++) {
+            const uint32_t v = ph[c];
+            ph[c] = v + inc[c];
+            const int32_t wc = (v & 0x80000000u) ? -w[c] : w[c];
+            g += (v << 1) ? wc : 0;
+        }
+        return g;
+    }
+    int64_t g = 0;
+    for (int32_t c = 0; c < C; c++)
+        g += (int64_t)w[c] * basis_value(basis, seed, inc[c], c, t);
+    return tl_shr_round(g, 15);
+}
+
+/* tl_div_round(a, n) for a divisor n > 0 used many times: the quotient from a 64 x 64 high
+ * product with r = floor((2^64 - 1) / n), then corrected (the estimate is at most 2 low). */
+typedef struct {
+    uint64_t n, r;
+} tl_divisor;
+
+static tl_divisor divisor_of(uint64_t n)
+{
+    tl_divisor d;
+    d.n = n;
+    d.r = UINT64_MAX / n;
+    return d;
+}
+
+static uint64_t mulhi64(uint64_t a, uint64_t b)
+{
+    const uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
+    const uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    const uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
+    return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+static int64_t div_round_by(int64_t a, const tl_divisor *d)
+{
+    /* as tl_div_round: (|a| + n/2) / n with the sign of a; |a| + n/2 < 2^63 at every use */
+    const uint64_t num = (a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a) + (d->n >> 1);
+    uint64_t q = mulhi64(num, d->r);
+    uint64_t rem = num - q * d->n;
+    while (rem >= d->n) {
+        rem -= d->n;
+        q++;
+    }
+    return a < 0 ? -(int64_t)q : (int64_t)q;
+}
+
 /* ---------------------------------------------------------------- softmax */
 /* z (Q16) -> p (Q24); returns the argmax (first on ties); loss (Q16) for label >= 0. */
 static int32_t softmax(const int32_t *z, int32_t classes, int32_t label, int32_t *p, int32_t *loss)
@@ -186,6 +243,7 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
 #define TL_UPD_JB 64   /* input channels per gradient chunk (stack: 64 int32 + 64 int64) */
 #define TL_UPD_FLUSH 256 /* products per int32 partial sum: 256 * 32767 * 128 < 2^31 */
 
+#if !TL_HAVE_DSP
 /* One filter tap's gradient correlation over the valid output rectangle [oy0,oy1) x [ox0,ox1):
  * acc[j] += sum delta(oy,ox) x(oy*sh + y_off, ox*sw + x_off, j0 + j) for j < nj (input channels
  * contiguous), returns sum delta over the positions visited. Products go into int32 partial sums
@@ -223,6 +281,136 @@ static TL_HOST_CLONES int64_t tap_corr(const int16_t *delta, int32_t ow, const i
         acc[j] += a32[j];
     return dsum;
 }
+
+#else
+static inline uint32_t rd32(const void *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* PKHBT a, b, LSL #16 (low halves of a and b), PKHTB b, a, ASR #16 (high halves of a and b) and
+ * SXTB16 x, ROR #8: gcc has no intrinsic for the first two and does not fold the rotation. */
+static inline int32_t pk_bt(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t pk_tb(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t sxtb16_ror8(uint32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+#define TL_UPD_PAIRS (TL_UPD_FLUSH / 2) /* position pairs per int32 partial sum */
+/* One input channel (depthwise, or the channels left over from the groups of four): the two
+ * positions' inputs are single bytes, packed with PKHBT. */
+static int64_t corr1(const int16_t *delta, int32_t ow, const int8_t *in, int32_t row_bytes, int32_t sh,
+                     int32_t step, int32_t oy0, int32_t oy1, int32_t ox0, int32_t npair, int odd, int32_t off)
+{
+    int64_t s = 0;
+    for (int32_t oy = oy0; oy < oy1; oy++) {
+        const int16_t *drow = delta + oy * ow + ox0;
+        const int8_t *xrow = in + (oy * sh * row_bytes + off + ox0 * step);
+        for (int32_t k0 = 0; k0 < npair; k0 += TL_UPD_PAIRS) {
+            const int32_t k1 = TL_MIN(npair, k0 + TL_UPD_PAIRS);
+            const int8_t *xp = xrow + 2 * k0 * step;
+            int32_t a = 0;
+            for (int32_t k = k0; k < k1; k++, xp += 2 * step) {
+                const int32_t dd = (int32_t)rd32(drow + 2 * k);
+                if (dd == 0)
+                    continue;
+                a = __smlad(dd, pk_bt(xp[0], xp[step]), a);
+            }
+            s += a;
+        }
+        if (odd)
+            s += (int32_t)drow[2 * npair] * xrow[2 * npair * step];
+    }
+    return s;
+}
+
+/* tap_corr on the DSP extension: two output positions per SMLAD. The int16 deltas of positions
+ * ox, ox+1 are adjacent in the map (one word: d0 | d1 << 16); the int8 inputs of the two positions
+ * are unpacked with SXTB16 and paired per channel with PKHBT / PKHTB, so each SMLAD adds
+ * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
+ * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
+ * Channel counts that are not a multiple of 4 and the odd last position of a row go through
+ * the plain products. Returns sum delta over the rectangle, as tap_corr. */
+static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
+                            int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
+                            int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int64_t *acc)
+{
+    const int32_t step = sw * ic; /* bytes between the inputs of neighbouring positions */
+    const int32_t npair = (ox1 - ox0) / 2;
+    const int odd = (ox1 - ox0) & 1;
+    int64_t dsum = 0;
+    for (int32_t oy = oy0; oy < oy1; oy++) { /* a row sums at most 4096 deltas: int32 is exact */
+        const int16_t *drow = delta + oy * ow + ox0;
+        int32_t r = 0;
+        for (int32_t k = 0; k < npair; k++)
+            r = __smlad((int32_t)rd32(drow + 2 * k), 0x00010001, r);
+        if (odd)
+            r += drow[2 * npair];
+        dsum += r;
+    }
+    int32_t j = 0;
+    for (; j + 3 < nj; j += 4) {
+        int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int32_t oy = oy0; oy < oy1; oy++) {
+            const int16_t *drow = delta + oy * ow + ox0;
+            const int8_t *xrow = in + (oy * sh + y_off) * iw * ic + (ox0 * sw + x_off) * ic + j0 + j;
+            for (int32_t k0 = 0; k0 < npair; k0 += TL_UPD_PAIRS) {
+                const int32_t k1 = TL_MIN(npair, k0 + TL_UPD_PAIRS);
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                const int8_t *xp = xrow + 2 * k0 * step;
+                for (int32_t k = k0; k < k1; k++, xp += 2 * step) {
+                    const int32_t dd = (int32_t)rd32(drow + 2 * k);
+                    if (dd == 0)
+                        continue;
+                    const uint32_t x0 = rd32(xp), x1 = rd32(xp + step);
+                    const int32_t e0 = (int32_t)__sxtb16((int32_t)x0), o0 = sxtb16_ror8(x0);
+                    const int32_t e1 = (int32_t)__sxtb16((int32_t)x1), o1 = sxtb16_ror8(x1);
+                    a0 = __smlad(dd, pk_bt(e0, e1), a0); /* channel j:   low halves of x0, x1 */
+                    a1 = __smlad(dd, pk_bt(o0, o1), a1); /* channel j+1 */
+                    a2 = __smlad(dd, pk_tb(e0, e1), a2); /* channel j+2: high halves */
+                    a3 = __smlad(dd, pk_tb(o0, o1), a3); /* channel j+3 */
+                }
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                s3 += a3;
+            }
+            if (odd) {
+                const int32_t dv = drow[2 * npair];
+                const int8_t *xp = xrow + 2 * npair * step;
+                s0 += dv * (int32_t)xp[0];
+                s1 += dv * (int32_t)xp[1];
+                s2 += dv * (int32_t)xp[2];
+                s3 += dv * (int32_t)xp[3];
+            }
+        }
+        acc[j] += s0;
+        acc[j + 1] += s1;
+        acc[j + 2] += s2;
+        acc[j + 3] += s3;
+    }
+    for (; j < nj; j++)
+        acc[j] += corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, y_off * iw * ic + x_off * ic);
+    return dsum;
+}
+#endif
 
 /* The output positions o in [0, n_out) whose input coordinate o*stride - pad + f lies in [0, n_in). */
 static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1)
@@ -266,6 +454,24 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             for (int32_t cx = 0; cx < p; cx++) {
                 const int32_t t = t0 + (classifier ? 0 : cy * p + cx);
                 const int32_t v0 = (int32_t)TL_CLAMP(tl_shr_round(d[t], rs), -32767, 32767);
+                if (!classifier && !leaky) {
+                    /* f' is 0 or 1: the cell adds v0 once per position left open by the clamp */
+                    const int32_t lo = L->act_min, hi = L->act_max;
+                    const int16_t v16 = (int16_t)v0;
+                    int32_t open = 0;
+                    for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                        const int8_t *h = out + (oy * ow + cx * bw) * oc + c;
+                        int16_t *drow = delta + oy * ow + cx * bw;
+                        for (int32_t k = 0; k < bw; k++, h += oc) {
+                            const int32_t on = *h > lo && *h < hi;
+                            drow[k] = on ? v16 : 0;
+                            open += on;
+                        }
+                    }
+                    acc_b += (int64_t)v0 * open;
+                    nonzero |= open ? v0 : 0;
+                    continue;
+                }
                 for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
                     const int8_t *hrow = out + oy * ow * oc + c;
                     int16_t *drow = delta + oy * ow;
@@ -326,7 +532,11 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                         const int32_t nj = TL_MIN(TL_UPD_JB, n_ci - j0);
                         for (int32_t j = 0; j < nj; j++)
                             acc[j] = 0;
+#if TL_HAVE_DSP
+                        const int64_t dsum = tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
+#else
                         const int64_t dsum = tap_corr(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
+#endif
                                                       oy0, oy1, ox0, ox1, fy - L->pad_top, fx - L->pad_left,
                                                       dw_kind ? c : j0, nj, acc);
                         for (int32_t j = 0; j < nj; j++)
@@ -389,13 +599,20 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
     for (int32_t t = 0; t < T; t++)
         P[t] = 0;
-    for (int32_t oy = 0; oy < oh; oy++)
-        for (int32_t ox = 0; ox < ow; ox++) {
-            const int8_t *h = out + (oy * ow + ox) * oc;
-            const int32_t cell = (oy / bh) * p + ox / bw;
-            for (int32_t c = 0; c < oc; c++)
-                P[c * p * p + cell] += (int32_t)h[c] - L->out_zp;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t cy = oy / bh;
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int8_t *h = out + (oy * ow + cx * bw) * oc;
+            int32_t *Pc = P + cy * p + cx;
+            for (int32_t c = 0; c < oc; c++) { /* the row's bw pixels of the cell, then - bw zp */
+                const int8_t *hc = h + c;
+                int32_t s = 0;
+                for (int32_t k = 0; k < bw; k++, hc += oc)
+                    s += *hc;
+                Pc[c * p * p] += s - bw * L->out_zp;
+            }
         }
+    }
     /* 2. normalise */
     uint64_t sumsq = 0;
     for (int32_t t = 0; t < T; t++)
@@ -411,8 +628,17 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
-        for (int32_t t = 0; t < T; t++)
-            S += (int64_t)P[t] * basis_value(basis, bseed, inc[c], c, t);
+        if (basis == TL_BASIS_SQUARE) { /* sum P_t (+-2^15 or 0) = 2^15 sum +-P_t, exactly */
+            uint32_t ph = 0;
+            for (int32_t t = 0; t < T; t++, ph += inc[c]) {
+                const int32_t v = (ph & 0x80000000u) ? -P[t] : P[t];
+                S += (ph << 1) ? v : 0;
+            }
+            S *= TL_BASIS_ONE;
+        } else {
+            for (int32_t t = 0; t < T; t++)
+                S += (int64_t)P[t] * basis_value(basis, bseed, inc[c], c, t);
+        }
         acoef[c] = (int32_t)tl_div_round(S * 2, n); /* S has Q15: S 2^16 / (2^15 n) */
     }
     for (int32_t j = 0; j < C; j++) {
@@ -463,32 +689,31 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     }
     /* 6. back through projection (g), normalisation (u): three passes over T so that only the
      *    pooled vector is stored; g is recomputed from the basis instead of being kept. */
+    uint32_t ph[TL_MAX_CLASSES];
+    for (int32_t c = 0; c < C; c++)
+        ph[c] = 0;
     int64_t gh = 0;
-    for (int32_t t = 0; t < T; t++) {
-        int64_t g = 0;
-        for (int32_t c = 0; c < C; c++)
-            g += (int64_t)w[c] * basis_value(basis, bseed, inc[c], c, t);
-        gh += tl_shr_round(g, 15) * P[t];
-    }
-    const int64_t gdot = tl_div_round(gh, n); /* g . h^, Q24 */
+    for (int32_t t = 0; t < T; t++)
+        gh += g_at(basis, bseed, inc, w, C, t, ph) * P[t];
+    const tl_divisor dn = divisor_of(n);
+    const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
+    for (int32_t c = 0; c < C; c++)
+        ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        int64_t g = 0;
-        for (int32_t c = 0; c < C; c++)
-            g += (int64_t)w[c] * basis_value(basis, bseed, inc[c], c, t);
-        const int64_t u = tl_shr_round(g, 15) - tl_div_round(gdot * P[t], n);
+        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
         umax = TL_MAX(umax, mag);
     }
     if (umax == 0)
         return TL_OK;
     const int32_t s = block_exponent(umax, n);
+    const tl_divisor ds = divisor_of(s >= 0 ? (uint64_t)n : (uint64_t)n << -s);
+    for (int32_t c = 0; c < C; c++)
+        ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        int64_t g = 0;
-        for (int32_t c = 0; c < C; c++)
-            g += (int64_t)w[c] * basis_value(basis, bseed, inc[c], c, t);
-        const int64_t u = tl_shr_round(g, 15) - tl_div_round(gdot * P[t], n);
-        P[t] = scale_signal(u, s, n); /* overwrites P_t, which this t no longer needs */
+        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
     }
     /* 7. the update: real signal d 2^-(24+s) */
     update_layer(m, i, a, in, out, 24 + s, 0, dw_preview, db_preview);
