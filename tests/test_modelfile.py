@@ -351,7 +351,7 @@ int main(int argc, char **argv)
     memcpy(work, orig, (size_t)size);
     tl_status s = tl_modelfile_load(work, (int32_t)size, layers, TL_MAX_LAYERS, &m);
     if (s != TL_OK) { printf("baseline load failed: %d\n", s); return 1; }
-    uint32_t data_off = rd_u32(orig + MH_DATA_OFF), host_off = rd_u32(orig + MH_HOST_OFF);
+    uint32_t data_off = tl_get_u32(orig + MH_DATA_OFF), host_off = tl_get_u32(orig + MH_HOST_OFF);
     printf("baseline ok: %d layers, %ld bytes, table ends %u, tensors end %u\n", m.n_layers, size, data_off, host_off);
 
     /* 1. every truncation length; bytes past the length are poisoned (ASan reports any read). */
@@ -400,9 +400,9 @@ int main(int argc, char **argv)
             int quant = 0;
             for (int32_t i = 0; i < m.n_layers && !quant; i++) {
                 const uint8_t *e = orig + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES;
-                uint32_t oc = (uint32_t)rd_i32(e + 4 * LF_OUT_C);
+                uint32_t oc = (uint32_t)tl_get_i32(e + 4 * LF_OUT_C);
                 for (int k = LF_OUT_MULT_OFF; k <= LF_BUPD_SHIFT_OFF; k++) {
-                    uint32_t o = rd_u32(e + 4 * k);
+                    uint32_t o = tl_get_u32(e + 4 * k);
                     /* first and last 4 values of each quantized-multiplier array */
                     if (o && ((pos >= o && pos < o + 16) || (pos + 16 >= o + 4 * oc && pos < o + 4 * oc))) {
                         quant = 1;
@@ -445,7 +445,7 @@ int main(int argc, char **argv)
                              (uint32_t)size, (uint32_t)size - 4u, (uint32_t)size + 4u, data_off, host_off,
                              32768u, 32769u, 65u, 0xFFFFFF80u, 0x40000000u};
     for (uint32_t pos = 16; pos + 4 <= data_off; pos += 4) {
-        uint32_t old = rd_u32(orig + pos);
+        uint32_t old = tl_get_u32(orig + pos);
         for (size_t v = 0; v < sizeof vals / sizeof vals[0]; v++) {
             uint32_t cand[3] = {vals[v], old + 1u, old - 1u};
             for (int c = 0; c < (v == 0 ? 3 : 1); c++) {

@@ -15,6 +15,7 @@
  * little-endian core (Cortex-M, x86, RISC-V) and a 4-byte aligned blob - both are checked.
  */
 #include "tinylls.h"
+#include "tl_bytes.h"
 
 enum {
     FORMAT_VERSION = 1,
@@ -49,22 +50,6 @@ enum {
     LF_BUPD_MULT_OFF, LF_BUPD_SHIFT_OFF, LF_LLS_M_OFF, LF_SCALES_OFF, LF_RESERVED0, LF_RESERVED1
 };
 
-/* ---------------------------------------------------------------- little-endian reads */
-
-static uint32_t rd_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-/* Two's complement reinterpretation without relying on implementation-defined conversion. */
-static int32_t rd_i32(const uint8_t *p)
-{
-    uint32_t u = rd_u32(p);
-    if (u <= 0x7FFFFFFFu)
-        return (int32_t)u;
-    return -(int32_t)(~u) - 1;
-}
-
 /* ---------------------------------------------------------------- range checks */
 
 static int quant_mult_ok(int32_t mult, int32_t shift)
@@ -91,7 +76,7 @@ static int section_ok(uint32_t off, uint32_t count, uint32_t elem, uint32_t lo, 
 static int quant_arrays_ok(const uint8_t *blob, uint32_t mult_off, uint32_t shift_off, int32_t n)
 {
     for (int32_t c = 0; c < n; c++) {
-        if (!quant_mult_ok(rd_i32(blob + mult_off + 4u * (uint32_t)c), rd_i32(blob + shift_off + 4u * (uint32_t)c)))
+        if (!quant_mult_ok(tl_get_i32(blob + mult_off + 4u * (uint32_t)c), tl_get_i32(blob + shift_off + 4u * (uint32_t)c)))
             return 0;
     }
     return 1;
@@ -115,30 +100,30 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
 {
     tl_layer z = {0};
     *L = z;
-    L->kind = rd_i32(e + 4 * LF_KIND);
-    L->act = rd_i32(e + 4 * LF_ACT);
-    uint32_t flags = rd_u32(e + 4 * LF_FLAGS);
+    L->kind = tl_get_i32(e + 4 * LF_KIND);
+    L->act = tl_get_i32(e + 4 * LF_ACT);
+    uint32_t flags = tl_get_u32(e + 4 * LF_FLAGS);
     if (L->kind < TL_LAYER_CONV || L->kind > TL_LAYER_AVGPOOL || L->act < TL_ACT_NONE || L->act > TL_ACT_LEAKY)
         return TL_ERR_UNSUPPORTED;
-    if ((flags & ~(uint32_t)KNOWN_FLAGS) != 0 || rd_u32(e + 4 * LF_RESERVED0) != 0 || rd_u32(e + 4 * LF_RESERVED1) != 0)
+    if ((flags & ~(uint32_t)KNOWN_FLAGS) != 0 || tl_get_u32(e + 4 * LF_RESERVED0) != 0 || tl_get_u32(e + 4 * LF_RESERVED1) != 0)
         return TL_ERR_MODEL;
     L->trainable = (flags & FLAG_TRAINABLE) ? 1 : 0;
     /* LiteRT's FULLY_CONNECTED rounds once where TFLite's reference rounds twice; an imported
      * model says which its layers need (host/tflite_import.py). */
     L->single_rounding = (flags & FLAG_SINGLE_ROUNDING) ? 1 : 0;
 
-    L->in_h = rd_i32(e + 4 * LF_IN_H);
-    L->in_w = rd_i32(e + 4 * LF_IN_W);
-    L->in_c = rd_i32(e + 4 * LF_IN_C);
-    L->out_h = rd_i32(e + 4 * LF_OUT_H);
-    L->out_w = rd_i32(e + 4 * LF_OUT_W);
-    L->out_c = rd_i32(e + 4 * LF_OUT_C);
-    L->k_h = rd_i32(e + 4 * LF_K_H);
-    L->k_w = rd_i32(e + 4 * LF_K_W);
-    L->stride_h = rd_i32(e + 4 * LF_STRIDE_H);
-    L->stride_w = rd_i32(e + 4 * LF_STRIDE_W);
-    L->pad_top = rd_i32(e + 4 * LF_PAD_TOP);
-    L->pad_left = rd_i32(e + 4 * LF_PAD_LEFT);
+    L->in_h = tl_get_i32(e + 4 * LF_IN_H);
+    L->in_w = tl_get_i32(e + 4 * LF_IN_W);
+    L->in_c = tl_get_i32(e + 4 * LF_IN_C);
+    L->out_h = tl_get_i32(e + 4 * LF_OUT_H);
+    L->out_w = tl_get_i32(e + 4 * LF_OUT_W);
+    L->out_c = tl_get_i32(e + 4 * LF_OUT_C);
+    L->k_h = tl_get_i32(e + 4 * LF_K_H);
+    L->k_w = tl_get_i32(e + 4 * LF_K_W);
+    L->stride_h = tl_get_i32(e + 4 * LF_STRIDE_H);
+    L->stride_w = tl_get_i32(e + 4 * LF_STRIDE_W);
+    L->pad_top = tl_get_i32(e + 4 * LF_PAD_TOP);
+    L->pad_left = tl_get_i32(e + 4 * LF_PAD_LEFT);
     const int32_t dims[6] = {L->in_h, L->in_w, L->in_c, L->out_h, L->out_w, L->out_c};
     for (int i = 0; i < 6; i++) {
         if (dims[i] < 1 || dims[i] > MAX_DIM)
@@ -184,18 +169,18 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     if (max_acc > 0x7FFFFFFF)
         return TL_ERR_SHAPE;
 
-    L->in_zp = rd_i32(e + 4 * LF_IN_ZP);
-    L->out_zp = rd_i32(e + 4 * LF_OUT_ZP);
-    L->act_min = rd_i32(e + 4 * LF_ACT_MIN);
-    L->act_max = rd_i32(e + 4 * LF_ACT_MAX);
-    L->leaky_mult = rd_i32(e + 4 * LF_LEAKY_MULT);
-    L->leaky_shift = rd_i32(e + 4 * LF_LEAKY_SHIFT);
-    L->lr_mult = rd_i32(e + 4 * LF_LR_MULT);
-    L->lr_shift = rd_i32(e + 4 * LF_LR_SHIFT);
-    L->logit_mult = rd_i32(e + 4 * LF_LOGIT_MULT);
-    L->logit_shift = rd_i32(e + 4 * LF_LOGIT_SHIFT);
-    L->lls_m_lr_mult = rd_i32(e + 4 * LF_LLS_M_LR_MULT);
-    L->lls_m_lr_shift = rd_i32(e + 4 * LF_LLS_M_LR_SHIFT);
+    L->in_zp = tl_get_i32(e + 4 * LF_IN_ZP);
+    L->out_zp = tl_get_i32(e + 4 * LF_OUT_ZP);
+    L->act_min = tl_get_i32(e + 4 * LF_ACT_MIN);
+    L->act_max = tl_get_i32(e + 4 * LF_ACT_MAX);
+    L->leaky_mult = tl_get_i32(e + 4 * LF_LEAKY_MULT);
+    L->leaky_shift = tl_get_i32(e + 4 * LF_LEAKY_SHIFT);
+    L->lr_mult = tl_get_i32(e + 4 * LF_LR_MULT);
+    L->lr_shift = tl_get_i32(e + 4 * LF_LR_SHIFT);
+    L->logit_mult = tl_get_i32(e + 4 * LF_LOGIT_MULT);
+    L->logit_shift = tl_get_i32(e + 4 * LF_LOGIT_SHIFT);
+    L->lls_m_lr_mult = tl_get_i32(e + 4 * LF_LLS_M_LR_MULT);
+    L->lls_m_lr_shift = tl_get_i32(e + 4 * LF_LLS_M_LR_SHIFT);
     if (!zp_ok(L->in_zp) || !zp_ok(L->out_zp) || L->act_min < -128 || L->act_min > L->act_max || L->act_max > 127)
         return TL_ERR_QUANT;
     /* TFLite int8 average pooling averages raw values: input and output share quantization. */
@@ -208,7 +193,7 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     /* Tensor sections: inside [data_off, host_off), aligned; absent ones are 0. */
     uint32_t off[8];
     for (int i = 0; i < 8; i++)
-        off[i] = rd_u32(e + 4 * (LF_WEIGHTS_OFF + i));
+        off[i] = tl_get_u32(e + 4 * (LF_WEIGHTS_OFF + i));
     if (L->kind == TL_LAYER_AVGPOOL) {
         for (int i = 0; i < 8; i++) {
             if (off[i] != 0)
@@ -227,7 +212,7 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
             return TL_ERR_QUANT;
         /* |bias| + max_acc must fit in int32 (training must keep biases inside this bound too). */
         for (int32_t c = 0; c < L->out_c; c++) {
-            int64_t b = rd_i32(blob + off[1] + 4u * (uint32_t)c);
+            int64_t b = tl_get_i32(blob + off[1] + 4u * (uint32_t)c);
             if (b < -(0x7FFFFFFF - max_acc) || b > 0x7FFFFFFF - max_acc)
                 return TL_ERR_QUANT;
         }
@@ -242,8 +227,8 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
         L->bupd_shift = (const int32_t *)(const void *)(blob + off[7]);
     }
 
-    int32_t lls_len = rd_i32(e + 4 * LF_LLS_M_LEN);
-    uint32_t lls_off = rd_u32(e + 4 * LF_LLS_M_OFF);
+    int32_t lls_len = tl_get_i32(e + 4 * LF_LLS_M_LEN);
+    uint32_t lls_off = tl_get_u32(e + 4 * LF_LLS_M_OFF);
     if (lls_len == 0) {
         if (lls_off != 0)
             return TL_ERR_MODEL;
@@ -266,13 +251,13 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
 {
     if (file_len < LAYER_TABLE_OFF)
         return TL_ERR_MODEL;
-    int32_t classes = rd_i32(blob + MH_CLASSES);
-    int32_t in_h = rd_i32(blob + MH_IN_H), in_w = rd_i32(blob + MH_IN_W), in_c = rd_i32(blob + MH_IN_C);
-    int32_t input_zp = rd_i32(blob + MH_INPUT_ZP);
-    int32_t n = rd_i32(blob + MH_N_LAYERS);
-    uint32_t table_off = rd_u32(blob + MH_TABLE_OFF), entry_bytes = rd_u32(blob + MH_ENTRY_BYTES);
-    uint32_t data_off = rd_u32(blob + MH_DATA_OFF), host_off = rd_u32(blob + MH_HOST_OFF);
-    uint32_t host_len = rd_u32(blob + MH_HOST_LEN), json_len = rd_u32(blob + MH_JSON_LEN);
+    int32_t classes = tl_get_i32(blob + MH_CLASSES);
+    int32_t in_h = tl_get_i32(blob + MH_IN_H), in_w = tl_get_i32(blob + MH_IN_W), in_c = tl_get_i32(blob + MH_IN_C);
+    int32_t input_zp = tl_get_i32(blob + MH_INPUT_ZP);
+    int32_t n = tl_get_i32(blob + MH_N_LAYERS);
+    uint32_t table_off = tl_get_u32(blob + MH_TABLE_OFF), entry_bytes = tl_get_u32(blob + MH_ENTRY_BYTES);
+    uint32_t data_off = tl_get_u32(blob + MH_DATA_OFF), host_off = tl_get_u32(blob + MH_HOST_OFF);
+    uint32_t host_len = tl_get_u32(blob + MH_HOST_LEN), json_len = tl_get_u32(blob + MH_JSON_LEN);
 
     if (n < 1 || n > TL_MAX_LAYERS)
         return TL_ERR_MODEL;
@@ -305,7 +290,7 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
         if (L->in_zp != (i ? layers[i - 1].out_zp : input_zp))
             return TL_ERR_QUANT;
         if (L->lls_m != 0) {
-            int32_t len = rd_i32(blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES + 4 * LF_LLS_M_LEN);
+            int32_t len = tl_get_i32(blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES + 4 * LF_LLS_M_LEN);
             if (n_lls && len != lls_len)
                 return TL_ERR_MODEL;    /* one LLS variant per model */
             lls_len = len;
@@ -353,13 +338,13 @@ tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32
         return TL_ERR_MAGIC;
     if (len < FILE_HEADER_BYTES)
         return TL_ERR_TRUNCATED;
-    if (rd_u32(blob + 4) != FORMAT_VERSION)
+    if (tl_get_u32(blob + 4) != FORMAT_VERSION)
         return TL_ERR_VERSION;
-    uint32_t body_len = rd_u32(blob + 8);
+    uint32_t body_len = tl_get_u32(blob + 8);
     if (body_len > len - FILE_HEADER_BYTES)
         return TL_ERR_TRUNCATED;
     /* A buffer longer than the file (a padded flash region) is fine: only body_len is used. */
-    if (tl_crc32(0, blob + FILE_HEADER_BYTES, (int32_t)body_len) != rd_u32(blob + 12))
+    if (tl_crc32(0, blob + FILE_HEADER_BYTES, (int32_t)body_len) != tl_get_u32(blob + 12))
         return TL_ERR_CRC;
 
     tl_model m;

@@ -2,20 +2,7 @@
  * No allocation, no stdio: the decoder's buffer lives in the caller's tl_proto_dec. */
 #include "tinylls.h"
 #include "tl_proto_api.h"
-
-/* ---------------------------------------------------------------- little-endian helpers */
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
+#include "tl_bytes.h"
 
 /* ---------------------------------------------------------------- decoder */
 tl_status tl_proto_dec_init(tl_proto_dec *d)
@@ -114,8 +101,8 @@ tl_status tl_proto_check(const uint8_t *frame, int32_t n, tl_proto_hdr *hdr)
         return TL_PROTO_ERR_MALFORMED;
     if (n > TL_PROTO_MAX_FRAME)
         return TL_PROTO_ERR_OVERSIZE;
-    uint32_t len = get_u32(frame + 4);
-    uint32_t crc = get_u32(frame + n - 4);
+    uint32_t len = tl_get_u32(frame + 4);
+    uint32_t crc = tl_get_u32(frame + n - 4);
     /* The CRC is checked first: a flipped length byte is a transmission error, not a bad command. */
     if (tl_crc32(0, frame, n - 4) != crc)
         return TL_PROTO_ERR_CRC;
@@ -143,12 +130,12 @@ tl_status tl_proto_build(uint8_t op, uint8_t flags, uint16_t seq, const uint8_t 
     out[1] = flags;
     out[2] = (uint8_t)seq;
     out[3] = (uint8_t)(seq >> 8);
-    put_u32(out + 4, (uint32_t)len);
+    tl_put_u32(out + 4, (uint32_t)len);
     /* payload may alias out + 8 (the dispatcher builds responses in place) */
     if (payload != out + TL_PROTO_HDR_BYTES)
         for (int32_t i = 0; i < len; i++)
             out[TL_PROTO_HDR_BYTES + i] = payload[i];
-    put_u32(out + TL_PROTO_HDR_BYTES + len, tl_crc32(0, out, TL_PROTO_HDR_BYTES + len));
+    tl_put_u32(out + TL_PROTO_HDR_BYTES + len, tl_crc32(0, out, TL_PROTO_HDR_BYTES + len));
     *out_len = total;
     return TL_OK;
 }

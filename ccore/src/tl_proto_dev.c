@@ -13,36 +13,9 @@
  */
 #include "tinylls.h"
 #include "tl_proto_api.h"
+#include "tl_bytes.h"
 
 /* ---------------------------------------------------------------- helpers */
-static void put_u16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-/* Two's complement reinterpretation without relying on implementation-defined conversion. */
-static int32_t get_i32(const uint8_t *p)
-{
-    uint32_t u = get_u32(p);
-    if (u <= 0x7FFFFFFFu)
-        return (int32_t)u;
-    return -(int32_t)(~u) - 1;
-}
-
 static uint32_t counter_now(const tl_proto_dev *dev)
 {
     return dev->cfg.counter ? dev->cfg.counter(dev->cfg.user) : 0u;
@@ -80,8 +53,8 @@ static void send_small(tl_proto_dev *dev, uint8_t op, uint8_t flags, uint16_t se
     uint8_t frame[TL_PROTO_HDR_BYTES + 8 + TL_PROTO_CRC_BYTES];
     uint8_t payload[8];
     int32_t n = 0;
-    put_u32(payload, (uint32_t)status);
-    put_u32(payload + 4, (uint32_t)detail);
+    tl_put_u32(payload, (uint32_t)status);
+    tl_put_u32(payload + 4, (uint32_t)detail);
     if (tl_proto_build(op, flags, seq, payload, with_status ? 8 : 0, frame, (int32_t)sizeof(frame), &n)
         == TL_OK)
         send_frame(dev, frame, n);
@@ -230,13 +203,13 @@ typedef struct {
 
 static void r_u32(resp_buf *r, uint32_t v)
 {
-    put_u32(r->p + r->n, v);
+    tl_put_u32(r->p + r->n, v);
     r->n += 4;
 }
 
 static void r_u16(resp_buf *r, uint32_t v)
 {
-    put_u16(r->p + r->n, v);
+    tl_put_u16(r->p + r->n, v);
     r->n += 2;
 }
 
@@ -308,7 +281,7 @@ static tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t l
 {
     if (len != 8)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
-    uint32_t size = get_u32(pl), crc = get_u32(pl + 4);
+    uint32_t size = tl_get_u32(pl), crc = tl_get_u32(pl + 4);
     if (size > (uint32_t)dev->cfg.blob_cap)
         return nak(r, TL_PROTO_ERR_TOO_BIG, dev->cfg.blob_cap);
     if (size < 4)
@@ -328,7 +301,7 @@ static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t le
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
     if (!dev->loading)
         return nak(r, TL_PROTO_ERR_NO_LOAD, 0);
-    uint32_t off = get_u32(pl), cnt = len - 4;
+    uint32_t off = tl_get_u32(pl), cnt = len - 4;
     if (off > dev->load_size || cnt > dev->load_size - off)
         return nak(r, TL_PROTO_ERR_RANGE, (int32_t)dev->load_size);
     for (uint32_t i = 0; i < cnt; i++)
@@ -380,7 +353,7 @@ static tl_status cmd_input(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, r
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
     if (!dev->loaded)
         return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
-    uint32_t off = get_u32(pl), cnt = len - 4, cap = (uint32_t)dev->input_bytes;
+    uint32_t off = tl_get_u32(pl), cnt = len - 4, cap = (uint32_t)dev->input_bytes;
     if (off > cap || cnt > cap - off)
         return nak(r, TL_PROTO_ERR_RANGE, dev->input_bytes);
     for (uint32_t i = 0; i < cnt; i++)
@@ -416,56 +389,56 @@ static void put_result(tl_proto_dev *dev, const tl_result *res, uint32_t insn, r
         r->p[r->n++] = (uint8_t)(int8_t)res->local_pred[l];
 }
 
-static tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+/* Runs one training step (label >= 0) or inference (label < 0) on the staged input, timed by the
+ * board's counter, records it in the statistics and answers with the result. */
+static tl_status run_step(tl_proto_dev *dev, int32_t label, int32_t with_local, resp_buf *r)
 {
-    if (len != 12)
-        return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
-    int32_t label = (int32_t)get_u32(pl);
-    tl_status s = check_input(dev, get_u32(pl + 4), get_u32(pl + 8), r);
-    if (s != TL_OK)
-        return s;
-    if (label < 0 || label >= dev->model.classes)
-        return nak(r, TL_PROTO_ERR_LABEL, dev->model.classes);
     tl_ctx ctx;
     tl_result res;
     ctx.buf = dev->cfg.arena;
     ctx.size = dev->cfg.arena_cap;
-    uint32_t t0 = counter_now(dev);
-    s = tl_model_train_step(&dev->model, &ctx, dev->cfg.input, label, &res);
-    uint32_t insn = counter_now(dev) - t0;
+    const int train = label >= 0;
+    const uint32_t t0 = counter_now(dev);
+    const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->cfg.input, label, &res)
+                              : tl_model_infer(&dev->model, &ctx, dev->cfg.input, with_local, &res);
+    const uint32_t insn = counter_now(dev) - t0;
     if (s != TL_OK)
         return nak(r, s, 0);
-    dev->stats.train_steps++;
-    dev->stats.last_train_insn = insn;
-    if (dev->stats.min_train_insn == 0 || insn < dev->stats.min_train_insn)
-        dev->stats.min_train_insn = insn;
+    uint32_t *last = train ? &dev->stats.last_train_insn : &dev->stats.last_infer_insn;
+    uint32_t *min = train ? &dev->stats.min_train_insn : &dev->stats.min_infer_insn;
+    if (train)
+        dev->stats.train_steps++;
+    else
+        dev->stats.evals++;
+    *last = insn;
+    if (*min == 0 || insn < *min)
+        *min = insn;
     put_result(dev, &res, insn, r);
     return TL_OK;
+}
+
+static tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 12)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
+    int32_t label = (int32_t)tl_get_u32(pl);
+    tl_status s = check_input(dev, tl_get_u32(pl + 4), tl_get_u32(pl + 8), r);
+    if (s != TL_OK)
+        return s;
+    if (label < 0 || label >= dev->model.classes)
+        return nak(r, TL_PROTO_ERR_LABEL, dev->model.classes);
+    return run_step(dev, label, 1, r);
 }
 
 static tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 12)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
-    int32_t with_local = get_u32(pl) != 0;
-    tl_status s = check_input(dev, get_u32(pl + 4), get_u32(pl + 8), r);
+    int32_t with_local = tl_get_u32(pl) != 0;
+    tl_status s = check_input(dev, tl_get_u32(pl + 4), tl_get_u32(pl + 8), r);
     if (s != TL_OK)
         return s;
-    tl_ctx ctx;
-    tl_result res;
-    ctx.buf = dev->cfg.arena;
-    ctx.size = dev->cfg.arena_cap;
-    uint32_t t0 = counter_now(dev);
-    s = tl_model_infer(&dev->model, &ctx, dev->cfg.input, with_local, &res);
-    uint32_t insn = counter_now(dev) - t0;
-    if (s != TL_OK)
-        return nak(r, s, 0);
-    dev->stats.evals++;
-    dev->stats.last_infer_insn = insn;
-    if (dev->stats.min_infer_insn == 0 || insn < dev->stats.min_infer_insn)
-        dev->stats.min_infer_insn = insn;
-    put_result(dev, &res, insn, r);
-    return TL_OK;
+    return run_step(dev, -1, with_local, r);
 }
 
 static tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
@@ -493,7 +466,7 @@ static tl_status cmd_read_weights(tl_proto_dev *dev, const uint8_t *pl, uint32_t
     int32_t total = 0;
     tl_model v = stream_view(dev);
     tl_proto_weights_size(&v, &total);
-    uint32_t off = get_u32(pl), max = get_u32(pl + 4);
+    uint32_t off = tl_get_u32(pl), max = tl_get_u32(pl + 4);
     if (off > (uint32_t)total)
         return nak(r, TL_PROTO_ERR_RANGE, total);
     uint32_t room = TL_PROTO_MAX_PAYLOAD - 12, n = (uint32_t)total - off;
@@ -533,12 +506,12 @@ static tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl, uint32_t l
     if (!dev->loaded)
         return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
     tl_train_cfg c;
-    c.basis = get_i32(pl + 4 * CFG_BASIS);
-    c.variant = get_i32(pl + 4 * CFG_VARIANT);
-    c.rounding = get_i32(pl + 4 * CFG_ROUNDING);
-    c.seed = get_u32(pl + 4 * CFG_SEED);
-    c.basis_seed = get_u32(pl + 4 * CFG_BASIS_SEED);
-    c.inv_tau_q8 = get_i32(pl + 4 * CFG_INV_TAU);
+    c.basis = tl_get_i32(pl + 4 * CFG_BASIS);
+    c.variant = tl_get_i32(pl + 4 * CFG_VARIANT);
+    c.rounding = tl_get_i32(pl + 4 * CFG_ROUNDING);
+    c.seed = tl_get_u32(pl + 4 * CFG_SEED);
+    c.basis_seed = tl_get_u32(pl + 4 * CFG_BASIS_SEED);
+    c.inv_tau_q8 = tl_get_i32(pl + 4 * CFG_INV_TAU);
     /* The ranges of tl_model_prepare, checked here to name the field. */
     if (c.basis < TL_BASIS_SQUARE || c.basis > TL_BASIS_RANDOM)
         return nak(r, TL_PROTO_ERR_CONFIG, CFG_BASIS);
@@ -583,20 +556,20 @@ static tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, 
         return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
     int32_t n = dev->model.n_layers;
     uint32_t want = 4u + 16u * (uint32_t)n;
-    if (get_u32(pl) != (uint32_t)n || len != want)
+    if (tl_get_u32(pl) != (uint32_t)n || len != want)
         return nak(r, TL_PROTO_ERR_PAYLOAD, (int32_t)want);
     for (int32_t i = 0; i < n; i++) {           /* all checked before any is applied */
         const uint8_t *e = pl + 4 + 16 * i;
-        if (!quant_mult_ok(get_i32(e), get_i32(e + 4)) || !quant_mult_ok(get_i32(e + 8), get_i32(e + 12)))
+        if (!quant_mult_ok(tl_get_i32(e), tl_get_i32(e + 4)) || !quant_mult_ok(tl_get_i32(e + 8), tl_get_i32(e + 12)))
             return nak(r, TL_ERR_QUANT, i);
     }
     for (int32_t i = 0; i < n; i++) {
         const uint8_t *e = pl + 4 + 16 * i;
         tl_layer *L = &dev->model.layers[i];
-        L->lr_mult = get_i32(e);
-        L->lr_shift = get_i32(e + 4);
-        L->lls_m_lr_mult = get_i32(e + 8);
-        L->lls_m_lr_shift = get_i32(e + 12);
+        L->lr_mult = tl_get_i32(e);
+        L->lr_shift = tl_get_i32(e + 4);
+        L->lls_m_lr_mult = tl_get_i32(e + 8);
+        L->lls_m_lr_shift = tl_get_i32(e + 12);
     }
     r_u32(r, TL_OK);
     return TL_OK;
