@@ -422,6 +422,93 @@ static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad
     *o1 = TL_MAX(*o0, TL_MIN(hi, n_out));
 }
 
+/* The right shift that takes a channel's slice of the 30-bit signal to 15 bits. */
+static int32_t channel_shift(const int32_t *d, int32_t n)
+{
+    uint32_t cmax = 0;
+    for (int32_t t = 0; t < n; t++)
+        cmax |= (uint32_t)(d[t] < 0 ? -d[t] : d[t]);
+    return TL_MAX(0, tl_bit_length32(cmax) - 15);
+}
+
+/* Channel c's bias update (or its preview) from acc_b = sum of the channel's deltas. */
+static void update_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b, int32_t Ec, uint32_t rnd_key,
+                        int64_t *db_preview)
+{
+    int32_t bm, bs;
+    int64_t q16;
+    combine(L->bupd_mult[c], L->bupd_shift[c], L->lr_mult, L->lr_shift, &bm, &bs);
+    const int64_t db = scale_update(acc_b, bm, bs, Ec, m->cfg.rounding, tl_mix32(rnd_key), db_preview ? &q16 : NULL);
+    if (db_preview)
+        db_preview[c] = -q16;
+    else
+        L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, INT32_MIN, INT32_MAX);
+}
+
+#if TL_HOST_WIDE
+/* update_layer of a hidden conv / depthwise layer on a host: the same integers, TL_WIDE_C output
+ * channels at a time through tl_train_wide.c (the caller checked tl_wide_usable). */
+static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const int8_t *in, const int8_t *out,
+                              int32_t E, int64_t *dw_preview, int64_t *db_preview)
+{
+    tl_layer *L = &m->layers[i];
+    const int32_t oc = L->out_c, cells = L->pool * L->pool, n_w = tl_layer_n_weights(L);
+    const int dw_kind = L->kind == TL_LAYER_DWCONV;
+    const int32_t N = L->k_h * L->k_w * L->in_c; /* conv weights per output channel */
+    const uint32_t prefix = stream_prefix(m->cfg.seed, m->step, (uint32_t)i);
+    int16_t D[TL_WIDE_MAX_P * TL_WIDE_C];
+    int16_t v0[TL_WIDE_MAX_CELLS * TL_WIDE_C];
+    int64_t G[TL_WIDE_C * TL_WIDE_N];
+    for (int32_t c0 = 0; c0 < oc; c0 += TL_WIDE_C) {
+        const int32_t nc = TL_MIN(TL_WIDE_C, oc - c0);
+        upd_row u[TL_WIDE_C];
+        int32_t Ec[TL_WIDE_C], any[TL_WIDE_C], any_block = 0;
+        int64_t bsum[TL_WIDE_C];
+        for (int32_t k = 0; k < cells * TL_WIDE_C; k++)
+            v0[k] = 0;
+        for (int32_t cc = 0; cc < nc; cc++) {
+            const int32_t c = c0 + cc;
+            const int32_t rs = channel_shift(d + c * cells, cells);
+            Ec[cc] = E - rs;
+            for (int32_t t = 0; t < cells; t++)
+                v0[t * TL_WIDE_C + cc] = (int16_t)TL_CLAMP(tl_shr_round(d[c * cells + t], rs), -32767, 32767);
+            u[cc].weights = L->weights;
+            u[cc].dw_preview = dw_preview;
+            u[cc].Ec = Ec[cc];
+            u[cc].rounding = m->cfg.rounding;
+            u[cc].prefix = prefix;
+            combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u[cc].wm, &u[cc].ws);
+        }
+        tl_wide_deltas(L, out, c0, nc, v0, D, bsum, any);
+        for (int32_t cc = 0; cc < nc; cc++) {
+            any[cc] |= dw_preview != NULL; /* a preview reports every channel, zeros included */
+            any_block |= any[cc];
+        }
+        if (!any_block)
+            continue;
+        if (dw_kind) {
+            const int32_t taps = L->k_h * L->k_w;
+            tl_wide_dw_grad(L, in, D, c0, nc, G);
+            for (int32_t cc = 0; cc < nc; cc++)
+                if (any[cc])
+                    for (int32_t tap = 0; tap < taps; tap++)
+                        apply_row(&u[cc], G + tap * TL_WIDE_C + cc, 1, tap * oc + c0 + cc, 1);
+        } else {
+            for (int32_t n0 = 0; n0 < N; n0 += TL_WIDE_N) {
+                const int32_t nn = TL_MIN(TL_WIDE_N, N - n0);
+                tl_wide_conv_grad(L, in, D, n0, nn, G);
+                for (int32_t cc = 0; cc < nc; cc++)
+                    if (any[cc])
+                        apply_row(&u[cc], G + cc * nn, nn, (c0 + cc) * N + n0, 1);
+            }
+        }
+        for (int32_t cc = 0; cc < nc; cc++)
+            if (any[cc])
+                update_bias(m, L, c0 + cc, bsum[cc], Ec[cc], prefix ^ (uint32_t)(n_w + c0 + cc), db_preview);
+    }
+}
+#endif
+
 /* Applies (or previews) the update of layer i given its learning signal: delta(pos, c) = d_t(pos,c)
  * * f'(h) with t from the pooling grid (hidden) or t = c (classifier), exponent E. */
 static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
@@ -438,14 +525,17 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
     const uint32_t prefix = stream_prefix(m->cfg.seed, m->step, (uint32_t)i);
     const int leaky = L->act == TL_ACT_LEAKY;
     int64_t acc[TL_UPD_JB];
+#if TL_HOST_WIDE
+    if (!classifier && tl_wide_usable(L)) {
+        update_layer_wide(m, i, d, in, out, E, dw_preview, db_preview);
+        return;
+    }
+#endif
     for (int32_t c = 0; c < oc; c++) {
         /* channel c's own block exponent: its signals may be far below the layer's largest, so
          * each channel rescales its slice of the 30-bit signal to 15 bits before the int16 map */
         const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
-        uint32_t cmax = 0;
-        for (int32_t t = t0; t < t0 + nt; t++)
-            cmax |= (uint32_t)(d[t] < 0 ? -d[t] : d[t]);
-        const int32_t rs = TL_MAX(0, tl_bit_length32(cmax) - 15);
+        const int32_t rs = channel_shift(d + t0, nt);
         const int32_t Ec = E - rs;
         /* delta map of channel c and the bias accumulator, one pooling cell at a time */
         int64_t acc_b = 0;
@@ -502,8 +592,6 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         u.rounding = m->cfg.rounding;
         u.prefix = prefix;
         combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
-        int32_t bm, bs;
-        combine(L->bupd_mult[c], L->bupd_shift[c], L->lr_mult, L->lr_shift, &bm, &bs);
         const int32_t kh = L->k_h, kw = L->k_w;
         if (L->kind == TL_LAYER_FC) {
             /* dW[c][k] = delta (x_k - zp): one position, so the product is the gradient */
@@ -549,13 +637,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                 }
             }
         }
-        int64_t q16;
-        const int64_t db = scale_update(acc_b, bm, bs, Ec, m->cfg.rounding,
-                                        tl_mix32(prefix ^ (uint32_t)(n_w + c)), db_preview ? &q16 : NULL);
-        if (db_preview)
-            db_preview[c] = -q16;
-        else
-            L->bias[c] = (int32_t)TL_CLAMP((int64_t)L->bias[c] - db, INT32_MIN, INT32_MAX);
+        update_bias(m, L, c, acc_b, Ec, prefix ^ (uint32_t)(n_w + c), db_preview);
     }
 }
 

@@ -2,7 +2,7 @@
 #ifndef TL_TRAIN_H
 #define TL_TRAIN_H
 
-#include "tl_support.h"
+#include "tl_config.h"
 
 typedef struct {
     int64_t *wacc;     /* (in_c) weight-gradient accumulators of one channel (1x1 layers) */
@@ -30,5 +30,18 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
 tl_status tl_train_classifier(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
                               const int8_t *out, int32_t label, int32_t update,
                               int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview);
+
+#if TL_HOST_WIDE
+/* tl_train_wide.c: the host's many-channel gradient path (see there). */
+#define TL_WIDE_C 16        /* output channels per block */
+#define TL_WIDE_N 256       /* im2col columns per conv gradient call */
+#define TL_WIDE_MAX_P 4096  /* output positions the path takes (D is TL_WIDE_MAX_P x TL_WIDE_C int16) */
+#define TL_WIDE_MAX_CELLS 64 /* pooling cells (grid edge <= 8) */
+int tl_wide_usable(const tl_layer *L);
+void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc, const int16_t *v0, int16_t *D,
+                    int64_t *bsum, int32_t *any);
+void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t n0, int32_t nn, int64_t *G);
+void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t c0, int32_t nc, int64_t *G);
+#endif
 
 #endif /* TL_TRAIN_H */

@@ -1,0 +1,245 @@
+/* The host's weight gradients of a hidden conv / depthwise layer, many output channels at once.
+ *
+ * tl_train.c's update builds one output channel's delta map and correlates it with the input one
+ * filter tap at a time: O(out_h * out_w) scratch, the right shape for a microcontroller, but on a
+ * host every (channel, tap) pair is a scalar pass over the map. Here a block of TL_WIDE_C channels
+ * gets its deltas at once (D, positions x channels, int16) and the gradient becomes integer
+ * matrix products with AVX2's VPMADDWD (int16 x int16 pairs summed into int32):
+ *   conv, 1x1 included:  G[c][n] = sum_p D[p][c] B[p][n],  B = im2col of (x - in_zp), 0 off the
+ *                        image, column n = (fy, fx, j) - the weights' own layout;
+ *   depthwise:           G[tap][c] = sum_p D[p][c] (x(tap(p), c) - in_zp) over the tap's valid
+ *                        positions.
+ * sum d (x - zp) is the integer tl_train.c forms as sum d x - zp sum d, so the gradients, and
+ * every weight after the update, are bit-identical to the per-channel path (tests pin it:
+ * TL_FORCE_GENERIC builds take the per-channel path only).
+ *
+ * Bounds: |d| <= 32767 and |x - zp| <= 255, so a VPMADDWD lane (two products) is below
+ * 2^24 and TL_WIDE_K pairs of them stay below 2^31 before they are flushed into int64.
+ * Built only where tl_config.h sets TL_HOST_WIDE (x86-64 Linux hosts); AVX2 is checked at run
+ * time and tl_wide_usable() says no without it, so the caller falls back to the portable path. */
+#include "tl_config.h"
+#include "tl_train.h"
+
+#if TL_HOST_WIDE
+#include <immintrin.h>
+
+#define TL_WIDE_K 64 /* position pairs per int32 block: 64 * 2 * 32767 * 255 < 2^31 */
+
+int tl_wide_usable(const tl_layer *L)
+{
+    if (!__builtin_cpu_supports("avx2"))
+        return 0;
+    if (L->kind != TL_LAYER_CONV && L->kind != TL_LAYER_DWCONV)
+        return 0;
+    if (L->act == TL_ACT_LEAKY || L->pool < 1 || L->pool * L->pool > TL_WIDE_MAX_CELLS || L->out_h % L->pool ||
+        L->out_w % L->pool)
+        return 0;
+    if (L->out_h * L->out_w > TL_WIDE_MAX_P)
+        return 0;
+    /* depthwise: whole 8-channel groups, and G holds taps x TL_WIDE_C */
+    return L->kind == TL_LAYER_CONV || (L->out_c % 8 == 0 && L->k_h * L->k_w <= TL_WIDE_N);
+}
+
+/* D[p][cc] = f'(h) * v0 of p's pooling cell, for channels c0 + cc, cc < nc (lanes >= nc are 0);
+ * bsum[cc] = sum_p D[p][cc], any[cc] = whether some D[p][cc] != 0. v0 is [cell][TL_WIDE_C]. */
+TL_HOST_CLONES void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc,
+                                   const int16_t *v0, int16_t *D, int64_t *bsum, int32_t *any)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool;
+    const int32_t bh = oh / p, bw = ow / p;
+    const int32_t lo = L->act_min, hi = L->act_max;
+    int32_t sum[TL_WIDE_C] = {0}, orv[TL_WIDE_C] = {0};
+    for (int32_t oy = 0; oy < oh; oy++) {
+        for (int32_t ox = 0; ox < ow; ox++) {
+            const int16_t *v = v0 + ((oy / bh) * p + ox / bw) * TL_WIDE_C;
+            const int8_t *h = out + (oy * ow + ox) * oc + c0;
+            int16_t *d = D + (oy * ow + ox) * TL_WIDE_C;
+            int32_t cc = 0;
+            if (nc == TL_WIDE_C) { /* the common case: a constant trip count the compiler vectorises */
+                for (; cc < TL_WIDE_C; cc++) {
+                    const int16_t dv = (h[cc] > lo && h[cc] < hi) ? v[cc] : 0;
+                    d[cc] = dv;
+                    sum[cc] += dv; /* |sum| <= TL_WIDE_MAX_P * 32767 < 2^31 */
+                    orv[cc] |= dv;
+                }
+            }
+            for (; cc < nc; cc++) {
+                const int16_t dv = (h[cc] > lo && h[cc] < hi) ? v[cc] : 0;
+                d[cc] = dv;
+                sum[cc] += dv;
+                orv[cc] |= dv;
+            }
+            for (; cc < TL_WIDE_C; cc++)
+                d[cc] = 0;
+        }
+    }
+    for (int32_t cc = 0; cc < TL_WIDE_C; cc++) {
+        bsum[cc] = sum[cc];
+        any[cc] = orv[cc] != 0;
+    }
+}
+
+/* ---------------------------------------------------------------- conv: G = D^T B */
+/* Row p of B, columns [n0, n0 + nn), as int16, zero-padded to a multiple of 16 columns. */
+static void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, int32_t ox, int32_t n0, int32_t nn,
+                       int16_t *row)
+{
+    const int32_t ic = L->in_c, zp = L->in_zp;
+    const int32_t nn16 = (nn + 15) & ~15;
+    if (L->k_h == 1 && L->k_w == 1 && L->pad_top == 0 && L->pad_left == 0) {
+        const int8_t *x = in + ((oy * L->stride_h) * L->in_w + ox * L->stride_w) * ic + n0;
+        for (int32_t n = 0; n < nn; n++)
+            row[n] = (int16_t)(x[n] - zp);
+    } else {
+        for (int32_t n = 0; n < nn; n++) {
+            const int32_t col = n0 + n, tap = col / ic, j = col - tap * ic;
+            const int32_t iy = oy * L->stride_h + tap / L->k_w - L->pad_top;
+            const int32_t ix = ox * L->stride_w + tap % L->k_w - L->pad_left;
+            row[n] = (iy >= 0 && iy < L->in_h && ix >= 0 && ix < L->in_w)
+                         ? (int16_t)(in[(iy * L->in_w + ix) * ic + j] - zp) : 0;
+        }
+    }
+    for (int32_t n = nn; n < nn16; n++)
+        row[n] = 0;
+}
+
+__attribute__((target("avx2"))) void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
+                                                       int32_t n0, int32_t nn, int64_t *G)
+{
+    const int32_t ow = L->out_w, P = L->out_h * L->out_w;
+    const int32_t nn16 = (nn + 15) & ~15;
+    int16_t rowa[TL_WIDE_N], rowb[TL_WIDE_N];
+    int32_t Bp[TL_WIDE_K * TL_WIDE_N] __attribute__((aligned(32)));  /* (pair, column) int16 pairs */
+    int32_t Dp[TL_WIDE_K * TL_WIDE_C] __attribute__((aligned(32)));  /* (pair, channel) int16 pairs */
+    for (int32_t k = 0; k < TL_WIDE_C * nn; k++)
+        G[k] = 0;
+    for (int32_t p0 = 0; p0 < P; p0 += 2 * TL_WIDE_K) {
+        const int32_t npos = TL_MIN(2 * TL_WIDE_K, P - p0), kp = (npos + 1) / 2;
+        /* pack: two positions' rows interleaved, so one 32-bit lane holds (B[p][n], B[p+1][n]) */
+        for (int32_t k = 0; k < kp; k++) {
+            const int32_t pa = p0 + 2 * k, pb = pa + 1;
+            im2col_row(L, in, pa / ow, pa % ow, n0, nn, rowa);
+            if (pb < P)
+                im2col_row(L, in, pb / ow, pb % ow, n0, nn, rowb);
+            else
+                for (int32_t n = 0; n < nn16; n++)
+                    rowb[n] = 0;
+            int32_t *dst = Bp + k * TL_WIDE_N;
+            for (int32_t n = 0; n < nn16; n += 8) {
+                const __m128i a = _mm_loadu_si128((const __m128i *)(rowa + n));
+                const __m128i b = _mm_loadu_si128((const __m128i *)(rowb + n));
+                _mm_store_si128((__m128i *)(dst + n), _mm_unpacklo_epi16(a, b));
+                _mm_store_si128((__m128i *)(dst + n + 4), _mm_unpackhi_epi16(a, b));
+            }
+            const __m256i da = _mm256_loadu_si256((const __m256i *)(D + pa * TL_WIDE_C));
+            const __m256i db = pb < P ? _mm256_loadu_si256((const __m256i *)(D + pb * TL_WIDE_C))
+                                      : _mm256_setzero_si256();
+            /* unpack works per 128-bit lane: lo holds channels 0-3 | 8-11, hi 4-7 | 12-15 */
+            const __m256i lo = _mm256_unpacklo_epi16(da, db), hi = _mm256_unpackhi_epi16(da, db);
+            _mm256_store_si256((__m256i *)(Dp + k * TL_WIDE_C), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_store_si256((__m256i *)(Dp + k * TL_WIDE_C + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+        /* 4 channels x 16 columns per tile: 8 accumulators, 2 loads + 4 broadcasts per pair */
+        for (int32_t cb = 0; cb < TL_WIDE_C; cb += 4) {
+            for (int32_t nb = 0; nb < nn16; nb += 16) {
+                __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+                __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                for (int32_t k = 0; k < kp; k++) {
+                    const int32_t *bk = Bp + k * TL_WIDE_N + nb, *dk = Dp + k * TL_WIDE_C + cb;
+                    const __m256i b0 = _mm256_load_si256((const __m256i *)bk);
+                    const __m256i b1 = _mm256_load_si256((const __m256i *)(bk + 8));
+                    __m256i d = _mm256_set1_epi32(dk[0]);
+                    a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(d, b0));
+                    a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(d, b1));
+                    d = _mm256_set1_epi32(dk[1]);
+                    a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(d, b0));
+                    a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(d, b1));
+                    d = _mm256_set1_epi32(dk[2]);
+                    a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(d, b0));
+                    a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(d, b1));
+                    d = _mm256_set1_epi32(dk[3]);
+                    a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(d, b0));
+                    a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(d, b1));
+                }
+                int32_t t[4][16] __attribute__((aligned(32)));
+                _mm256_store_si256((__m256i *)t[0], a00);
+                _mm256_store_si256((__m256i *)(t[0] + 8), a01);
+                _mm256_store_si256((__m256i *)t[1], a10);
+                _mm256_store_si256((__m256i *)(t[1] + 8), a11);
+                _mm256_store_si256((__m256i *)t[2], a20);
+                _mm256_store_si256((__m256i *)(t[2] + 8), a21);
+                _mm256_store_si256((__m256i *)t[3], a30);
+                _mm256_store_si256((__m256i *)(t[3] + 8), a31);
+                for (int32_t r = 0; r < 4; r++) {
+                    int64_t *g = G + (cb + r) * nn + nb;
+                    const int32_t m = TL_MIN(16, nn - nb);
+                    for (int32_t n = 0; n < m; n++)
+                        g[n] += t[r][n];
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- depthwise */
+/* G[tap * TL_WIDE_C + cc] for the 8-channel groups of the block (nc a multiple of 8). */
+__attribute__((target("avx2"))) void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
+                                                     int32_t c0, int32_t nc, int64_t *G)
+{
+    const int32_t ow = L->out_w, oh = L->out_h, ic = L->in_c, iw = L->in_w, ih = L->in_h;
+    const int32_t sh = L->stride_h, sw = L->stride_w;
+    const __m128i zp = _mm_set1_epi16((int16_t)L->in_zp);
+    for (int32_t k = 0; k < L->k_h * L->k_w * TL_WIDE_C; k++)
+        G[k] = 0;
+    for (int32_t fy = 0; fy < L->k_h; fy++) {
+        const int32_t yo = fy - L->pad_top;
+        /* output rows whose tap row lies on the image: 0 <= oy sh + yo < ih */
+        const int32_t oy0 = TL_MIN(oh, yo >= 0 ? 0 : (-yo + sh - 1) / sh);
+        const int32_t oy1 = TL_MAX(oy0, TL_MIN(oh, ih - 1 - yo < 0 ? 0 : (ih - 1 - yo) / sh + 1));
+        for (int32_t fx = 0; fx < L->k_w; fx++) {
+            const int32_t xo = fx - L->pad_left;
+            const int32_t ox0 = TL_MIN(ow, xo >= 0 ? 0 : (-xo + sw - 1) / sw);
+            const int32_t ox1 = TL_MAX(ox0, TL_MIN(ow, iw - 1 - xo < 0 ? 0 : (iw - 1 - xo) / sw + 1));
+            int64_t *g = G + (fy * L->k_w + fx) * TL_WIDE_C;
+            for (int32_t cg = 0; cg < nc; cg += 8) {
+                __m128i acc_lo = _mm_setzero_si128(), acc_hi = acc_lo;
+                int32_t pairs = 0;
+                int64_t tot[8] = {0};
+                for (int32_t oy = oy0; oy < oy1; oy++) {
+                    const int8_t *xrow = in + ((oy * sh + yo) * iw) * ic + c0 + cg;
+                    const int16_t *drow = D + oy * ow * TL_WIDE_C + cg;
+                    for (int32_t ox = ox0; ox < ox1; ox += 2) {
+                        const int last = ox + 1 >= ox1;
+                        const __m128i d0 = _mm_loadu_si128((const __m128i *)(drow + ox * TL_WIDE_C));
+                        const __m128i d1 = last ? _mm_setzero_si128()
+                                                : _mm_loadu_si128((const __m128i *)(drow + (ox + 1) * TL_WIDE_C));
+                        const int8_t *x0p = xrow + ((ox * sw + xo) * ic);
+                        const __m128i x0 = _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)x0p)), zp);
+                        const __m128i x1 = last ? _mm_setzero_si128()
+                                                : _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64(
+                                                                    (const __m128i *)(x0p + sw * ic))), zp);
+                        acc_lo = _mm_add_epi32(acc_lo, _mm_madd_epi16(_mm_unpacklo_epi16(d0, d1),
+                                                                      _mm_unpacklo_epi16(x0, x1)));
+                        acc_hi = _mm_add_epi32(acc_hi, _mm_madd_epi16(_mm_unpackhi_epi16(d0, d1),
+                                                                      _mm_unpackhi_epi16(x0, x1)));
+                        if (++pairs == TL_WIDE_K) {
+                            int32_t t[8];
+                            _mm_storeu_si128((__m128i *)t, acc_lo);
+                            _mm_storeu_si128((__m128i *)(t + 4), acc_hi);
+                            for (int32_t q = 0; q < 8; q++)
+                                tot[q] += t[q];
+                            acc_lo = acc_hi = _mm_setzero_si128();
+                            pairs = 0;
+                        }
+                    }
+                }
+                int32_t t[8];
+                _mm_storeu_si128((__m128i *)t, acc_lo);
+                _mm_storeu_si128((__m128i *)(t + 4), acc_hi);
+                for (int32_t q = 0; q < 8; q++)
+                    g[cg + q] = tot[q] + t[q];
+            }
+        }
+    }
+}
+#endif /* TL_HOST_WIDE */
