@@ -1,6 +1,7 @@
 /* 1x1 convolution, stride 1, no padding: a matrix product (pixels x in_c) . (in_c x out_c).
  * Same arithmetic as tl_conv_s8 with the spatial loops folded away. */
 #include "tl_config.h"
+#include "tl_x86.h"
 
 #define TL_PW_CBLK 32 /* output channels whose zp * sum(w) is kept on the stack */
 
@@ -16,6 +17,103 @@ static inline int32_t finish(const tl_conv_params *p, const tl_quant *q, const i
     acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
     return TL_CLAMP(acc, p->act_min, p->act_max);
 }
+
+#if TL_HOST_WIDE
+#define TL_PW_X86_MAX_W 65536 /* in_c x out_c the packed int16 weights may hold (128 KB of stack) */
+#define TL_PW_X86_MAX_C 1024  /* output channels */
+
+/* Host AVX2: VPMADDWD on int16 pairs of input channels, 4 pixels x 16 output channels per tile,
+ * weights packed once per call as (channel pair, channel) lanes, inputs widened per 4-pixel row
+ * block; requantization eight lanes at a time (tl_requantize_x8). Exact: |x w| <= 2^14, so the
+ * int32 sums cannot overflow for in_c < 2^16. Returns 0 (nothing written) where it does not apply. */
+static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pixels, int32_t ic, int32_t oc,
+                          const int8_t *in, const int8_t *filter, const int32_t *bias, int8_t *out)
+{
+    const int32_t kp = (ic + 1) / 2, ocb = (oc + 15) / 16;
+    if (!tl_x86_avx2() || p->single_rounding || (int64_t)kp * 2 * ocb * 16 > TL_PW_X86_MAX_W || kp > 512 ||
+        ocb * 16 > TL_PW_X86_MAX_C)
+        return 0;
+    for (int32_t c = 0; c < oc; c++)
+        if (q->mult[c] < 0)
+            return 0;
+    int32_t wp[TL_PW_X86_MAX_W / 2] __attribute__((aligned(32))); /* [block][pair][16] */
+    int32_t zb[TL_PW_X86_MAX_C] __attribute__((aligned(32))); /* bias - in_zp sum w */
+    for (int32_t b = 0; b < ocb; b++) {
+        for (int32_t cc = 0; cc < 16; cc++) {
+            const int32_t c = b * 16 + cc;
+            int32_t wsum = 0;
+            for (int32_t k = 0; k < kp; k++) {
+                int32_t w0 = 0, w1 = 0;
+                if (c < oc) {
+                    w0 = filter[c * ic + 2 * k];
+                    w1 = 2 * k + 1 < ic ? filter[c * ic + 2 * k + 1] : 0;
+                }
+                wsum += w0 + w1;
+                wp[(b * kp + k) * 16 + cc] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w1 << 16) | (uint16_t)(int16_t)w0);
+            }
+            /* finish() forms (dot - zp sum w) + bias; int32 adds, in that order */
+            zb[c] = (int32_t)((uint32_t)(-(uint32_t)(p->in_zp * wsum)) + (bias ? (uint32_t)bias[c < oc ? c : 0] : 0u));
+        }
+    }
+    const __m256i ozp = _mm256_set1_epi32(p->out_zp);
+    const __m256i amin = _mm256_set1_epi32(p->act_min), amax = _mm256_set1_epi32(p->act_max);
+    int32_t xp[4][512] __attribute__((aligned(32)));
+    for (int32_t px0 = 0; px0 < pixels; px0 += 4) {
+        const int32_t np = TL_MIN(4, pixels - px0);
+        for (int32_t r = 0; r < 4; r++) {
+            const int8_t *x = in + (px0 + (r < np ? r : 0)) * ic;
+            for (int32_t k = 0; k < kp; k++) {
+                const int32_t x0 = x[2 * k], x1 = 2 * k + 1 < ic ? x[2 * k + 1] : 0;
+                xp[r][k] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
+            }
+        }
+        for (int32_t b = 0; b < ocb; b++) {
+            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+            __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            const int32_t *wb = wp + b * kp * 16;
+            for (int32_t k = 0; k < kp; k++) {
+                const __m256i w0 = _mm256_load_si256((const __m256i *)(wb + k * 16));
+                const __m256i w1 = _mm256_load_si256((const __m256i *)(wb + k * 16 + 8));
+                __m256i x = _mm256_set1_epi32(xp[0][k]);
+                a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x, w0));
+                a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x, w1));
+                x = _mm256_set1_epi32(xp[1][k]);
+                a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x, w0));
+                a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x, w1));
+                x = _mm256_set1_epi32(xp[2][k]);
+                a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x, w0));
+                a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x, w1));
+                x = _mm256_set1_epi32(xp[3][k]);
+                a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x, w0));
+                a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x, w1));
+            }
+            const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            const int32_t c0 = b * 16, nc = TL_MIN(16, oc - c0);
+            int32_t mult[16], shift[16];
+            for (int32_t cc = 0; cc < 16; cc++) {
+                mult[cc] = cc < nc ? q->mult[c0 + cc] : 0;
+                shift[cc] = cc < nc ? q->shift[c0 + cc] : 0;
+            }
+            for (int32_t h = 0; h < 2; h++) {
+                __m256i left, right;
+                tl_requant_params_x8(shift + 8 * h, &left, &right);
+                const __m256i m = _mm256_loadu_si256((const __m256i *)(mult + 8 * h));
+                const __m256i z = _mm256_load_si256((const __m256i *)(zb + c0 + 8 * h));
+                for (int32_t r = 0; r < np; r++) {
+                    __m256i v = tl_requantize_x8(_mm256_add_epi32(acc[r][h], z), m, left, right);
+                    v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, ozp), amin), amax);
+                    int32_t t[8];
+                    _mm256_storeu_si256((__m256i *)t, v);
+                    int8_t *o = out + (px0 + r) * oc + c0 + 8 * h;
+                    for (int32_t cc = 0; cc < 8 && 8 * h + cc < nc; cc++)
+                        o[cc] = (int8_t)t[cc];
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
 
 #if TL_HAVE_DSP
 static inline int32_t read_s8x4(const int8_t *p)
@@ -161,6 +259,10 @@ tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
         }
         return TL_OK;
     }
+#if TL_HOST_WIDE
+    if (pw_x86(p, q, pixels, ic, oc, in, filter, bias, out))
+        return TL_OK;
+#endif
     int32_t zpw[TL_PW_CBLK]; /* in_zp * sum(w) of each channel in the block */
     for (int32_t c0 = 0; c0 < oc; c0 += TL_PW_CBLK) {
         const int32_t nc = TL_MIN(TL_PW_CBLK, oc - c0);

@@ -1,0 +1,51 @@
+/* AVX2 helpers shared by the host (x86-64) fast paths; included only where tl_config.h sets
+ * TL_HOST_WIDE, by functions compiled with __attribute__((target("avx2"))) and called after
+ * tl_x86_avx2() said yes. Each helper computes exactly what its scalar twin computes. */
+#ifndef TL_X86_H
+#define TL_X86_H
+
+#include "tl_config.h"
+
+#if TL_HOST_WIDE
+#include <immintrin.h>
+
+#define TL_AVX2 __attribute__((target("avx2")))
+
+static inline int tl_x86_avx2(void)
+{
+    return __builtin_cpu_supports("avx2");
+}
+
+/* tl_requantize_inl on eight lanes, for multipliers >= 0 (every valid quantized multiplier is 0
+ * or in [2^30, 2^31); the one saturating case of the high multiply, INT32_MIN x INT32_MIN, needs a
+ * negative multiplier, so callers check mult >= 0 and otherwise take the scalar loop).
+ * The high multiply: TFLite's (ab + nudge) / 2^31, truncating, equals floor((ab + 2^30) / 2^31)
+ * for both signs of ab (for ab < 0 the nudge 1 - 2^30 plus the truncation's 2^31 - 1 is 2^30),
+ * and that floor's low 32 bits are those of a logical 64-bit shift by 31. */
+static inline TL_AVX2 __m256i tl_requantize_x8(__m256i x, __m256i mult, __m256i left, __m256i right)
+{
+    const __m256i xs = _mm256_sllv_epi32(x, left);
+    const __m256i half = _mm256_set1_epi64x((int64_t)1 << 30);
+    const __m256i even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(xs, mult), half), 31);
+    const __m256i odd = _mm256_srli_epi64(
+        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(xs, 32), _mm256_srli_epi64(mult, 32)), half), 31);
+    const __m256i hi = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    /* rounding divide by 2^right, half away from zero */
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+    const __m256i remainder = _mm256_and_si256(hi, mask);
+    const __m256i threshold = _mm256_add_epi32(_mm256_srli_epi32(mask, 1), _mm256_srli_epi32(hi, 31));
+    return _mm256_sub_epi32(_mm256_srav_epi32(hi, right), _mm256_cmpgt_epi32(remainder, threshold));
+}
+
+/* Per-channel requantization parameters of eight channels, as tl_requantize_inl splits them. */
+static inline TL_AVX2 void tl_requant_params_x8(const int32_t *shift, __m256i *left, __m256i *right)
+{
+    const __m256i s = _mm256_loadu_si256((const __m256i *)shift);
+    const __m256i zero = _mm256_setzero_si256();
+    *left = _mm256_max_epi32(s, zero);
+    *right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+}
+#endif /* TL_HOST_WIDE */
+
+#endif /* TL_X86_H */
