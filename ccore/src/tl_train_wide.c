@@ -20,14 +20,15 @@
 #include "tl_config.h"
 #include "tl_train.h"
 
+#include "tl_x86.h"
+
 #if TL_HOST_WIDE
-#include <immintrin.h>
 
 #define TL_WIDE_K 64 /* position pairs per int32 block: 64 * 2 * 32767 * 255 < 2^31 */
 
 int tl_wide_usable(const tl_layer *L)
 {
-    if (!__builtin_cpu_supports("avx2"))
+    if (!tl_x86_avx2() || L->out_c % 8 != 0) /* whole 8-channel groups */
         return 0;
     if (L->kind != TL_LAYER_CONV && L->kind != TL_LAYER_DWCONV)
         return 0;
@@ -36,59 +37,72 @@ int tl_wide_usable(const tl_layer *L)
         return 0;
     if (L->out_h * L->out_w > TL_WIDE_MAX_P)
         return 0;
-    /* depthwise: whole 8-channel groups, and G holds taps x TL_WIDE_C */
-    return L->kind == TL_LAYER_CONV || (L->out_c % 8 == 0 && L->k_h * L->k_w <= TL_WIDE_N);
+    return L->kind == TL_LAYER_CONV || L->k_h * L->k_w <= TL_WIDE_N; /* depthwise G: taps x TL_WIDE_C */
 }
 
 /* D[p][cc] = f'(h) * v0 of p's pooling cell, for channels c0 + cc, cc < nc (lanes >= nc are 0);
- * bsum[cc] = sum_p D[p][cc], any[cc] = whether some D[p][cc] != 0. v0 is [cell][TL_WIDE_C]. */
-TL_HOST_CLONES void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc,
-                                   const int16_t *v0, int16_t *D, int64_t *bsum, int32_t *any)
+ * bsum[cc] = sum_p D[p][cc], any[cc] = whether some D[p][cc] != 0. v0 is [cell][TL_WIDE_C].
+ * Eight channels per SSE vector; a cell's bias sum is v0 times its count of open positions. */
+TL_AVX2 void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc, const int16_t *v0,
+                            int16_t *D, int64_t *bsum, int32_t *any)
 {
     const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool;
-    const int32_t bh = oh / p, bw = ow / p;
-    const int32_t lo = L->act_min, hi = L->act_max;
-    int32_t sum[TL_WIDE_C] = {0}, orv[TL_WIDE_C] = {0};
-    for (int32_t oy = 0; oy < oh; oy++) {
-        for (int32_t ox = 0; ox < ow; ox++) {
-            const int16_t *v = v0 + ((oy / bh) * p + ox / bw) * TL_WIDE_C;
-            const int8_t *h = out + (oy * ow + ox) * oc + c0;
-            int16_t *d = D + (oy * ow + ox) * TL_WIDE_C;
-            int32_t cc = 0;
-            if (nc == TL_WIDE_C) { /* the common case: a constant trip count the compiler vectorises */
-                for (; cc < TL_WIDE_C; cc++) {
-                    const int16_t dv = (h[cc] > lo && h[cc] < hi) ? v[cc] : 0;
-                    d[cc] = dv;
-                    sum[cc] += dv; /* |sum| <= TL_WIDE_MAX_P * 32767 < 2^31 */
-                    orv[cc] |= dv;
+    const int32_t bh = oh / p, bw = ow / p, groups = (nc + 7) / 8;
+    const __m128i lo = _mm_set1_epi16((int16_t)L->act_min), hi = _mm_set1_epi16((int16_t)L->act_max);
+    int64_t sum[TL_WIDE_C] = {0};
+    __m128i orv[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+    if (groups < 2) /* nc == 8: the upper lanes stay 0 */
+        for (int32_t k = 0; k < oh * ow; k++)
+            _mm_storeu_si128((__m128i *)(D + k * TL_WIDE_C + 8), _mm_setzero_si128());
+    for (int32_t cy = 0; cy < p; cy++) {
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int16_t *v = v0 + (cy * p + cx) * TL_WIDE_C;
+            for (int32_t g = 0; g < groups; g++) {
+                const __m128i vg = _mm_loadu_si128((const __m128i *)(v + 8 * g));
+                __m128i cnt = _mm_setzero_si128(); /* open positions of the cell, per channel */
+                for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                    for (int32_t ox = cx * bw; ox < (cx + 1) * bw; ox++) {
+                        const int8_t *h = out + (oy * ow + ox) * oc + c0 + 8 * g;
+                        const __m128i hv = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)h));
+                        const __m128i on = _mm_and_si128(_mm_cmpgt_epi16(hv, lo), _mm_cmplt_epi16(hv, hi));
+                        const __m128i d = _mm_and_si128(on, vg);
+                        _mm_storeu_si128((__m128i *)(D + (oy * ow + ox) * TL_WIDE_C + 8 * g), d);
+                        cnt = _mm_sub_epi16(cnt, on); /* <= TL_WIDE_MAX_P / cells < 2^15 */
+                        orv[g] = _mm_or_si128(orv[g], d);
+                    }
                 }
+                int16_t cv[8], vv[8];
+                _mm_storeu_si128((__m128i *)cv, cnt);
+                _mm_storeu_si128((__m128i *)vv, vg);
+                for (int32_t q = 0; q < 8; q++)
+                    sum[8 * g + q] += (int64_t)vv[q] * cv[q];
             }
-            for (; cc < nc; cc++) {
-                const int16_t dv = (h[cc] > lo && h[cc] < hi) ? v[cc] : 0;
-                d[cc] = dv;
-                sum[cc] += dv;
-                orv[cc] |= dv;
-            }
-            for (; cc < TL_WIDE_C; cc++)
-                d[cc] = 0;
         }
     }
+    int16_t o[16];
+    _mm_storeu_si128((__m128i *)o, orv[0]);
+    _mm_storeu_si128((__m128i *)(o + 8), orv[1]);
     for (int32_t cc = 0; cc < TL_WIDE_C; cc++) {
-        bsum[cc] = sum[cc];
-        any[cc] = orv[cc] != 0;
+        bsum[cc] = cc < nc ? sum[cc] : 0;
+        any[cc] = cc < nc && o[cc] != 0;
     }
 }
 
 /* ---------------------------------------------------------------- conv: G = D^T B */
 /* Row p of B, columns [n0, n0 + nn), as int16, zero-padded to a multiple of 16 columns. */
-static void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, int32_t ox, int32_t n0, int32_t nn,
-                       int16_t *row)
+static TL_AVX2 void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, int32_t ox, int32_t n0, int32_t nn,
+                               int16_t *row)
 {
     const int32_t ic = L->in_c, zp = L->in_zp;
     const int32_t nn16 = (nn + 15) & ~15;
     if (L->k_h == 1 && L->k_w == 1 && L->pad_top == 0 && L->pad_left == 0) {
         const int8_t *x = in + ((oy * L->stride_h) * L->in_w + ox * L->stride_w) * ic + n0;
-        for (int32_t n = 0; n < nn; n++)
+        const __m128i z = _mm_set1_epi16((int16_t)zp);
+        int32_t n = 0;
+        for (; n + 8 <= nn; n += 8)
+            _mm_storeu_si128((__m128i *)(row + n),
+                             _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + n))), z));
+        for (; n < nn; n++)
             row[n] = (int16_t)(x[n] - zp);
     } else {
         for (int32_t n = 0; n < nn; n++) {
@@ -103,7 +117,7 @@ static void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, int32_t 
         row[n] = 0;
 }
 
-__attribute__((target("avx2"))) void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
+TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
                                                        int32_t n0, int32_t nn, int64_t *G)
 {
     const int32_t ow = L->out_w, P = L->out_h * L->out_w;
@@ -183,7 +197,7 @@ __attribute__((target("avx2"))) void tl_wide_conv_grad(const tl_layer *L, const 
 
 /* ---------------------------------------------------------------- depthwise */
 /* G[tap * TL_WIDE_C + cc] for the 8-channel groups of the block (nc a multiple of 8). */
-__attribute__((target("avx2"))) void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
+TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
                                                      int32_t c0, int32_t nc, int64_t *G)
 {
     const int32_t ow = L->out_w, oh = L->out_h, ic = L->in_c, iw = L->in_w, ih = L->in_h;
