@@ -6,6 +6,7 @@
  * blocks of int32 accumulators. Each accumulator adds the same products as the reference (taps
  * outside the image skipped), so the result is identical. */
 #include "tl_config.h"
+#include "tl_x86.h"
 
 #define TL_DW_CBLK 64 /* channels per block of stack accumulators */
 
@@ -37,6 +38,46 @@ static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, 
         }
     }
 }
+
+#if TL_HOST_WIDE
+/* Host AVX2: dw_pixel eight channels per vector (int32 lanes), requantized eight at a time; the
+ * channels past the last multiple of 8 go through dw_pixel's own arithmetic, one by one. */
+static TL_AVX2 void dw_pixel_x86(const tl_conv_params *p, const tl_quant *q, const int8_t *in, int32_t iw,
+                                 int32_t ch, const int8_t *filter, int32_t kw, const int32_t *bias, int32_t y0,
+                                 int32_t x0, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1, int8_t *out)
+{
+    const __m256i zp = _mm256_set1_epi32(p->in_zp), ozp = _mm256_set1_epi32(p->out_zp);
+    const __m256i amin = _mm256_set1_epi32(p->act_min), amax = _mm256_set1_epi32(p->act_max);
+    int32_t c = 0;
+    for (; c + 8 <= ch; c += 8) {
+        __m256i acc = bias ? _mm256_loadu_si256((const __m256i *)(bias + c)) : _mm256_setzero_si256();
+        for (int32_t fy = fy0; fy < fy1; fy++) {
+            for (int32_t fx = fx0; fx < fx1; fx++) {
+                const int8_t *x = in + ((y0 + fy) * iw + (x0 + fx)) * ch + c;
+                const int8_t *w = filter + (fy * kw + fx) * ch + c;
+                const __m256i xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)x)), zp);
+                const __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w));
+                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(wv, xv));
+            }
+        }
+        __m256i left, right;
+        tl_requant_params_x8(q->shift + c, &left, &right);
+        __m256i v = tl_requantize_x8(acc, _mm256_loadu_si256((const __m256i *)(q->mult + c)), left, right);
+        v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, ozp), amin), amax);
+        tl_store_s8x8(out + c, v);
+    }
+    for (; c < ch; c++) {
+        int32_t a = 0;
+        for (int32_t fy = fy0; fy < fy1; fy++)
+            for (int32_t fx = fx0; fx < fx1; fx++)
+                a += (int32_t)filter[(fy * kw + fx) * ch + c] * ((int32_t)in[((y0 + fy) * iw + (x0 + fx)) * ch + c] - p->in_zp);
+        if (bias)
+            a += bias[c];
+        a = tl_requantize_p(p, a, q->mult[c], q->shift[c]) + p->out_zp;
+        out[c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
+    }
+}
+#endif
 
 /* The reference loop (TFLite order), kept as the TL_FORCE_GENERIC build. */
 static void dw_reference(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
@@ -86,12 +127,23 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
         dw_reference(p, q, ih, iw, ch, in, kh, kw, filter, bias, oh, ow, out);
         return TL_OK;
     }
+#if TL_HOST_WIDE
+    int x86 = tl_x86_avx2() && !p->single_rounding;
+    for (int32_t c = 0; c < ch && x86; c++)
+        x86 = q->mult[c] >= 0; /* tl_requantize_x8's domain */
+#endif
     for (int32_t oy = 0; oy < oh; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(kh, ih - y0);
         for (int32_t ox = 0; ox < ow; ox++) {
             const int32_t x0 = ox * p->stride_w - p->pad_left;
             const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(kw, iw - x0);
+#if TL_HOST_WIDE
+            if (x86) {
+                dw_pixel_x86(p, q, in, iw, ch, filter, kw, bias, y0, x0, fy0, fy1, fx0, fx1, out + (oy * ow + ox) * ch);
+                continue;
+            }
+#endif
             dw_pixel(p, q, in, iw, ch, filter, kw, bias, y0, x0, fy0, fy1, fx0, fx1, out + (oy * ow + ox) * ch);
         }
     }

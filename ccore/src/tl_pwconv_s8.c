@@ -102,11 +102,15 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
                 for (int32_t r = 0; r < np; r++) {
                     __m256i v = tl_requantize_x8(_mm256_add_epi32(acc[r][h], z), m, left, right);
                     v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, ozp), amin), amax);
-                    int32_t t[8];
-                    _mm256_storeu_si256((__m256i *)t, v);
                     int8_t *o = out + (px0 + r) * oc + c0 + 8 * h;
-                    for (int32_t cc = 0; cc < 8 && 8 * h + cc < nc; cc++)
-                        o[cc] = (int8_t)t[cc];
+                    if (8 * h + 8 <= nc) {
+                        tl_store_s8x8(o, v);
+                    } else {
+                        int32_t t[8];
+                        _mm256_storeu_si256((__m256i *)t, v);
+                        for (int32_t cc = 0; 8 * h + cc < nc; cc++)
+                            o[cc] = (int8_t)t[cc];
+                    }
                 }
             }
         }

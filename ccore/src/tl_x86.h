@@ -46,6 +46,13 @@ static inline TL_AVX2 void tl_requant_params_x8(const int32_t *shift, __m256i *l
     *left = _mm256_max_epi32(s, zero);
     *right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
 }
+/* Eight int32 lanes already clamped to [-128, 127] stored as eight int8 (the saturating packs
+ * change nothing in that range). */
+static inline TL_AVX2 void tl_store_s8x8(int8_t *o, __m256i v)
+{
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64((__m128i *)o, _mm_packs_epi16(w, w));
+}
 #endif /* TL_HOST_WIDE */
 
 #endif /* TL_X86_H */
