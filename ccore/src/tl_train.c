@@ -91,10 +91,15 @@ static tl_divisor divisor_of(uint64_t n)
 
 static uint64_t mulhi64(uint64_t a, uint64_t b)
 {
+#if defined(__SIZEOF_INT128__) && defined(__GNUC__)
+    __extension__ typedef unsigned __int128 u128; /* one MUL where the target has it (x86-64, AArch64) */
+    return (uint64_t)(((u128)a * b) >> 64);
+#else
     const uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
     const uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
     const uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
     return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+#endif
 }
 
 static int64_t div_round_by(int64_t a, const tl_divisor *d)

@@ -105,12 +105,21 @@ static TL_AVX2 void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, 
         for (; n < nn; n++)
             row[n] = (int16_t)(x[n] - zp);
     } else {
-        for (int32_t n = 0; n < nn; n++) {
-            const int32_t col = n0 + n, tap = col / ic, j = col - tap * ic;
+        /* columns n0.. walk the taps (fy, fx) in order, ic channels each */
+        int32_t tap = n0 / ic, j = n0 - tap * ic;
+        for (int32_t n = 0; n < nn; tap++, j = 0) {
             const int32_t iy = oy * L->stride_h + tap / L->k_w - L->pad_top;
             const int32_t ix = ox * L->stride_w + tap % L->k_w - L->pad_left;
-            row[n] = (iy >= 0 && iy < L->in_h && ix >= 0 && ix < L->in_w)
-                         ? (int16_t)(in[(iy * L->in_w + ix) * ic + j] - zp) : 0;
+            const int32_t m = TL_MIN(ic - j, nn - n);
+            if (iy >= 0 && iy < L->in_h && ix >= 0 && ix < L->in_w) {
+                const int8_t *x = in + (iy * L->in_w + ix) * ic + j;
+                for (int32_t k = 0; k < m; k++)
+                    row[n + k] = (int16_t)(x[k] - zp);
+            } else {
+                for (int32_t k = 0; k < m; k++)
+                    row[n + k] = 0;
+            }
+            n += m;
         }
     }
     for (int32_t n = nn; n < nn16; n++)
