@@ -20,6 +20,7 @@
  * expectation) and saturated to [-127, 127]. */
 #include "tl_config.h"
 #include "tl_train.h"
+#include "tl_x86.h"
 
 /* ---------------------------------------------------------------- basis */
 #define TL_K50 34178263779ULL   /* round(50 / (2 pi) * 2^32): 50 rad per element, in Q32 turns */
@@ -451,6 +452,22 @@ static void update_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b
 }
 
 #if TL_HOST_WIDE
+/* apply_row over n contiguous weights, four per vector through tl_wide_apply where its
+ * preconditions hold (no preview, r in [1, 62], every |acc| < 2^31), the rest by apply_row. */
+static void apply_row_wide(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
+{
+    const int32_t r = 31 + u->Ec - u->ws;
+    int32_t done = 0;
+    if (!u->dw_preview && r >= 1 && r <= 62 && u->wm >= 0) {
+        int small = 1;
+        for (int32_t k = 0; k < n; k++)
+            small &= (uint64_t)(acc[k] + INT32_MAX) < (uint64_t)UINT32_MAX;
+        if (small)
+            done = tl_wide_apply(u->weights, acc, n, idx0, u->wm, r, u->rounding == TL_ROUND_NEAREST, u->prefix);
+    }
+    apply_row(u, acc + done, n - done, idx0 + done, 1);
+}
+
 /* update_layer of a hidden conv / depthwise layer on a host: the same integers, TL_WIDE_C output
  * channels at a time through tl_train_wide.c (the caller checked tl_wide_usable). */
 static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const int8_t *in, const int8_t *out,
@@ -504,7 +521,7 @@ static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const in
                 tl_wide_conv_grad(L, in, D, n0, nn, G);
                 for (int32_t cc = 0; cc < nc; cc++)
                     if (any[cc])
-                        apply_row(&u[cc], G + cc * nn, nn, (c0 + cc) * N + n0, 1);
+                        apply_row_wide(&u[cc], G + cc * nn, nn, (c0 + cc) * N + n0);
             }
         }
         for (int32_t cc = 0; cc < nc; cc++)
@@ -668,22 +685,12 @@ static int32_t scale_signal(int64_t u, int32_t s, uint32_t n)
                             : tl_div_round(u, (int64_t)n << -s));
 }
 
-/* ---------------------------------------------------------------- hidden layers: LLS */
-tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
-                          const int8_t *out, int32_t label, int32_t update,
-                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+/* tl_train_hidden's step 1: P_t = sum of (h - zp) over pooling cell t, channel-major
+ * t = c p^2 + y p + x (tl_wide_pool computes the same on hosts). */
+static void pool_cells(const tl_layer *L, const int8_t *out, int32_t *P)
 {
-    tl_layer *L = &m->layers[i];
-    const int32_t C = m->classes, p = L->pool;
-    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c;
+    const int32_t p = L->pool, oh = L->out_h, ow = L->out_w, oc = L->out_c;
     const int32_t bh = oh / p, bw = ow / p, T = oc * p * p;
-    const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
-    const uint32_t bseed = m->cfg.basis_seed;
-    int32_t *P = a->signal;
-    uint32_t inc[TL_MAX_CLASSES];
-    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
-
-    /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
     for (int32_t t = 0; t < T; t++)
         P[t] = 0;
     for (int32_t oy = 0; oy < oh; oy++) {
@@ -700,6 +707,30 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------- hidden layers: LLS */
+tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
+                          const int8_t *out, int32_t label, int32_t update,
+                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+{
+    tl_layer *L = &m->layers[i];
+    const int32_t C = m->classes, p = L->pool;
+    const int32_t oc = L->out_c;
+    const int32_t T = oc * p * p;
+    const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
+    const uint32_t bseed = m->cfg.basis_seed;
+    int32_t *P = a->signal;
+    uint32_t inc[TL_MAX_CLASSES];
+    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
+
+    /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
+#if TL_HOST_WIDE
+    if (tl_x86_avx2())
+        tl_wide_pool(L, out, P);
+    else
+#endif
+        pool_cells(L, out, P);
     /* 2. normalise */
     uint64_t sumsq = 0;
     for (int32_t t = 0; t < T; t++)

@@ -265,4 +265,83 @@ TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t 
         }
     }
 }
+/* ---------------------------------------------------------------- LLS head pooling */
+/* tl_train_hidden's P_t = sum over cell (h - zp), channel-major t = c p^2 + cell, with the
+ * channels contiguous in the inner loop: sums per (cell, channel) in int32 lanes first. */
+TL_AVX2 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool, pp = p * p;
+    const int32_t bh = oh / p, bw = ow / p;
+    int32_t acc[TL_LLS_MAX_T] __attribute__((aligned(32)));
+    for (int32_t k = 0; k < pp * oc; k++)
+        acc[k] = 0;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        for (int32_t ox = 0; ox < ow; ox++) {
+            int32_t *a = acc + ((oy / bh) * p + ox / bw) * oc;
+            const int8_t *h = out + (oy * ow + ox) * oc;
+            int32_t c = 0;
+            for (; c + 8 <= oc; c += 8)
+                _mm256_storeu_si256((__m256i *)(a + c),
+                                    _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + c)),
+                                                     _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(h + c)))));
+            for (; c < oc; c++)
+                a[c] += h[c];
+        }
+    }
+    const int32_t zsum = bh * bw * L->out_zp;
+    for (int32_t cell = 0; cell < pp; cell++)
+        for (int32_t c = 0; c < oc; c++)
+            P[c * pp + cell] = acc[cell * oc + c] - zsum;
+}
+
+/* ---------------------------------------------------------------- the weight update */
+/* tl_train.c's apply_row fast path on four weights per vector, for n contiguous weights whose
+ * gradients all satisfy |acc| < 2^31 (the caller checked), a rounding shift r in [1, 62] and a
+ * multiplier in [0, 2^31): w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
+ * saturated to [-127, 127]; rnd = tl_mix32(prefix ^ idx), or 2^31 - 1 for round-to-nearest.
+ * 64-bit lanes throughout (AVX2 has no 64-bit arithmetic shift: floor(x / 2^r) is computed as
+ * s ^ ((x ^ s) >> r) with s the sign mask). Returns how many weights it did (a multiple of 4). */
+TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
+                              int nearest, uint32_t prefix)
+{
+    const __m256i m = _mm256_set1_epi64x(mult), zero = _mm256_setzero_si256();
+    const __m128i rs = _mm_cvtsi32_si128(r);
+    const __m128i tops = _mm_cvtsi32_si128(r >= 32 ? r - 32 : 32 - r);
+    const __m256i lo32 = _mm256_set1_epi64x(0xFFFFFFFFll);
+    const __m256i wmax = _mm256_set1_epi64x(127), wmin = _mm256_set1_epi64x(-127);
+    const __m256i step = _mm256_set_epi64x(3, 2, 1, 0);
+    const __m256i c1 = _mm256_set1_epi32((int32_t)0x85EBCA6Bu), c2 = _mm256_set1_epi32((int32_t)0xC2B2AE35u);
+    const __m256i pre = _mm256_set1_epi64x(prefix);
+    const int32_t n4 = n & ~3;
+    for (int32_t k = 0; k < n4; k += 4) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(acc + k));
+        const __m256i prod = _mm256_mul_epi32(a, m);
+        const __m256i s = _mm256_cmpgt_epi64(zero, prod);
+        const __m256i fl = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(prod, s), rs), s);
+        const __m256i top = _mm256_and_si256(r >= 32 ? _mm256_srl_epi64(prod, tops) : _mm256_sll_epi64(prod, tops), lo32);
+        __m256i rnd;
+        if (nearest) {
+            rnd = _mm256_set1_epi64x(0x7FFFFFFF);
+        } else { /* tl_mix32 on 32-bit values held in 64-bit lanes (upper halves stay 0) */
+            __m256i h = _mm256_xor_si256(pre, _mm256_add_epi64(_mm256_set1_epi64x((uint32_t)(idx0 + k)), step));
+            h = _mm256_and_si256(h, lo32);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+            h = _mm256_and_si256(_mm256_mullo_epi32(h, c1), lo32);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
+            h = _mm256_and_si256(_mm256_mullo_epi32(h, c2), lo32);
+            rnd = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+        }
+        const __m256i dw = _mm256_sub_epi64(fl, _mm256_cmpgt_epi64(top, rnd)); /* + 1 where rnd < top */
+        int32_t w4;
+        __builtin_memcpy(&w4, weights + idx0 + k, 4);
+        __m256i w = _mm256_sub_epi64(_mm256_cvtepi8_epi64(_mm_cvtsi32_si128(w4)), dw);
+        w = _mm256_blendv_epi8(w, wmax, _mm256_cmpgt_epi64(w, wmax));
+        w = _mm256_blendv_epi8(w, wmin, _mm256_cmpgt_epi64(wmin, w));
+        const __m256i lo = _mm256_permutevar8x32_epi32(w, _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0));
+        const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(lo), _mm256_castsi256_si128(lo));
+        w4 = _mm_cvtsi128_si32(_mm_packs_epi16(w16, w16));
+        __builtin_memcpy(weights + idx0 + k, &w4, 4);
+    }
+    return n4;
+}
 #endif /* TL_HOST_WIDE */
