@@ -453,18 +453,13 @@ static void update_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b
 
 #if TL_HOST_WIDE
 /* apply_row over n contiguous weights, four per vector through tl_wide_apply where its
- * preconditions hold (no preview, r in [1, 62], every |acc| < 2^31), the rest by apply_row. */
+ * preconditions hold (no preview, r in [1, 62]), whatever it leaves by apply_row. */
 static void apply_row_wide(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
 {
     const int32_t r = 31 + u->Ec - u->ws;
     int32_t done = 0;
-    if (!u->dw_preview && r >= 1 && r <= 62 && u->wm >= 0) {
-        int small = 1;
-        for (int32_t k = 0; k < n; k++)
-            small &= (uint64_t)(acc[k] + INT32_MAX) < (uint64_t)UINT32_MAX;
-        if (small)
-            done = tl_wide_apply(u->weights, acc, n, idx0, u->wm, r, u->rounding == TL_ROUND_NEAREST, u->prefix);
-    }
+    if (!u->dw_preview && r >= 1 && r <= 62 && u->wm >= 0)
+        done = tl_wide_apply(u->weights, acc, n, idx0, u->wm, r, u->rounding == TL_ROUND_NEAREST, u->prefix);
     apply_row(u, acc + done, n - done, idx0 + done, 1);
 }
 

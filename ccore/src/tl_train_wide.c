@@ -295,12 +295,12 @@ TL_AVX2 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P)
 }
 
 /* ---------------------------------------------------------------- the weight update */
-/* tl_train.c's apply_row fast path on four weights per vector, for n contiguous weights whose
- * gradients all satisfy |acc| < 2^31 (the caller checked), a rounding shift r in [1, 62] and a
- * multiplier in [0, 2^31): w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
+/* tl_train.c's apply_row fast path on four weights per vector, for n contiguous weights, a
+ * rounding shift r in [1, 62] and a multiplier in [0, 2^31), as long as |acc| < 2^31: w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
  * saturated to [-127, 127]; rnd = tl_mix32(prefix ^ idx), or 2^31 - 1 for round-to-nearest.
  * 64-bit lanes throughout (AVX2 has no 64-bit arithmetic shift: floor(x / 2^r) is computed as
- * s ^ ((x ^ s) >> r) with s the sign mask). Returns how many weights it did (a multiple of 4). */
+ * s ^ ((x ^ s) >> r) with s the sign mask). Returns how many weights it did: a multiple of 4,
+ * stopping before the first group holding a gradient outside (-2^31, 2^31). */
 TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
                               int nearest, uint32_t prefix)
 {
@@ -312,9 +312,14 @@ TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, in
     const __m256i step = _mm256_set_epi64x(3, 2, 1, 0);
     const __m256i c1 = _mm256_set1_epi32((int32_t)0x85EBCA6Bu), c2 = _mm256_set1_epi32((int32_t)0xC2B2AE35u);
     const __m256i pre = _mm256_set1_epi64x(prefix);
+    const __m256i amax = _mm256_set1_epi64x(INT32_MAX), amin = _mm256_set1_epi64x(-INT32_MAX);
     const int32_t n4 = n & ~3;
-    for (int32_t k = 0; k < n4; k += 4) {
+    int32_t k = 0;
+    for (; k < n4; k += 4) {
         const __m256i a = _mm256_loadu_si256((const __m256i *)(acc + k));
+        if (!_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi64(a, amax), _mm256_cmpgt_epi64(amin, a)),
+                                _mm256_set1_epi64x(-1)))
+            break; /* apply_row's scale_update path takes it from here */
         const __m256i prod = _mm256_mul_epi32(a, m);
         const __m256i s = _mm256_cmpgt_epi64(zero, prod);
         const __m256i fl = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(prod, s), rs), s);
@@ -342,6 +347,6 @@ TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, in
         w4 = _mm_cvtsi128_si32(_mm_packs_epi16(w16, w16));
         __builtin_memcpy(weights + idx0 + k, &w4, 4);
     }
-    return n4;
+    return k;
 }
 #endif /* TL_HOST_WIDE */
