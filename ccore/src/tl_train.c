@@ -803,6 +803,12 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     /* 6. back through projection (g), normalisation (u): three passes over T so that only the
      *    pooled vector is stored; g is recomputed from the basis instead of being kept. */
     uint32_t ph[TL_MAX_CLASSES];
+#if TL_HOST_WIDE
+    int64_t u_buf[TL_LLS_MAX_T]; /* a host keeps u_t (18 KB of stack) instead of recomputing it */
+    int64_t *const u_kept = u_buf;
+#else
+    int64_t *const u_kept = NULL;
+#endif
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     int64_t gh = 0;
@@ -815,6 +821,8 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
         const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        if (u_kept)
+            u_kept[t] = u;
         const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
         umax = TL_MAX(umax, mag);
     }
@@ -825,7 +833,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        const int64_t u = u_kept ? u_kept[t] : g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
     }
     /* 7. the update: real signal d 2^-(24+s) */
