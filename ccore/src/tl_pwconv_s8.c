@@ -26,6 +26,14 @@ static inline int32_t finish(const tl_conv_params *p, const tl_quant *q, const i
  * weights packed once per call as (channel pair, channel) lanes, inputs widened per 4-pixel row
  * block; requantization eight lanes at a time (tl_requantize_x8). Exact: |x w| <= 2^14, so the
  * int32 sums cannot overflow for in_c < 2^16. Returns 0 (nothing written) where it does not apply. */
+/* the int16 pair at x, as a 32-bit lane in all eight positions */
+static inline TL_AVX2 __m256i bcast_pair(const int16_t *x)
+{
+    int32_t v;
+    __builtin_memcpy(&v, x, 4);
+    return _mm256_set1_epi32(v);
+}
+
 static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pixels, int32_t ic, int32_t oc,
                           const int8_t *in, const int8_t *filter, const int32_t *bias, int8_t *out)
 {
@@ -38,18 +46,18 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
             return 0;
     int32_t wp[TL_PW_X86_MAX_W / 2] __attribute__((aligned(32))); /* [block][pair][16] */
     int32_t zb[TL_PW_X86_MAX_C] __attribute__((aligned(32))); /* bias - in_zp sum w */
+    int16_t row[1024 + 2] __attribute__((aligned(32))); /* one widened weight row, read as int32 pairs */
     for (int32_t b = 0; b < ocb; b++) {
         for (int32_t cc = 0; cc < 16; cc++) {
             const int32_t c = b * 16 + cc;
             int32_t wsum = 0;
-            for (int32_t k = 0; k < kp; k++) {
-                int32_t w0 = 0, w1 = 0;
-                if (c < oc) {
-                    w0 = filter[c * ic + 2 * k];
-                    w1 = 2 * k + 1 < ic ? filter[c * ic + 2 * k + 1] : 0;
-                }
-                wsum += w0 + w1;
-                wp[(b * kp + k) * 16 + cc] = (int32_t)(((uint32_t)(uint16_t)(int16_t)w1 << 16) | (uint16_t)(int16_t)w0);
+            if (c < oc) {
+                wsum = tl_widen_s8(filter + c * ic, ic, row);
+                for (int32_t k = 0; k < kp; k++)
+                    __builtin_memcpy(&wp[(b * kp + k) * 16 + cc], row + 2 * k, 4);
+            } else {
+                for (int32_t k = 0; k < kp; k++)
+                    wp[(b * kp + k) * 16 + cc] = 0;
             }
             /* finish() forms (dot - zp sum w) + bias; int32 adds, in that order */
             zb[c] = (int32_t)((uint32_t)(-(uint32_t)(p->in_zp * wsum)) + (bias ? (uint32_t)bias[c < oc ? c : 0] : 0u));
@@ -57,16 +65,11 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
     }
     const __m256i ozp = _mm256_set1_epi32(p->out_zp);
     const __m256i amin = _mm256_set1_epi32(p->act_min), amax = _mm256_set1_epi32(p->act_max);
-    int32_t xp[4][512] __attribute__((aligned(32)));
+    int16_t xw[4][1024 + 2] __attribute__((aligned(32))); /* four widened input rows (int16 pairs) */
     for (int32_t px0 = 0; px0 < pixels; px0 += 4) {
         const int32_t np = TL_MIN(4, pixels - px0);
-        for (int32_t r = 0; r < 4; r++) {
-            const int8_t *x = in + (px0 + (r < np ? r : 0)) * ic;
-            for (int32_t k = 0; k < kp; k++) {
-                const int32_t x0 = x[2 * k], x1 = 2 * k + 1 < ic ? x[2 * k + 1] : 0;
-                xp[r][k] = (int32_t)(((uint32_t)(uint16_t)(int16_t)x1 << 16) | (uint16_t)(int16_t)x0);
-            }
-        }
+        for (int32_t r = 0; r < 4; r++)
+            tl_widen_s8(in + (px0 + (r < np ? r : 0)) * ic, ic, xw[r]);
         for (int32_t b = 0; b < ocb; b++) {
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
             __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
@@ -74,16 +77,16 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
             for (int32_t k = 0; k < kp; k++) {
                 const __m256i w0 = _mm256_load_si256((const __m256i *)(wb + k * 16));
                 const __m256i w1 = _mm256_load_si256((const __m256i *)(wb + k * 16 + 8));
-                __m256i x = _mm256_set1_epi32(xp[0][k]);
+                __m256i x = bcast_pair(xw[0] + 2 * k);
                 a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x, w0));
                 a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x, w1));
-                x = _mm256_set1_epi32(xp[1][k]);
+                x = bcast_pair(xw[1] + 2 * k);
                 a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x, w0));
                 a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x, w1));
-                x = _mm256_set1_epi32(xp[2][k]);
+                x = bcast_pair(xw[2] + 2 * k);
                 a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x, w0));
                 a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x, w1));
-                x = _mm256_set1_epi32(xp[3][k]);
+                x = bcast_pair(xw[3] + 2 * k);
                 a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x, w0));
                 a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x, w1));
             }

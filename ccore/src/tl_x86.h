@@ -46,6 +46,30 @@ static inline TL_AVX2 void tl_requant_params_x8(const int32_t *shift, __m256i *l
     *left = _mm256_max_epi32(s, zero);
     *right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
 }
+/* n int8 widened to int16 (dst[n] = 0 when n is odd, so int32 views read whole pairs); returns
+ * their sum. */
+static inline TL_AVX2 int32_t tl_widen_s8(const int8_t *x, int32_t n, int16_t *dst)
+{
+    __m256i sum = _mm256_setzero_si256();
+    int32_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + k)));
+        _mm256_storeu_si256((__m256i *)(dst + k), v);
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(v, _mm256_set1_epi16(1)));
+    }
+    int32_t t[8], total = 0;
+    _mm256_storeu_si256((__m256i *)t, sum);
+    for (int32_t q = 0; q < 8; q++)
+        total += t[q];
+    for (; k < n; k++) {
+        dst[k] = x[k];
+        total += x[k];
+    }
+    if (n & 1)
+        dst[n] = 0;
+    return total;
+}
+
 /* Eight int32 lanes already clamped to [-128, 127] stored as eight int8 (the saturating packs
  * change nothing in that range). */
 static inline TL_AVX2 void tl_store_s8x8(int8_t *o, __m256i v)
