@@ -104,6 +104,33 @@ static TL_AVX2 void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, 
                              _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + n))), z));
         for (; n < nn; n++)
             row[n] = (int16_t)(x[n] - zp);
+    } else if (n0 == 0 && nn == L->k_h * L->k_w * ic) {
+        /* the whole row: one run of k_w * ic input bytes per filter row when it lies on the image */
+        const int32_t run = L->k_w * ic, ix0 = ox * L->stride_w - L->pad_left;
+        const __m128i z = _mm_set1_epi16((int16_t)zp);
+        for (int32_t fy = 0; fy < L->k_h; fy++) {
+            const int32_t iy = oy * L->stride_h + fy - L->pad_top;
+            int16_t *dst = row + fy * run;
+            if (iy < 0 || iy >= L->in_h) {
+                for (int32_t k = 0; k < run; k++)
+                    dst[k] = 0;
+            } else if (ix0 >= 0 && ix0 + L->k_w <= L->in_w) {
+                const int8_t *x = in + (iy * L->in_w + ix0) * ic;
+                int32_t k = 0;
+                for (; k + 8 <= run; k += 8)
+                    _mm_storeu_si128((__m128i *)(dst + k),
+                                     _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + k))), z));
+                for (; k < run; k++)
+                    dst[k] = (int16_t)(x[k] - zp);
+            } else {
+                for (int32_t fx = 0; fx < L->k_w; fx++) {
+                    const int32_t ix = ix0 + fx;
+                    const int on = ix >= 0 && ix < L->in_w;
+                    for (int32_t j = 0; j < ic; j++)
+                        dst[fx * ic + j] = on ? (int16_t)(in[(iy * L->in_w + ix) * ic + j] - zp) : 0;
+                }
+            }
+        }
     } else {
         /* columns n0.. walk the taps (fy, fx) in order, ic channels each */
         int32_t tap = n0 / ic, j = n0 - tap * ic;
