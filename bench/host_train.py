@@ -18,6 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# numpy's OpenBLAS threads spin for a while after each call (the model builder multiplies
+# matrices), taking a core from the timed C threads; one BLAS thread is all numpy needs here
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import platform
 import sys
 import time

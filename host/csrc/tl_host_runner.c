@@ -213,7 +213,8 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     stages = TL_MIN(stages, m->n_layers);
     const uint32_t step0 = m->step;
 
-    /* sample 0 on this thread, timing every layer for the partition */
+    /* the first samples on this thread, timing every layer of the last one for the partition
+     * (sample 0 alone would also time first-touch page faults and cold caches) */
     stage_ctx seq;
     st = stage_init(&seq, m);
     if (st != TL_OK) {
@@ -223,12 +224,16 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     int64_t ns[TL_MAX_LAYERS] = {0};
     int32_t first = 0;
     if (stages == 1 || !split) {
-        const int8_t *out;
-        int32_t pred = -1;
-        st = run_layers(&seq, step0, 0, m->n_layers, inputs, labels[0], &pred, &out, ns);
-        if (preds)
-            preds[0] = pred;
-        first = 1;
+        const int32_t warm = stages == 1 ? 1 : TL_MIN(n, 2);
+        for (int32_t j = 0; j < warm && st == TL_OK; j++) {
+            const int8_t *out;
+            int32_t pred = -1;
+            st = run_layers(&seq, step0 + (uint32_t)j, 0, m->n_layers, inputs + (size_t)j * (size_t)in_bytes,
+                            labels[j], &pred, &out, j == warm - 1 ? ns : NULL);
+            if (preds)
+                preds[j] = pred;
+        }
+        first = warm;
     }
     if (stages == 1) {
         for (int32_t j = 1; j < n && st == TL_OK; j++) {
@@ -246,7 +251,7 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     free(seq.arena_mem);
     if (st != TL_OK)
         return st;
-    m->step = step0 + (uint32_t)first; /* sample 0 is trained; the rest follow below */
+    m->step = step0 + (uint32_t)first; /* samples [0, first) are trained; the rest follow below */
 
     int32_t bound[TL_HOST_MAX_STAGES + 1];
     if (split) {
