@@ -742,10 +742,17 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
         if (basis == TL_BASIS_SQUARE) { /* sum P_t (+-2^15 or 0) = 2^15 sum +-P_t, exactly */
-            uint32_t ph = 0;
-            for (int32_t t = 0; t < T; t++, ph += inc[c]) {
-                const int32_t v = (ph & 0x80000000u) ? -P[t] : P[t];
-                S += (ph << 1) ? v : 0;
+#if TL_HOST_WIDE
+            if (tl_x86_avx2())
+                S = tl_wide_square_proj(P, T, inc[c]);
+            else
+#endif
+            {
+                uint32_t ph = 0;
+                for (int32_t t = 0; t < T; t++, ph += inc[c]) {
+                    const int32_t v = (ph & 0x80000000u) ? -P[t] : P[t];
+                    S += (ph << 1) ? v : 0;
+                }
             }
             S *= TL_BASIS_ONE;
         } else {
@@ -804,23 +811,27 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
      *    pooled vector is stored; g is recomputed from the basis instead of being kept. */
     uint32_t ph[TL_MAX_CLASSES];
 #if TL_HOST_WIDE
-    int64_t u_buf[TL_LLS_MAX_T]; /* a host keeps u_t (18 KB of stack) instead of recomputing it */
+    /* a host keeps u_t (and on the square basis g_t) instead of recomputing them: 36 KB of stack */
+    int64_t u_buf[TL_LLS_MAX_T], g_buf[TL_LLS_MAX_T];
     int64_t *const u_kept = u_buf;
+    int64_t *const g_kept = basis == TL_BASIS_SQUARE && tl_x86_avx2() ? g_buf : NULL;
+    if (g_kept)
+        tl_wide_square_g(inc, w, C, T, g_kept);
 #else
-    int64_t *const u_kept = NULL;
+    int64_t *const u_kept = NULL, *const g_kept = NULL;
 #endif
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     int64_t gh = 0;
     for (int32_t t = 0; t < T; t++)
-        gh += g_at(basis, bseed, inc, w, C, t, ph) * P[t];
+        gh += (g_kept ? g_kept[t] : g_at(basis, bseed, inc, w, C, t, ph)) * P[t];
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        const int64_t u = (g_kept ? g_kept[t] : g_at(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
         if (u_kept)
             u_kept[t] = u;
         const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;

@@ -43,6 +43,8 @@ void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc
 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t n0, int32_t nn, int64_t *G);
 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t c0, int32_t nc, int64_t *G);
 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P);
+int64_t tl_wide_square_proj(const int32_t *P, int32_t T, uint32_t inc);
+void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, int32_t T, int64_t *g);
 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
                       int nearest, uint32_t prefix);
 #endif

@@ -376,4 +376,72 @@ TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, in
     }
     return k;
 }
+/* ---------------------------------------------------------------- LLS head, square basis */
+static inline TL_AVX2 __m256i add_s32_as_s64(__m256i acc, __m256i v)
+{
+    acc = _mm256_add_epi64(acc, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+    return _mm256_add_epi64(acc, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+}
+
+static inline TL_AVX2 int64_t hsum_s64(__m256i v)
+{
+    int64_t t[4];
+    _mm256_storeu_si256((__m256i *)t, v);
+    return t[0] + t[1] + t[2] + t[3];
+}
+
+/* x, -x or 0 by the square wave's phase ph = inc t (mod 2^32): -x in the second half-turn, 0 at
+ * the two zero crossings (ph = 0 or 2^31), as tl_train.c's basis_value. */
+static inline TL_AVX2 __m256i square_sel(__m256i x, __m256i ph)
+{
+    const __m256i sign = _mm256_srai_epi32(ph, 31);
+    const __m256i v = _mm256_sub_epi32(_mm256_xor_si256(x, sign), sign);
+    return _mm256_andnot_si256(_mm256_cmpeq_epi32(_mm256_slli_epi32(ph, 1), _mm256_setzero_si256()), v);
+}
+
+/* tl_train_hidden's square-basis projection sum_t (+-P_t or 0), eight t per vector. */
+TL_AVX2 int64_t tl_wide_square_proj(const int32_t *P, int32_t T, uint32_t inc)
+{
+    const __m256i step = _mm256_set1_epi32((int32_t)(inc * 8u));
+    __m256i ph = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32((int32_t)inc));
+    __m256i acc = _mm256_setzero_si256();
+    int32_t t = 0;
+    for (; t + 8 <= T; t += 8, ph = _mm256_add_epi32(ph, step))
+        acc = add_s32_as_s64(acc, square_sel(_mm256_loadu_si256((const __m256i *)(P + t)), ph));
+    int64_t S = hsum_s64(acc);
+    for (; t < T; t++) {
+        const uint32_t q = inc * (uint32_t)t;
+        const int32_t v = (q & 0x80000000u) ? -P[t] : P[t];
+        S += (q << 1) ? v : 0;
+    }
+    return S;
+}
+
+/* g_t = sum_c (+-w_c or 0) for t < T (tl_train.c's g_at on the square basis), eight t at a time;
+ * every |w_c| <= INT32_MAX / 2 (tl_train_hidden clamps them), so each selected term fits int32. */
+TL_AVX2 void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, int32_t T, int64_t *g)
+{
+    const __m256i lanes = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    int32_t t = 0;
+    for (; t + 8 <= T; t += 8) {
+        const __m256i tv = _mm256_add_epi32(lanes, _mm256_set1_epi32(t));
+        __m256i lo = _mm256_setzero_si256(), hi = lo;
+        for (int32_t c = 0; c < C; c++) {
+            const __m256i v = square_sel(_mm256_set1_epi32(w[c]), _mm256_mullo_epi32(tv, _mm256_set1_epi32((int32_t)inc[c])));
+            lo = _mm256_add_epi64(lo, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
+            hi = _mm256_add_epi64(hi, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+        }
+        _mm256_storeu_si256((__m256i *)(g + t), lo);
+        _mm256_storeu_si256((__m256i *)(g + t + 4), hi);
+    }
+    for (; t < T; t++) {
+        int64_t s = 0;
+        for (int32_t c = 0; c < C; c++) {
+            const uint32_t q = inc[c] * (uint32_t)t;
+            const int32_t wc = (q & 0x80000000u) ? -w[c] : w[c];
+            s += (q << 1) ? wc : 0;
+        }
+        g[t] = s;
+    }
+}
 #endif /* TL_HOST_WIDE */
