@@ -148,6 +148,21 @@ def test_fast_kernels_match_the_reference_loops(kind, generic):
         done += 1
 
 
+@pytest.mark.parametrize("make", [lambda: mobilenet(6, head="grid"), lambda: mobilenet(7, resolution=40),
+                                  lambda: digits(1)], ids=["mobilenet-grid", "mobilenet-40", "digits"])
+def test_avx2_paths_train_like_the_avx512_paths(make):
+    """On an AVX-512 host the default build takes the AVX-512 loops where it has them; the same
+    core built with -DTL_NO_AVX512 runs their AVX2 twins. Both must land on the same weights."""
+    avx2 = runner.build_private(cflags=("-DTL_NO_AVX512",), tag="avx2")
+    a, b = make(), make()
+    x, y = samples(a, 6)
+    ca, cb = CModel(a, seed=3), CModel(b, seed=3)
+    runner.train_epoch(ca, x, y)
+    runner.train_epoch(cb, x, y, lib_pair=avx2)
+    assert weights_sha256(a) == weights_sha256(b)
+    assert weights_sha256(a) != weights_sha256(make())  # the run did move weights
+
+
 @pytest.mark.parametrize("threads,split", [(1, None), (2, None), (3, None), (2, [1]), (2, [27]), (4, [3, 9, 20])])
 def test_pipelined_epoch_is_bit_identical_to_steps(threads, split):
     a, b = mobilenet(4, head="grid"), mobilenet(4, head="grid")

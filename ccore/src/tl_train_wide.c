@@ -322,14 +322,56 @@ TL_AVX2 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P)
 }
 
 /* ---------------------------------------------------------------- the weight update */
-/* tl_train.c's apply_row fast path on four weights per vector, for n contiguous weights, a
+/* apply_x4 with AVX-512: eight weights per vector, native 64-bit arithmetic shifts, min/max
+ * and a saturating int64 -> int8 store. */
+static TL_AVX512 int32_t apply_x8(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult,
+                                   int32_t r, int nearest, uint32_t prefix)
+{
+    const __m512i m = _mm512_set1_epi64(mult);
+    const __m128i rs = _mm_cvtsi32_si128(r);
+    const __m128i tops = _mm_cvtsi32_si128(r >= 32 ? r - 32 : 32 - r);
+    const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll);
+    const __m512i wmax = _mm512_set1_epi64(127), wmin = _mm512_set1_epi64(-127);
+    const __m512i amax = _mm512_set1_epi64(INT32_MAX), amin = _mm512_set1_epi64(-INT32_MAX);
+    const __m512i step = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i c1 = _mm512_set1_epi32((int32_t)0x85EBCA6Bu), c2 = _mm512_set1_epi32((int32_t)0xC2B2AE35u);
+    const __m512i pre = _mm512_set1_epi64(prefix);
+    const int32_t n8 = n & ~7;
+    int32_t k = 0;
+    for (; k < n8; k += 8) {
+        const __m512i a = _mm512_loadu_si512((const void *)(acc + k));
+        if (_mm512_cmpgt_epi64_mask(a, amax) | _mm512_cmpgt_epi64_mask(amin, a))
+            break;
+        const __m512i prod = _mm512_mul_epi32(a, m);
+        const __m512i fl = _mm512_sra_epi64(prod, rs);
+        const __m512i top = _mm512_and_si512(r >= 32 ? _mm512_srl_epi64(prod, tops) : _mm512_sll_epi64(prod, tops), lo32);
+        __m512i rnd;
+        if (nearest) {
+            rnd = _mm512_set1_epi64(0x7FFFFFFF);
+        } else {
+            __m512i h = _mm512_and_si512(_mm512_xor_si512(pre, _mm512_add_epi64(_mm512_set1_epi64((uint32_t)(idx0 + k)), step)), lo32);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+            h = _mm512_and_si512(_mm512_mullo_epi32(h, c1), lo32);
+            h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 13));
+            h = _mm512_and_si512(_mm512_mullo_epi32(h, c2), lo32);
+            rnd = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+        }
+        const __m512i dw = _mm512_mask_add_epi64(fl, _mm512_cmpgt_epi64_mask(top, rnd), fl, _mm512_set1_epi64(1));
+        __m512i w = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i *)(weights + idx0 + k)));
+        w = _mm512_min_epi64(_mm512_max_epi64(_mm512_sub_epi64(w, dw), wmin), wmax);
+        _mm_storel_epi64((__m128i *)(weights + idx0 + k), _mm512_cvtsepi64_epi8(w));
+    }
+    return k;
+}
+
+/* tl_train.c's apply_row fast path four weights per vector (AVX2), for n contiguous weights, a
  * rounding shift r in [1, 62] and a multiplier in [0, 2^31), as long as |acc| < 2^31: w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
  * saturated to [-127, 127]; rnd = tl_mix32(prefix ^ idx), or 2^31 - 1 for round-to-nearest.
  * 64-bit lanes throughout (AVX2 has no 64-bit arithmetic shift: floor(x / 2^r) is computed as
  * s ^ ((x ^ s) >> r) with s the sign mask). Returns how many weights it did: a multiple of 4,
  * stopping before the first group holding a gradient outside (-2^31, 2^31). */
-TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
-                              int nearest, uint32_t prefix)
+static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
+                                 int nearest, uint32_t prefix)
 {
     const __m256i m = _mm256_set1_epi64x(mult), zero = _mm256_setzero_si256();
     const __m128i rs = _mm_cvtsi32_si128(r);
@@ -376,6 +418,20 @@ TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, in
     }
     return k;
 }
+/* The weight update of n contiguous weights: eight per vector where the CPU has AVX-512, then
+ * four per vector; returns how many it did (the caller finishes the rest, as apply_x4 says). */
+TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
+                              int nearest, uint32_t prefix)
+{
+    int32_t done = 0;
+    if (tl_x86_avx512()) {
+        done = apply_x8(weights, acc, n, idx0, mult, r, nearest, prefix);
+        if (done < (n & ~7))
+            return done; /* stopped before a gradient outside (-2^31, 2^31) */
+    }
+    return done + apply_x4(weights, acc + done, n - done, idx0 + done, mult, r, nearest, prefix);
+}
+
 /* ---------------------------------------------------------------- LLS head, square basis */
 static inline TL_AVX2 __m256i add_s32_as_s64(__m256i acc, __m256i v)
 {

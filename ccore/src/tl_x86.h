@@ -16,6 +16,20 @@ static inline int tl_x86_avx2(void)
     return __builtin_cpu_supports("avx2");
 }
 
+/* AVX-512 F/VL/BW paths (a few loops that want 64-bit lanes); -DTL_NO_AVX512 keeps them off so a
+ * test can hold the AVX2 paths to the same bits on an AVX-512 machine. */
+#define TL_AVX512 __attribute__((target("avx2,avx512f,avx512vl,avx512bw")))
+
+static inline int tl_x86_avx512(void)
+{
+#if defined(TL_NO_AVX512)
+    return 0;
+#else
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw");
+#endif
+}
+
 /* tl_requantize_inl on eight lanes, for multipliers >= 0 (every valid quantized multiplier is 0
  * or in [2^30, 2^31); the one saturating case of the high multiply, INT32_MIN x INT32_MIN, needs a
  * negative multiplier, so callers check mult >= 0 and otherwise take the scalar loop).
