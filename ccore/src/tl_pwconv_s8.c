@@ -63,6 +63,7 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
             zb[c] = (int32_t)((uint32_t)(-(uint32_t)(p->in_zp * wsum)) + (bias ? (uint32_t)bias[c < oc ? c : 0] : 0u));
         }
     }
+    const int vnni = tl_x86_vnni();
     const __m256i ozp = _mm256_set1_epi32(p->out_zp);
     const __m256i amin = _mm256_set1_epi32(p->act_min), amax = _mm256_set1_epi32(p->act_max);
     int16_t xw[4][1024 + 2] __attribute__((aligned(32))); /* four widened input rows (int16 pairs) */
@@ -78,17 +79,17 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
                 const __m256i w0 = _mm256_load_si256((const __m256i *)(wb + k * 16));
                 const __m256i w1 = _mm256_load_si256((const __m256i *)(wb + k * 16 + 8));
                 __m256i x = bcast_pair(xw[0] + 2 * k);
-                a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x, w0));
-                a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x, w1));
+                a00 = tl_dot_acc(a00, x, w0, vnni);
+                a01 = tl_dot_acc(a01, x, w1, vnni);
                 x = bcast_pair(xw[1] + 2 * k);
-                a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x, w0));
-                a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x, w1));
+                a10 = tl_dot_acc(a10, x, w0, vnni);
+                a11 = tl_dot_acc(a11, x, w1, vnni);
                 x = bcast_pair(xw[2] + 2 * k);
-                a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x, w0));
-                a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x, w1));
+                a20 = tl_dot_acc(a20, x, w0, vnni);
+                a21 = tl_dot_acc(a21, x, w1, vnni);
                 x = bcast_pair(xw[3] + 2 * k);
-                a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x, w0));
-                a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x, w1));
+                a30 = tl_dot_acc(a30, x, w0, vnni);
+                a31 = tl_dot_acc(a31, x, w1, vnni);
             }
             const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
             const int32_t c0 = b * 16, nc = TL_MIN(16, oc - c0);

@@ -161,6 +161,7 @@ TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_
     int16_t rowa[TL_WIDE_N], rowb[TL_WIDE_N];
     int32_t Bp[TL_WIDE_K * TL_WIDE_N] __attribute__((aligned(32)));  /* (pair, column) int16 pairs */
     int32_t Dp[TL_WIDE_K * TL_WIDE_C] __attribute__((aligned(32)));  /* (pair, channel) int16 pairs */
+    const int vnni = tl_x86_vnni();
     for (int32_t k = 0; k < TL_WIDE_C * nn; k++)
         G[k] = 0;
     for (int32_t p0 = 0; p0 < P; p0 += 2 * TL_WIDE_K) {
@@ -199,17 +200,17 @@ TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_
                     const __m256i b0 = _mm256_load_si256((const __m256i *)bk);
                     const __m256i b1 = _mm256_load_si256((const __m256i *)(bk + 8));
                     __m256i d = _mm256_set1_epi32(dk[0]);
-                    a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(d, b0));
-                    a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(d, b1));
+                    a00 = tl_dot_acc(a00, d, b0, vnni);
+                    a01 = tl_dot_acc(a01, d, b1, vnni);
                     d = _mm256_set1_epi32(dk[1]);
-                    a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(d, b0));
-                    a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(d, b1));
+                    a10 = tl_dot_acc(a10, d, b0, vnni);
+                    a11 = tl_dot_acc(a11, d, b1, vnni);
                     d = _mm256_set1_epi32(dk[2]);
-                    a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(d, b0));
-                    a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(d, b1));
+                    a20 = tl_dot_acc(a20, d, b0, vnni);
+                    a21 = tl_dot_acc(a21, d, b1, vnni);
                     d = _mm256_set1_epi32(dk[3]);
-                    a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(d, b0));
-                    a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(d, b1));
+                    a30 = tl_dot_acc(a30, d, b0, vnni);
+                    a31 = tl_dot_acc(a31, d, b1, vnni);
                 }
                 int32_t t[4][16] __attribute__((aligned(32)));
                 _mm256_store_si256((__m256i *)t[0], a00);

@@ -30,6 +30,28 @@ static inline int tl_x86_avx512(void)
 #endif
 }
 
+/* AVX512-VNNI's VPDPWSSD on 256-bit registers (with AVX512-VL); off with -DTL_NO_AVX512 too. */
+static inline int tl_x86_vnni(void)
+{
+#if defined(TL_NO_AVX512)
+    return 0;
+#else
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+#endif
+}
+
+/* acc + VPMADDWD(a, b): with vnni != 0 the one instruction VPDPWSSD, the same integers (pairs of
+ * int16 products summed into int32 lanes with wrap-around; the kernels stay far from it). Inline
+ * assembly, so the caller needs no AVX-512 target; callers pass vnni as a loop invariant. */
+static inline TL_AVX2 __m256i tl_dot_acc(__m256i acc, __m256i a, __m256i b, int vnni)
+{
+    if (vnni) {
+        __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+        return acc;
+    }
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+
 /* tl_requantize_inl on eight lanes, for multipliers >= 0 (every valid quantized multiplier is 0
  * or in [2^30, 2^31); the one saturating case of the high multiply, INT32_MIN x INT32_MIN, needs a
  * negative multiplier, so callers check mult >= 0 and otherwise take the scalar loop).
