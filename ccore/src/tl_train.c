@@ -476,6 +476,14 @@ static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const in
     int16_t D[TL_WIDE_MAX_P * TL_WIDE_C];
     int16_t v0[TL_WIDE_MAX_CELLS * TL_WIDE_C];
     int64_t G[TL_WIDE_C * TL_WIDE_N];
+    /* one n-block and several channel blocks: pack B once for all of them */
+    int32_t Ball_buf[TL_WIDE_BALL];
+    const int32_t *Ball = NULL;
+    if (!dw_kind && oc > TL_WIDE_C && N <= TL_WIDE_N &&
+        (int64_t)((L->out_h * L->out_w + 1) / 2) * ((N + 15) & ~15) <= TL_WIDE_BALL) {
+        tl_wide_pack_b(L, in, 0, N, Ball_buf);
+        Ball = Ball_buf;
+    }
     for (int32_t c0 = 0; c0 < oc; c0 += TL_WIDE_C) {
         const int32_t nc = TL_MIN(TL_WIDE_C, oc - c0);
         upd_row u[TL_WIDE_C];
@@ -513,7 +521,7 @@ static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const in
         } else {
             for (int32_t n0 = 0; n0 < N; n0 += TL_WIDE_N) {
                 const int32_t nn = TL_MIN(TL_WIDE_N, N - n0);
-                tl_wide_conv_grad(L, in, D, n0, nn, G);
+                tl_wide_conv_grad(L, in, D, Ball, n0, nn, G);
                 for (int32_t cc = 0; cc < nc; cc++)
                     if (any[cc])
                         apply_row_wide(&u[cc], G + cc * nn, nn, (c0 + cc) * N + n0);

@@ -40,7 +40,10 @@ tl_status tl_train_classifier(tl_model *m, int32_t i, const tl_arena *a, const i
 int tl_wide_usable(const tl_layer *L);
 void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc, const int16_t *v0, int16_t *D,
                     int64_t *bsum, int32_t *any);
-void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t n0, int32_t nn, int64_t *G);
+#define TL_WIDE_BALL 32768  /* int32 of B packed once per layer (tl_wide_pack_b) */
+void tl_wide_pack_b(const tl_layer *L, const int8_t *in, int32_t n0, int32_t nn, int32_t *Ball);
+void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, const int32_t *Ball, int32_t n0,
+                       int32_t nn, int64_t *G);
 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t c0, int32_t nc, int64_t *G);
 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P);
 int64_t tl_wide_square_proj(const int32_t *P, int32_t T, uint32_t inc);

@@ -153,35 +153,56 @@ static TL_AVX2 void im2col_row(const tl_layer *L, const int8_t *in, int32_t oy, 
         row[n] = 0;
 }
 
-TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
-                                                       int32_t n0, int32_t nn, int64_t *G)
+/* Pair k of B (positions 2k, 2k + 1, the second 0 past the end): lane n of dst holds the int16
+ * pair (B[2k][n0 + n], B[2k + 1][n0 + n]), n < nn rounded up to 16 (zeros). */
+static TL_AVX2 void pack_pair(const tl_layer *L, const int8_t *in, int32_t k, int32_t n0, int32_t nn, int32_t *dst)
 {
-    const int32_t ow = L->out_w, P = L->out_h * L->out_w;
-    const int32_t nn16 = (nn + 15) & ~15;
+    const int32_t ow = L->out_w, P = L->out_h * L->out_w, nn16 = (nn + 15) & ~15;
+    const int32_t pa = 2 * k, pb = pa + 1;
     int16_t rowa[TL_WIDE_N], rowb[TL_WIDE_N];
-    int32_t Bp[TL_WIDE_K * TL_WIDE_N] __attribute__((aligned(32)));  /* (pair, column) int16 pairs */
+    im2col_row(L, in, pa / ow, pa % ow, n0, nn, rowa);
+    if (pb < P)
+        im2col_row(L, in, pb / ow, pb % ow, n0, nn, rowb);
+    else
+        for (int32_t n = 0; n < nn16; n++)
+            rowb[n] = 0;
+    for (int32_t n = 0; n < nn16; n += 8) {
+        const __m128i a = _mm_loadu_si128((const __m128i *)(rowa + n));
+        const __m128i b = _mm_loadu_si128((const __m128i *)(rowb + n));
+        _mm_store_si128((__m128i *)(dst + n), _mm_unpacklo_epi16(a, b));
+        _mm_store_si128((__m128i *)(dst + n + 4), _mm_unpackhi_epi16(a, b));
+    }
+}
+
+/* B packed once for every position pair (stride: nn rounded up to 16), for layers whose output
+ * channels span several blocks: each block's tl_wide_conv_grad then reads it. */
+TL_AVX2 void tl_wide_pack_b(const tl_layer *L, const int8_t *in, int32_t n0, int32_t nn, int32_t *Ball)
+{
+    const int32_t pairs = (L->out_h * L->out_w + 1) / 2, nn16 = (nn + 15) & ~15;
+    for (int32_t k = 0; k < pairs; k++)
+        pack_pair(L, in, k, n0, nn, Ball + k * nn16);
+}
+
+/* G[cc][n] = sum_p D[p][cc] B[p][n0 + n] for the block's 16 channels; B from Ball when given
+ * (tl_wide_pack_b), else packed here TL_WIDE_K pairs at a time. */
+TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, const int32_t *Ball,
+                               int32_t n0, int32_t nn, int64_t *G)
+{
+    const int32_t P = L->out_h * L->out_w;
+    const int32_t nn16 = (nn + 15) & ~15;
+    const int32_t bs = Ball ? nn16 : TL_WIDE_N; /* stride of a pair's row in B */
+    int32_t Bk[TL_WIDE_K * TL_WIDE_N] __attribute__((aligned(32)));  /* (pair, column) int16 pairs */
     int32_t Dp[TL_WIDE_K * TL_WIDE_C] __attribute__((aligned(32)));  /* (pair, channel) int16 pairs */
     const int vnni = tl_x86_vnni();
     for (int32_t k = 0; k < TL_WIDE_C * nn; k++)
         G[k] = 0;
     for (int32_t p0 = 0; p0 < P; p0 += 2 * TL_WIDE_K) {
         const int32_t npos = TL_MIN(2 * TL_WIDE_K, P - p0), kp = (npos + 1) / 2;
-        /* pack: two positions' rows interleaved, so one 32-bit lane holds (B[p][n], B[p+1][n]) */
+        const int32_t *Bp = Ball ? Ball + (p0 / 2) * bs : Bk;
         for (int32_t k = 0; k < kp; k++) {
             const int32_t pa = p0 + 2 * k, pb = pa + 1;
-            im2col_row(L, in, pa / ow, pa % ow, n0, nn, rowa);
-            if (pb < P)
-                im2col_row(L, in, pb / ow, pb % ow, n0, nn, rowb);
-            else
-                for (int32_t n = 0; n < nn16; n++)
-                    rowb[n] = 0;
-            int32_t *dst = Bp + k * TL_WIDE_N;
-            for (int32_t n = 0; n < nn16; n += 8) {
-                const __m128i a = _mm_loadu_si128((const __m128i *)(rowa + n));
-                const __m128i b = _mm_loadu_si128((const __m128i *)(rowb + n));
-                _mm_store_si128((__m128i *)(dst + n), _mm_unpacklo_epi16(a, b));
-                _mm_store_si128((__m128i *)(dst + n + 4), _mm_unpackhi_epi16(a, b));
-            }
+            if (!Ball)
+                pack_pair(L, in, pa / 2, n0, nn, Bk + k * TL_WIDE_N);
             const __m256i da = _mm256_loadu_si256((const __m256i *)(D + pa * TL_WIDE_C));
             const __m256i db = pb < P ? _mm256_loadu_si256((const __m256i *)(D + pb * TL_WIDE_C))
                                       : _mm256_setzero_si256();
@@ -196,9 +217,9 @@ TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_
                 __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
                 __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
                 for (int32_t k = 0; k < kp; k++) {
-                    const int32_t *bk = Bp + k * TL_WIDE_N + nb, *dk = Dp + k * TL_WIDE_C + cb;
-                    const __m256i b0 = _mm256_load_si256((const __m256i *)bk);
-                    const __m256i b1 = _mm256_load_si256((const __m256i *)(bk + 8));
+                    const int32_t *bk = Bp + k * bs + nb, *dk = Dp + k * TL_WIDE_C + cb;
+                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)bk);
+                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bk + 8));
                     __m256i d = _mm256_set1_epi32(dk[0]);
                     a00 = tl_dot_acc(a00, d, b0, vnni);
                     a01 = tl_dot_acc(a01, d, b1, vnni);
