@@ -93,6 +93,12 @@ static inline TL_AVX2 int32_t tl_widen_s8(const int8_t *x, int32_t n, int16_t *d
         _mm256_storeu_si256((__m256i *)(dst + k), v);
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(v, _mm256_set1_epi16(1)));
     }
+    if (k + 8 <= n) {
+        const __m128i v = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + k)));
+        _mm_storeu_si128((__m128i *)(dst + k), v);
+        sum = _mm256_add_epi32(sum, _mm256_inserti128_si256(_mm256_setzero_si256(), _mm_madd_epi16(v, _mm_set1_epi16(1)), 0));
+        k += 8;
+    }
     int32_t t[8], total = 0;
     _mm256_storeu_si256((__m256i *)t, sum);
     for (int32_t q = 0; q < 8; q++)
