@@ -1,6 +1,6 @@
 """Host training throughput: tinylls LLS through the C core vs PyTorch-CPU backprop, one run, JSON.
 
-    python bench/host_train.py [--samples 96] [--torch-iters 6] [--json out.json]
+    python bench/host_train.py [--samples 384] [--torch-iters 6] [--json out.json]
 
 Network: MobileNetV1-0.25, 96x96x3, 2 classes (head "grid" for tinylls, as host.simulate trains it).
   tinylls  one sample per step (as on the board), a whole epoch per C call (host/csrc runner):
@@ -157,7 +157,7 @@ def bench_torch(batch: int, iters: int, threads: int) -> dict | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/host_train.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--samples", type=int, default=96, help="tinylls samples per timed epoch")
+    ap.add_argument("--samples", type=int, default=384, help="tinylls samples per timed epoch")
     ap.add_argument("--reps", type=int, default=3, help="tinylls timed epochs per mode (best taken)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="cores for pipeline and PyTorch")
     ap.add_argument("--torch-iters", type=int, default=6, help="PyTorch batch-32 steps per timed round")
