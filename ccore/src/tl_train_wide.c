@@ -253,6 +253,51 @@ TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_
     }
 }
 
+/* One tap's gradient for a full block of 16 channels, one 256-bit vector per position pair:
+ * unpack works per 128-bit lane, so lo collects channels 0-3 | 8-11 and hi 4-7 | 12-15. */
+static TL_AVX2 void dw_tap16(const tl_layer *L, const int8_t *in, const int16_t *D, int32_t c0, int32_t oy0,
+                             int32_t oy1, int32_t ox0, int32_t ox1, int32_t yo, int32_t xo, int64_t *g)
+{
+    static const int8_t lane_lo[8] = {0, 1, 2, 3, 8, 9, 10, 11}, lane_hi[8] = {4, 5, 6, 7, 12, 13, 14, 15};
+    const int32_t ow = L->out_w, ic = L->in_c, iw = L->in_w, sh = L->stride_h, sw = L->stride_w;
+    const __m256i zp = _mm256_set1_epi16((int16_t)L->in_zp);
+    __m256i acc_lo = _mm256_setzero_si256(), acc_hi = acc_lo;
+    int64_t tot[TL_WIDE_C] = {0};
+    int32_t pairs = 0, t_lo[8], t_hi[8];
+    for (int32_t oy = oy0; oy < oy1; oy++) {
+        const int8_t *xrow = in + ((oy * sh + yo) * iw) * ic + c0;
+        const int16_t *drow = D + oy * ow * TL_WIDE_C;
+        for (int32_t ox = ox0; ox < ox1; ox += 2) {
+            const int last = ox + 1 >= ox1;
+            const int8_t *x0p = xrow + (ox * sw + xo) * ic;
+            const __m256i d0 = _mm256_loadu_si256((const __m256i *)(drow + ox * TL_WIDE_C));
+            const __m256i d1 = last ? _mm256_setzero_si256()
+                                    : _mm256_loadu_si256((const __m256i *)(drow + (ox + 1) * TL_WIDE_C));
+            const __m256i x0 = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x0p)), zp);
+            const __m256i x1 = last ? _mm256_setzero_si256()
+                                    : _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x0p + sw * ic))), zp);
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(d0, d1), _mm256_unpacklo_epi16(x0, x1)));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(d0, d1), _mm256_unpackhi_epi16(x0, x1)));
+            if (++pairs == TL_WIDE_K) {
+                _mm256_storeu_si256((__m256i *)t_lo, acc_lo);
+                _mm256_storeu_si256((__m256i *)t_hi, acc_hi);
+                for (int32_t q = 0; q < 8; q++) {
+                    tot[lane_lo[q]] += t_lo[q];
+                    tot[lane_hi[q]] += t_hi[q];
+                }
+                acc_lo = acc_hi = _mm256_setzero_si256();
+                pairs = 0;
+            }
+        }
+    }
+    _mm256_storeu_si256((__m256i *)t_lo, acc_lo);
+    _mm256_storeu_si256((__m256i *)t_hi, acc_hi);
+    for (int32_t q = 0; q < 8; q++) {
+        g[lane_lo[q]] = tot[lane_lo[q]] + t_lo[q];
+        g[lane_hi[q]] = tot[lane_hi[q]] + t_hi[q];
+    }
+}
+
 /* ---------------------------------------------------------------- depthwise */
 /* G[tap * TL_WIDE_C + cc] for the 8-channel groups of the block (nc a multiple of 8). */
 TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
@@ -273,6 +318,10 @@ TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t 
             const int32_t ox0 = TL_MIN(ow, xo >= 0 ? 0 : (-xo + sw - 1) / sw);
             const int32_t ox1 = TL_MAX(ox0, TL_MIN(ow, iw - 1 - xo < 0 ? 0 : (iw - 1 - xo) / sw + 1));
             int64_t *g = G + (fy * L->k_w + fx) * TL_WIDE_C;
+            if (nc == TL_WIDE_C) {
+                dw_tap16(L, in, D, c0, oy0, oy1, ox0, ox1, yo, xo, g);
+                continue;
+            }
             for (int32_t cg = 0; cg < nc; cg += 8) {
                 __m128i acc_lo = _mm_setzero_si128(), acc_hi = acc_lo;
                 int32_t pairs = 0;
