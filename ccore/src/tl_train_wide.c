@@ -15,8 +15,13 @@
  *
  * Bounds: |d| <= 32767 and |x - zp| <= 255, so a VPMADDWD lane (two products) is below
  * 2^24 and TL_WIDE_K pairs of them stay below 2^31 before they are flushed into int64.
+ *
+ * Also here, the rest of a host training step in vectors: the LLS head's pooling and its
+ * square-basis projection and g_t, and the stochastic-rounding weight update (four lanes with
+ * AVX2, eight with AVX-512). Where the CPU has AVX512-VNNI the inner products use VPDPWSSD.
  * Built only where tl_config.h sets TL_HOST_WIDE (x86-64 Linux hosts); AVX2 is checked at run
- * time and tl_wide_usable() says no without it, so the caller falls back to the portable path. */
+ * time and the callers fall back to the portable path without it. Each function computes the
+ * same integers as the tl_train.c code it replaces (tests/test_speed_paths.py). */
 #include "tl_config.h"
 #include "tl_train.h"
 
