@@ -48,6 +48,18 @@ def ptr(ffi, cdata, ctype):
     return ffi.cast(ctype, int(core_ffi.cast("uintptr_t", cdata)))
 
 
+def wide_head(seed=0):
+    """A hidden layer with more channels than TL_LLS_MAX_T: its LLS head pools 1x1 (T = 2400)."""
+    from host.model import Layer
+    layers = [nets._conv("wide", "conv", (2, 2, 8), 2400, 1, 1),
+              Layer(kind="fc", in_shape=(2, 2, 2400), out_shape=(1, 1, 2), name="fc")]
+    rng = np.random.default_rng(seed)
+    m = nets.quantize_fresh(layers, nets.init_float(layers, seed),
+                            rng.integers(0, 256, size=(4, 2, 2, 8), dtype=np.uint8), 2, name="wide")
+    nets.set_learning_rates(m, 3e-3, 1e-2)
+    return m
+
+
 CONFIGS = [
     ("mobilenet-gap", lambda: mobilenet(0), {}),
     ("mobilenet-grid-sine", lambda: mobilenet(1, head="grid"), dict(basis="sine")),
@@ -56,6 +68,7 @@ CONFIGS = [
     ("mobilenet-relu6-mxm-nearest", lambda: mobilenet(3, resolution=40, act="relu6", classes=4),
      dict(variant="mxm", rounding="nearest")),
     ("digits", lambda: digits(0), {}),
+    ("wide-head", lambda: wide_head(0), {}),
 ]
 
 

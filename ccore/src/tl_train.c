@@ -737,7 +737,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
 
     /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
 #if TL_HOST_WIDE
-    if (tl_x86_avx2())
+    if (T <= TL_LLS_MAX_T && tl_x86_avx2())
         tl_wide_pool(L, out, P);
     else
 #endif
@@ -829,8 +829,8 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
 #if TL_HOST_WIDE
     /* a host keeps u_t (and on the square basis g_t) instead of recomputing them: 36 KB of stack */
     int64_t u_buf[TL_LLS_MAX_T], g_buf[TL_LLS_MAX_T];
-    int64_t *const u_kept = u_buf;
-    int64_t *const g_kept = basis == TL_BASIS_SQUARE && tl_x86_avx2() ? g_buf : NULL;
+    int64_t *const u_kept = T <= TL_LLS_MAX_T ? u_buf : NULL; /* pool 1 on > TL_LLS_MAX_T channels */
+    int64_t *const g_kept = basis == TL_BASIS_SQUARE && T <= TL_LLS_MAX_T && tl_x86_avx2() ? g_buf : NULL;
     if (g_kept)
         tl_wide_square_g(inc, w, C, T, g_kept);
 #else

@@ -370,7 +370,8 @@ TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t 
 }
 /* ---------------------------------------------------------------- LLS head pooling */
 /* tl_train_hidden's P_t = sum over cell (h - zp), channel-major t = c p^2 + cell, with the
- * channels contiguous in the inner loop: sums per (cell, channel) in int32 lanes first. */
+ * channels contiguous in the inner loop: sums per (cell, channel) in int32 lanes first.
+ * T = out_c p^2 <= TL_LLS_MAX_T (the caller checks: a pool of 1 may exceed it). */
 TL_AVX2 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P)
 {
     const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool, pp = p * p;
