@@ -1,10 +1,11 @@
 """Python side of the host runner (tl_host_api.h): whole epochs in one C call, pipelined or not.
 
-Once host/_build_ffi.py compiles host/csrc into host._tinylls, `host._tinylls.lib` has
-tl_host_train_epoch and this module uses it. Until then it builds a private cffi extension holding
-ccore and the runner (cached under ~/.cache/tinylls-runner, keyed by the sources' hash); that
-extension works on the very same tl_model structs as host.core.CModel (identical C sources, so
-identical struct layouts), reached through their addresses.
+host/_build_ffi.py compiles host/csrc into host._tinylls, so `host._tinylls.lib` has
+tl_host_train_epoch. build_private() compiles the same sources with other flags (the tests'
+-DTL_FORCE_GENERIC and -DTL_NO_AVX512 builds) into a private cffi extension cached under
+~/.cache/tinylls-runner, keyed by the sources' hash; it works on the very same tl_model structs as
+host.core.CModel (identical C sources, so identical struct layouts), reached through their
+addresses.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(ROOT, "host", "csrc")
-_cached = None
 
 
 def _sources():
@@ -58,12 +58,9 @@ def build_private(cflags=(), tag="runner"):
 
 
 def runner():
-    """(ffi, lib) having tl_host_train_epoch: host._tinylls when it has it, else the private build."""
-    global _cached
-    if _cached is None:
-        from host._tinylls import ffi, lib
-        _cached = (ffi, lib) if hasattr(lib, "tl_host_train_epoch") else build_private()
-    return _cached
+    """(ffi, lib) of host._tinylls, which holds tl_host_train_epoch."""
+    from host._tinylls import ffi, lib
+    return ffi, lib
 
 
 def _model_ptr(ffi, cm):
