@@ -187,8 +187,14 @@ typedef struct {
 /* Checks every layer (shapes chain, kinds, quant ranges, classes) and fills derived fields
  * (pool). Must be called once before the calls below; they re-check cheaply. */
 tl_status tl_model_prepare(tl_model *m);
-/* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. */
+/* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. The plan
+ * includes a place for the model input (below), whether the caller stages it there or not. */
 int32_t tl_model_arena_bytes(const tl_model *m);
+/* Byte offset in the arena (8-aligned) where the input tensor may be staged: neither layer 0's
+ * output nor its training scratch reaches [offset, offset + input bytes), so input = arena + offset
+ * is valid for tl_model_infer / tl_model_train_step. Layer 1 overwrites it: stage it again before
+ * every step. < 0 is an error code. */
+int32_t tl_model_input_offset(const tl_model *m);
 /* Bytes a backprop trainer would keep: the input plus every layer's output (int8). */
 int32_t tl_model_bp_activation_bytes(const tl_model *m);
 /* Largest single layer's input + output bytes (the O(n_max) yardstick). */
