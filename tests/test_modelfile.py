@@ -353,6 +353,11 @@ int main(int argc, char **argv)
     if (s != TL_OK) { printf("baseline load failed: %d\n", s); return 1; }
     uint32_t data_off = tl_get_u32(orig + MH_DATA_OFF), host_off = tl_get_u32(orig + MH_HOST_OFF);
     printf("baseline ok: %d layers, %ld bytes, table ends %u, tensors end %u\n", m.n_layers, size, data_off, host_off);
+    /* the flash loader (tl_modelfile_load_rom) shares the checks; its RAM copy must fit the file */
+    uint32_t *ram32 = malloc(((size_t)size + 3) & ~3u);
+    int32_t ram_need = -1;
+    s = tl_modelfile_load_rom(orig, (int32_t)size, (uint8_t *)ram32, (int32_t)size, &ram_need, layers, TL_MAX_LAYERS, &m);
+    if (s != TL_OK || ram_need <= 0 || ram_need > size) { printf("baseline rom load failed: %d (%d)\n", s, ram_need); return 1; }
 
     /* 1. every truncation length; bytes past the length are poisoned (ASan reports any read). */
     long n_trunc = 0;
@@ -361,6 +366,8 @@ int main(int argc, char **argv)
         s = tl_modelfile_load(work, (int32_t)len, layers, TL_MAX_LAYERS, &m);
         tally(s); n_trunc++;
         if (s == TL_OK) { printf("truncation %ld accepted\n", len); bad = 1; }
+        s = tl_modelfile_load_rom(work, (int32_t)len, (uint8_t *)ram32, ram_need, NULL, layers, TL_MAX_LAYERS, &m);
+        if (s == TL_OK) { printf("rom truncation %ld accepted\n", len); bad = 1; }
     }
     UNPOISON(work, (size_t)size);
     printf("truncations: %ld cases, %.2fs\n", n_trunc, (double)(clock() - t0) / CLOCKS_PER_SEC);
@@ -463,7 +470,7 @@ int main(int argc, char **argv)
     printf("status counts:");
     for (int i = 0; i < 16; i++) if (counts[i]) printf(" %d:%ld", -i, counts[i]);
     printf("\n");
-    free(orig32); free(work32);
+    free(orig32); free(work32); free(ram32);
     return bad;
 }
 """

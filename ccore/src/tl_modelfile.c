@@ -404,12 +404,17 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
     s = tl_model_prepare(&m);
     if (s != TL_OK)
         return s;
-    uint32_t need = 0, w, b, lm;
+    uint64_t need = 0;
+    uint32_t w, b, lm;
     for (int32_t i = 0; i < m.n_layers; i++)
-        need += train_section_bytes(&m, &layers[i], &w, &b, &lm);  /* < 2^31: each part was bounded */
+        need += train_section_bytes(&m, &layers[i], &w, &b, &lm);
+    /* Each section lies in the file, but sections may overlap: a crafted file could ask for more
+     * than any int32 size. */
+    if (need > 0x7FFFFFFFu)
+        return TL_ERR_MODEL;
     if (ram_bytes)
         *ram_bytes = (int32_t)need;
-    if (need > (uint32_t)ram_cap)
+    if (need > (uint64_t)(uint32_t)ram_cap)
         return TL_ERR_RAM;
     uint32_t at = 0;
     for (int32_t i = 0; i < m.n_layers; i++) {
