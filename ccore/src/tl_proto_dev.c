@@ -180,7 +180,7 @@ static tl_model stream_view(const tl_proto_dev *dev)
 }
 
 /* ---------------------------------------------------------------- init */
-static tl_status load_rom(tl_proto_dev *dev, int32_t *arena_needed);
+static tl_status load_rom(tl_proto_dev *dev, int32_t *detail);
 
 tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
 {
@@ -202,8 +202,8 @@ tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
     if (s != TL_OK || !cfg->rom)
         return s;
     dev->rom_crc = tl_crc32(0, cfg->rom, cfg->rom_size);
-    int32_t arena = 0;
-    return load_rom(dev, &arena);
+    int32_t detail = 0;
+    return load_rom(dev, &detail);
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -332,8 +332,9 @@ static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t le
     return TL_OK;
 }
 
-/* Makes a parsed model the loaded one once it fits the arena and the input buffer (or the arena's
- * input place). On failure *detail says what was needed and nothing changes. */
+/* Makes a parsed model the loaded one once it fits the arena and the input buffer (the input is
+ * staged in the arena when there is none). On failure *detail says what was needed (bytes) and
+ * the device state is left as it was. */
 static tl_status install(tl_proto_dev *dev, const tl_model *m, uint32_t size, uint32_t crc, int32_t in_rom,
                          int32_t *detail)
 {
