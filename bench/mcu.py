@@ -1,7 +1,11 @@
 """Instruction counts and the RAM of on-board training on an emulated Cortex-M4, as JSON.
 
-    python bench/mcu.py --model vww.tlm [--steps 3] [--json out.json] [--load-over-uart]
+    python bench/mcu.py [--model vww.tlm] [--steps 3] [--json out.json] [--load-over-uart]
     python bench/mcu.py --tflite ../shared/.../vww_96_int8.tflite   (imported on the fly)
+
+Without --model/--tflite it measures the network of issue 6: MobileNetV1-0.25 96x96x3, 2 classes,
+every layer trained, built from scratch as bench/mcu_perf.py builds it (host.nets, grid head,
+seed 0, learning rates 1e-3 / 1e-2).
 
 Builds firmware/ for mps2-an386 with the model compiled into flash (`make MODEL=file.tlm`: every
 static buffer sized exactly for this model by its own planner figures, see firmware/README.md),
@@ -183,8 +187,8 @@ def build_firmware(build: Path, path: Path, blob_len: int, arena: int, over_uart
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/mcu.py", description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="tinylls model file")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--model", help="tinylls model file (default: MobileNetV1-0.25 96x96x3 from scratch)")
     src.add_argument("--tflite", help="int8 .tflite to import (host.tflite_import) instead of --model")
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate when importing --tflite")
     ap.add_argument("--steps", type=int, default=3, help="inference and training steps to run (median)")
@@ -207,6 +211,14 @@ def main(argv=None) -> int:
                 nets.set_learning_rates(model, hidden=args.lr, classifier=args.lr)
                 path = Path(tmp) / "model.tlm"
                 modelfile.save(model, str(path))
+            elif not args.model:
+                from host import nets
+                calib = np.random.default_rng(0).integers(0, 256, size=(8, 96, 96, 3), dtype=np.uint8)
+                model = nets.build("mobilenet", seed=0, calib=calib, classes=2, head="grid")
+                nets.set_learning_rates(model, 1e-3, 1e-2)
+                path = Path(tmp) / "mobilenet_v1_0.25_96.tlm"
+                modelfile.save(model, str(path))
+                model = modelfile.load(str(path))
             else:
                 path = Path(args.model).resolve()
                 if not path.is_file():
@@ -236,7 +248,7 @@ def main(argv=None) -> int:
             callchain = stack_callchain(build)
             ram = sizes["static_ram_bytes"] + info.stack_used
             out = {
-                "model": str(args.model or args.tflite),
+                "model": str(args.model or args.tflite or "mobilenet_v1_0.25_96 (host.nets, grid head, seed 0)"),
                 "layout": "model file in RAM, loaded over the link" if args.load_over_uart
                 else "model in flash, trainable tensors in RAM",
                 "board": info.board,

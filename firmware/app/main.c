@@ -72,12 +72,14 @@ static uint32_t link_stack_used(void *user)
     return board_stack_used();
 }
 
-int tinylls_app_main(void)
+/* Kept out of line so that its configuration struct is off the stack while training runs (the
+ * dispatcher keeps its own copy). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static tl_status app_init(void)
 {
     tl_proto_dev_cfg cfg;
-    uint8_t rx[64];
-
-    board_init();
     uint8_t *p = (uint8_t *)&cfg;
     for (uint32_t i = 0; i < sizeof(cfg); i++)
         p[i] = 0;
@@ -100,7 +102,15 @@ int tinylls_app_main(void)
     cfg.rom = (const uint8_t *)fw_model;
     cfg.rom_size = (int32_t)FW_MODEL_BYTES;
 #endif
-    if (tl_proto_dev_init(&g_dev, &cfg) != TL_OK)
+    return tl_proto_dev_init(&g_dev, &cfg);
+}
+
+int tinylls_app_main(void)
+{
+    uint8_t rx[64];
+
+    board_init();
+    if (app_init() != TL_OK)
         return 1;
     for (;;) {
         int32_t n = board_uart_read(rx, (int32_t)sizeof(rx));
