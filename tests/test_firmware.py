@@ -266,6 +266,12 @@ def test_model_in_flash_trains_like_host_simulate_in_exact_ram(flash_elf, tmp_pa
     assert dev["blob_cap"] == modelfile.train_ram_bytes(blob) == dev["weights_bytes"]
     assert dev["arena_cap"] == dev["arena_needed"]
     assert 0 < dev["stack_used"] < 16384
+    # the painted high-water mark stays within the static call-chain bound bench/mcu.py reports
+    sys.path.insert(0, str(ROOT / "bench"))
+    import mcu
+    chain = mcu.stack_callchain(elf.parent)
+    assert chain["stack_callchain"][:3] == ["Reset_Handler", "main", "tinylls_app_main"]
+    assert dev["stack_used"] <= chain["stack_callchain_bytes"], chain
     r = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True)
     sec = {p[0]: int(p[1]) for p in (line.split() for line in r.stdout.splitlines()) if len(p) >= 2 and p[1].isdigit()}
     # static RAM: the trainable tensors, the arena and at most 16 KB of protocol state and tables
