@@ -376,16 +376,17 @@ class Link:
         v = _INFO.unpack_from(p)
         rom_size, rom_crc, stack_used = (_INFO_V3.unpack_from(p, _INFO.size)
                                          if len(p) >= _INFO.size + _INFO_V3.size else (0, 0, 0))
-        self.last_info = Info(proto=v[0], n_layers=v[1], loaded=bool(v[2] & 1), arena_needed=v[3], arena_cap=v[4],
-                    blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
-                    weights_bytes=v[10], weights_crc=v[11], steps=v[12], classes=v[13],
-                    input_shape=(v[14], v[15], v[16]), counter_kind=COUNTER_KINDS.get(v[17], str(v[17])),
-                    max_payload=v[18], board=v[19].rstrip(b"\0").decode(errors="replace"),
-                    version=v[20].rstrip(b"\0").decode(errors="replace"),
-                    config=dict(zip(CONFIG_FIELDS, v[21:27])),
-                    input_in_arena=bool(v[2] & lib.TL_PROTO_INFO_INPUT_IN_ARENA),
-                    model_in_flash=bool(v[2] & lib.TL_PROTO_INFO_MODEL_IN_FLASH),
-                    rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used)
+        self.last_info = Info(
+            proto=v[0], n_layers=v[1], loaded=bool(v[2] & lib.TL_PROTO_INFO_LOADED), arena_needed=v[3],
+            arena_cap=v[4], blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
+            weights_bytes=v[10], weights_crc=v[11], steps=v[12], classes=v[13],
+            input_shape=(v[14], v[15], v[16]), counter_kind=COUNTER_KINDS.get(v[17], str(v[17])),
+            max_payload=v[18], board=v[19].rstrip(b"\0").decode(errors="replace"),
+            version=v[20].rstrip(b"\0").decode(errors="replace"),
+            config=dict(zip(CONFIG_FIELDS, v[21:27])),
+            input_in_arena=bool(v[2] & lib.TL_PROTO_INFO_INPUT_IN_ARENA),
+            model_in_flash=bool(v[2] & lib.TL_PROTO_INFO_MODEL_IN_FLASH),
+            rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used)
         return self.last_info
 
     def load_model(self, blob: bytes, progress=None) -> dict:
@@ -400,7 +401,12 @@ class Link:
         rom = (self.last_info.rom_size, self.last_info.rom_crc) if self.last_info else (0, 0)
         if rom[0]:
             from host import modelfile
-            for cand in (blob, modelfile.strip_host(blob)):
+            cands = [blob]
+            try:
+                cands.append(modelfile.strip_host(blob))
+            except modelfile.ModelFileError:
+                pass                                  # not a model file: the device will say so
+            for cand in cands:
                 if (len(cand), zlib.crc32(cand)) == rom:
                     blob = cand
                     break

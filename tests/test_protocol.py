@@ -561,6 +561,10 @@ def test_model_in_flash_with_input_in_the_arena_trains_like_the_host(tiny):
     assert not link.load_model(small)["resident"]
     info = link.info()
     assert info.loaded and not info.model_in_flash and info.model_crc == zlib.crc32(small)
+    with pytest.raises(P.DeviceError) as e:          # not a model file: the device's parser says so
+        link.load_model(b"not a model file" * 4)
+    assert e.value.op == lib.TL_PROTO_OP_LOAD_END and e.value.code == lib.TL_ERR_MAGIC
+    assert link.load_model(blob)["resident"] and link.read_weights() == w0
 
 
 def _tiny_fc():
