@@ -42,7 +42,9 @@ aligned blob gives aligned int32 arrays that the C core uses where they lie (no 
     logit_mult/shift    last layer only: its out_scale (softmax input scale)
 
   tensor area [data_off, host_off): the sections above, each 4-byte aligned, layer by layer.
-  Training writes weights, bias and lls_m in place, and only inside this area.
+  Training writes weights, bias and lls_m in place, and only inside this area (only those of
+  trainable layers). A file kept in flash (tl_modelfile_load_rom, `make -C firmware MODEL=`) has
+  just those copied to RAM: train_ram_bytes() below.
 
   host-only area [host_off, end): UTF-8 JSON (json_len bytes: {"format", "name", "input_scale",
   "meta", "layers": [{"name", "lr", "leaky_alpha", "lls_m_lr", "lls_m_shape"}], "notes"}), padding
@@ -389,6 +391,24 @@ def strip_host(blob: bytes) -> bytes:
     return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
 
 
+def train_ram_bytes(blob: bytes) -> int:
+    """RAM a board needs for this file's trainable tensors when the file itself stays in flash
+    (tl_modelfile_load_rom): per trainable layer its weights rounded up to 4 bytes, its int32 bias
+    and its lls_m. Frozen layers, quantized multipliers, the layer table and the host-only area
+    stay in flash."""
+    hdr = read_header(blob)
+    kinds = {v: k for k, v in KIND_CODES.items()}
+    total = 0
+    for e in layer_entries(blob, hdr):
+        kind = kinds.get(e["kind"], "?")
+        if not (e["flags"] & FLAG_TRAINABLE) or kind not in ("conv", "dwconv", "fc"):
+            continue
+        nw = weights_count(kind, (e["in_h"], e["in_w"], e["in_c"]), (e["out_h"], e["out_w"], e["out_c"]),
+                           (e["k_h"], e["k_w"]))
+        total += (nw + 3) // 4 * 4 + 4 * e["out_c"] + 4 * e["lls_m_len"]
+    return total
+
+
 def describe(blob: bytes) -> dict:
     """Sizes a firmware build cares about: file bytes, tensor bytes per section."""
     hdr = read_header(blob)
@@ -403,5 +423,5 @@ def describe(blob: bytes) -> dict:
         sizes["lls_m"] += 4 * e["lls_m_len"]
     return {"file_bytes": hdr["file_len"], "header_and_table_bytes": hdr["data_off"],
             "tensor_bytes": hdr["host_off"] - hdr["data_off"], "host_only_bytes": hdr["host_len"],
-            "sections": sizes}
+            "train_ram_bytes": train_ram_bytes(blob), "sections": sizes}
 

@@ -168,12 +168,18 @@ class Info:
     board: str
     version: str
     config: dict              # the loaded model's training configuration (tl_train_cfg fields)
+    input_in_arena: bool = False   # the firmware stages the input inside its arena (no buffer)
+    model_in_flash: bool = False   # the loaded model is the one compiled into the firmware
+    rom_size: int = 0         # model file compiled into the firmware (flash): size, CRC32; 0: none
+    rom_crc: int = 0
+    stack_used: int = 0       # the board's stack high-water mark since boot (bytes; 0: not measured)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 _INFO = struct.Struct("<HH11I4i2I16s16s3i2Ii")
+_INFO_V3 = struct.Struct("<3I")             # protocol 3: rom_size, rom_crc, stack_used after _INFO
 CONFIG_FIELDS = ("basis", "variant", "rounding", "seed", "basis_seed", "inv_tau_q8")   # SET_CONFIG order
 _CONFIG = struct.Struct("<3i2Ii")
 _LR = struct.Struct("<4i")                 # one layer of SET_LR
@@ -208,6 +214,7 @@ class Link:
         self.trace = trace            # callable(str) or None: hex dump of every packet
         self.seq = first_seq & 0xFFFF
         self.dec = Decoder()
+        self.last_info = None         # the last INFO answer (load_model looks for a model in flash)
         self.pending: list = []
         self.stats = LinkStats()
         self.chunk = CHUNK_MAX
@@ -367,21 +374,51 @@ class Link:
     def info(self, attempts: int = MAX_ATTEMPTS) -> Info:
         p = self.command(OP["INFO"], attempts=attempts)
         v = _INFO.unpack_from(p)
-        return Info(proto=v[0], n_layers=v[1], loaded=bool(v[2] & 1), arena_needed=v[3], arena_cap=v[4],
-                    blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
-                    weights_bytes=v[10], weights_crc=v[11], steps=v[12], classes=v[13],
-                    input_shape=(v[14], v[15], v[16]), counter_kind=COUNTER_KINDS.get(v[17], str(v[17])),
-                    max_payload=v[18], board=v[19].rstrip(b"\0").decode(errors="replace"),
-                    version=v[20].rstrip(b"\0").decode(errors="replace"),
-                    config=dict(zip(CONFIG_FIELDS, v[21:27])))
+        rom_size, rom_crc, stack_used = (_INFO_V3.unpack_from(p, _INFO.size)
+                                         if len(p) >= _INFO.size + _INFO_V3.size else (0, 0, 0))
+        self.last_info = Info(
+            proto=v[0], n_layers=v[1], loaded=bool(v[2] & lib.TL_PROTO_INFO_LOADED), arena_needed=v[3],
+            arena_cap=v[4], blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
+            weights_bytes=v[10], weights_crc=v[11], steps=v[12], classes=v[13],
+            input_shape=(v[14], v[15], v[16]), counter_kind=COUNTER_KINDS.get(v[17], str(v[17])),
+            max_payload=v[18], board=v[19].rstrip(b"\0").decode(errors="replace"),
+            version=v[20].rstrip(b"\0").decode(errors="replace"),
+            config=dict(zip(CONFIG_FIELDS, v[21:27])),
+            input_in_arena=bool(v[2] & lib.TL_PROTO_INFO_INPUT_IN_ARENA),
+            model_in_flash=bool(v[2] & lib.TL_PROTO_INFO_MODEL_IN_FLASH),
+            rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used)
+        return self.last_info
 
     def load_model(self, blob: bytes, progress=None) -> dict:
-        """LOAD_BEGIN, chunks, LOAD_END: the device checks the CRC32 and parses the file before use."""
+        """LOAD_BEGIN, chunks, LOAD_END: the device checks the CRC32 and parses the file before use.
+
+        When the last INFO showed a model in the firmware's flash that is this file, or this file
+        without its host-only area (host.modelfile.strip_host, what `make MODEL=` compiles in),
+        nothing is sent: LOAD_BEGIN names it, the device answers "resident" and LOAD_END copies its
+        trainable tensors to RAM afresh. Returns the arena, shape and the (size, CRC32) the device
+        now holds (model_size, model_crc: INFO reports the same)."""
         blob = bytes(blob)
-        self.command(OP["LOAD_BEGIN"], struct.pack("<II", len(blob), zlib.crc32(blob)))
-        self._chunked(OP["LOAD_DATA"], blob, progress)
+        rom = (self.last_info.rom_size, self.last_info.rom_crc) if self.last_info else (0, 0)
+        if rom[0]:
+            from host import modelfile
+            cands = [blob]
+            try:
+                cands.append(modelfile.strip_host(blob))
+            except modelfile.ModelFileError:
+                pass                                  # not a model file: the device will say so
+            for cand in cands:
+                if (len(cand), zlib.crc32(cand)) == rom:
+                    blob = cand
+                    break
+        p = self.command(OP["LOAD_BEGIN"], struct.pack("<II", len(blob), zlib.crc32(blob)))
+        resident = len(p) >= 4 and struct.unpack_from("<I", p)[0] == 1
+        if not resident:
+            self._chunked(OP["LOAD_DATA"], blob, progress)
+        elif progress:
+            progress(len(blob))
         arena, n_layers, classes = struct.unpack_from("<IHH", self.command(OP["LOAD_END"]))
-        return {"arena_bytes": arena, "n_layers": n_layers, "classes": classes}
+        return {"arena_bytes": arena, "n_layers": n_layers, "classes": classes, "resident": resident,
+                "model_size": len(blob), "model_crc": zlib.crc32(blob)}
 
     def set_config(self, *, basis: int, variant: int, rounding: int, seed: int, basis_seed: int,
                    inv_tau_q8: int):
@@ -465,12 +502,17 @@ class SimulatedPort:
     without a board; `drop_rx` / `flip` hooks let them damage traffic deterministically."""
 
     def __init__(self, blob_cap: int = 4 << 20, arena_cap: int = 1 << 20, input_cap: int = 1 << 18,
-                 max_layers: int = 64, board: str = "host-sim"):
+                 max_layers: int = 64, board: str = "host-sim", rom: bytes | None = None):
+        """input_cap 0 stages the input in the arena (as the firmware does); rom: a model file the
+        device holds in "flash" (its trainable tensors go to the blob buffer)."""
         self._keep = []
         self.blob = ffi.new("uint32_t[]", (blob_cap + 3) // 4)
         self.layers = ffi.new("tl_layer[]", max_layers)
-        self.arena = ffi.new("uint8_t[]", max(arena_cap, 1))
-        self.input = ffi.new("int8_t[]", input_cap)
+        self.arena = ffi.new("uint64_t[]", max((arena_cap + 7) // 8, 1))
+        self.input = ffi.new("int8_t[]", input_cap) if input_cap else ffi.NULL
+        self.rom = ffi.new("uint32_t[]", (len(rom) + 3) // 4) if rom else ffi.NULL
+        if rom:
+            ffi.memmove(self.rom, rom, len(rom))
         self.board = ffi.new("char[]", board.encode())
         self.rx = bytearray()                     # bytes the device sent, not yet read
         self.timeout = 0.05
@@ -499,6 +541,8 @@ class SimulatedPort:
         cfg.counter_kind = lib.TL_PROTO_COUNTER_NONE
         cfg.free_ram = 0
         cfg.board = self.board
+        cfg.rom = ffi.cast("uint8_t *", self.rom)
+        cfg.rom_size = len(rom) if rom else 0
         self.dev = ffi.new("tl_proto_dev *")
         st = lib.tl_proto_dev_init(self.dev, cfg)
         if st != 0:

@@ -212,8 +212,8 @@ def run(args, log=None, progress=True) -> dict:
             loaded = link.load_model(blob, progress=bar.update)
         link.set_config(**config)
         info = link.info()
-        if info.model_crc != zlib.crc32(blob):
-            raise StreamError("board reports a different model CRC32 than the file sent")
+        if (info.model_size, info.model_crc) != (loaded["model_size"], loaded["model_crc"]):
+            raise StreamError("board reports a different model (size, CRC32) than the one loaded")
         if info.config != config or info.steps != 0:
             raise StreamError(f"board reports training configuration {info.config} (step {info.steps}), "
                               f"sent {config}")

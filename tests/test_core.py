@@ -52,6 +52,34 @@ def test_core_never_touches_memory_outside_the_arena():
     assert np.any(raw[pad:-pad] != 0xA5), "the arena was never used"
 
 
+def test_input_staged_in_the_arena_trains_identically_and_stays_inside():
+    """A board stages the input at tl_model_input_offset inside the arena (no input buffer): layer 0's
+    output and scratch never reach it, so the weights are those of an input held outside."""
+    model, twin = mobilenet(resolution=48), mobilenet(resolution=48)
+    cm, ct = CModel(model), CModel(twin)
+    off = lib.tl_model_input_offset(cm._m)
+    n_in = int(np.prod(model.input_shape))
+    assert off % 8 == 0 and off + n_in <= cm.arena_bytes
+    assert off >= model.layers[0].out_shape[0] * model.layers[0].out_shape[1] * model.layers[0].out_shape[2]
+    pad = 4096
+    raw = np.full(cm.arena_bytes + 2 * pad, 0xA5, np.uint8)
+    ctx = ffi.new("tl_ctx *")
+    ctx.buf = ffi.cast("void *", raw.ctypes.data + pad)
+    ctx.size = cm.arena_bytes
+    staged = ffi.cast("int8_t *", raw.ctypes.data + pad + off)
+    res = ffi.new("tl_result *")
+    for k in range(3):
+        x = sample(model, k)
+        raw[pad + off: pad + off + n_in] = x.reshape(-1).view(np.uint8)
+        assert lib.tl_model_train_step(cm._m, ctx, staged, k % 2, res) == lib.TL_OK
+        ct.train_step(x, k % 2)
+        raw[pad + off: pad + off + n_in] = x.reshape(-1).view(np.uint8)
+        assert lib.tl_model_infer(cm._m, ctx, staged, 1, res) == lib.TL_OK
+        assert res.pred == ct.infer(x, with_local=True).pred
+    assert weights_sha256(model) == weights_sha256(twin)
+    assert np.all(raw[:pad] == 0xA5) and np.all(raw[-pad:] == 0xA5), "the core wrote outside its arena"
+
+
 def test_errors_leave_the_weights_untouched():
     model = mobilenet(resolution=48)
     cm = CModel(model)

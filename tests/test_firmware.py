@@ -18,6 +18,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def tools():
 
 def build_firmware(out_dir: Path, **sizes) -> Path:
     args = ["make", "-s", "-C", str(ROOT / "firmware"), "BOARD=mps2-an386", f"BUILD={out_dir}",
-            f"-j{os.cpu_count() or 2}"] + [f"{k.upper()}={v}" for k, v in sizes.items()]
+            f"PYTHON={sys.executable}", f"-j{os.cpu_count() or 2}"] + [f"{k.upper()}={v}" for k, v in sizes.items()]
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, f"firmware build failed:\n{r.stdout}\n{r.stderr}"
     elf = out_dir / "tinylls.elf"
@@ -237,6 +238,44 @@ def test_from_scratch_lls_m_with_lr_schedule_matches_host_simulate(vww_elf, tmp_
     assert [h["lr_factor"] for h in board["history"]] == [1.0, 0.5]
     assert [h["train_accuracy"] for h in board["history"]] == [h["train_accuracy"] for h in sim["history"]]
     print(f"scratch run: {board['_seconds']:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def flash_elf(tools, tmp_path_factory):
+    """The from-scratch model of SCRATCH compiled into flash (make MODEL=...): every buffer sized
+    exactly by the build (trainable tensors, arena with the input inside, layer table)."""
+    from host import modelfile, simulate, stream
+    p = argparse.ArgumentParser()
+    simulate.add_training_args(p)
+    setup, _ = stream.prepare_run(p.parse_args(SCRATCH))
+    out = tmp_path_factory.mktemp("fw-flash")
+    path = out / "scratch.tlm"
+    modelfile.save(setup.model, str(path))
+    return build_firmware(out / "build", model=path), path
+
+
+def test_model_in_flash_trains_like_host_simulate_in_exact_ram(flash_elf, tmp_path):
+    from host import modelfile
+    elf, path = flash_elf
+    board = stream_run(elf, SCRATCH, tmp_path, "flash")
+    assert_same_run(board, simulate_run(SCRATCH, tmp_path, "flash"), 6, 4, 2)
+    dev = board["device"]
+    blob = path.read_bytes()
+    assert dev["model_in_flash"] and dev["input_in_arena"] and dev["input_cap"] == 0
+    assert (dev["rom_size"], dev["model_size"]) == (len(modelfile.strip_host(blob)),) * 2
+    assert dev["blob_cap"] == modelfile.train_ram_bytes(blob) == dev["weights_bytes"]
+    assert dev["arena_cap"] == dev["arena_needed"]
+    assert 0 < dev["stack_used"] < 16384
+    # the painted high-water mark stays within the static call-chain bound bench/mcu.py reports
+    sys.path.insert(0, str(ROOT / "bench"))
+    import mcu
+    chain = mcu.stack_callchain(elf.parent)
+    assert chain["stack_callchain"][:3] == ["Reset_Handler", "main", "tinylls_app_main"]
+    assert dev["stack_used"] <= chain["stack_callchain_bytes"], chain
+    r = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True)
+    sec = {p[0]: int(p[1]) for p in (line.split() for line in r.stdout.splitlines()) if len(p) >= 2 and p[1].isdigit()}
+    # static RAM: the trainable tensors, the arena and at most 16 KB of protocol state and tables
+    assert 0 <= sec[".data"] + sec[".bss"] - dev["blob_cap"] - dev["arena_cap"] < 16384
 
 
 def test_stream_reports_missing_port_and_silent_firmware(tmp_path, capsys):

@@ -353,6 +353,11 @@ int main(int argc, char **argv)
     if (s != TL_OK) { printf("baseline load failed: %d\n", s); return 1; }
     uint32_t data_off = tl_get_u32(orig + MH_DATA_OFF), host_off = tl_get_u32(orig + MH_HOST_OFF);
     printf("baseline ok: %d layers, %ld bytes, table ends %u, tensors end %u\n", m.n_layers, size, data_off, host_off);
+    /* the flash loader (tl_modelfile_load_rom) shares the checks; its RAM copy must fit the file */
+    uint32_t *ram32 = malloc(((size_t)size + 3) & ~3u);
+    int32_t ram_need = -1;
+    s = tl_modelfile_load_rom(orig, (int32_t)size, (uint8_t *)ram32, (int32_t)size, &ram_need, layers, TL_MAX_LAYERS, &m);
+    if (s != TL_OK || ram_need <= 0 || ram_need > size) { printf("baseline rom load failed: %d (%d)\n", s, ram_need); return 1; }
 
     /* 1. every truncation length; bytes past the length are poisoned (ASan reports any read). */
     long n_trunc = 0;
@@ -361,6 +366,8 @@ int main(int argc, char **argv)
         s = tl_modelfile_load(work, (int32_t)len, layers, TL_MAX_LAYERS, &m);
         tally(s); n_trunc++;
         if (s == TL_OK) { printf("truncation %ld accepted\n", len); bad = 1; }
+        s = tl_modelfile_load_rom(work, (int32_t)len, (uint8_t *)ram32, ram_need, NULL, layers, TL_MAX_LAYERS, &m);
+        if (s == TL_OK) { printf("rom truncation %ld accepted\n", len); bad = 1; }
     }
     UNPOISON(work, (size_t)size);
     printf("truncations: %ld cases, %.2fs\n", n_trunc, (double)(clock() - t0) / CLOCKS_PER_SEC);
@@ -463,7 +470,7 @@ int main(int argc, char **argv)
     printf("status counts:");
     for (int i = 0; i < 16; i++) if (counts[i]) printf(" %d:%ld", -i, counts[i]);
     printf("\n");
-    free(orig32); free(work32);
+    free(orig32); free(work32); free(ram32);
     return bad;
 }
 """
@@ -512,3 +519,74 @@ def test_fuzz_imported_vww_model(fuzz_binary, tmp_path):
     modelfile.save(import_tflite(str(shared_path(VWW_TFLITE))), str(p))
     out = _run_fuzz(fuzz_binary, p, "big")
     assert f"truncations: {p.stat().st_size} cases" in out
+
+
+# ---------------------------------------------------------------------------------- model in flash
+
+def _rom_load(ffi, lib, rom, size, ram, cap, layers, m):
+    need = ffi.new("int32_t *")
+    s = lib.tl_modelfile_load_rom(ffi.cast("uint8_t *", rom), size,
+                                  ffi.cast("uint8_t *", ram) if ram is not None else ffi.NULL, cap, need,
+                                  layers, 64, m)
+    return s, need[0]
+
+
+def test_rom_loader_copies_only_what_training_writes_and_trains_identically():
+    """tl_modelfile_load_rom: the file stays read-only; weights, bias and lls_m of trainable layers
+    (and nothing else) go to a RAM buffer of exactly host.modelfile.train_ram_bytes; training from
+    there gives the bytes training the file in place gives."""
+    ffi, lib = _lib()
+    model = small_model(seed=2)
+    model.layers[1].trainable = False                   # a frozen layer stays in flash, lls_m included
+    blob = modelfile.strip_host(modelfile.to_bytes(model))
+    rom = ffi.new("uint32_t[]", (len(blob) + 3) // 4)
+    ffi.memmove(rom, blob, len(blob))
+    layers, m = ffi.new("tl_layer[]", 64), ffi.new("tl_model *")
+    m.n_layers = -77
+    want = sum((L.weights.size + 3) // 4 * 4 + 4 * L.out_c + 4 * np.size(getattr(L, "lls_m", None) if getattr(L, "lls_m", None) is not None else [])
+               for L in model.layers if L.trainable and L.has_weights)
+    assert modelfile.train_ram_bytes(blob) == want < len(blob) // 2
+    s, need = _rom_load(ffi, lib, rom, len(blob), None, 0, layers, m)  # a size query
+    assert (s, need, m.n_layers) == (lib.TL_ERR_RAM, want, -77)
+    assert "RAM" in ffi.string(lib.tl_strerror(s)).decode()
+    ram = ffi.new("uint32_t[]", want // 4)
+    assert _rom_load(ffi, lib, rom, len(blob), ram, want - 4, layers, m) == (lib.TL_ERR_RAM, want)
+    assert _rom_load(ffi, lib, rom, len(blob) - 1, ram, want, layers, m)[0] == lib.TL_ERR_TRUNCATED
+    assert _rom_load(ffi, lib, rom, len(blob), ram, want, layers, m) == (lib.TL_OK, want)
+    lo_rom, lo_ram = int(ffi.cast("uintptr_t", rom)), int(ffi.cast("uintptr_t", ram))
+
+    def where(p):
+        a = int(ffi.cast("uintptr_t", p))
+        return "ram" if lo_ram <= a < lo_ram + want else "rom" if lo_rom <= a < lo_rom + len(blob) else "?"
+
+    for i, L in enumerate(model.layers):
+        if not L.has_weights:
+            continue
+        c = layers[i]
+        home = "ram" if L.trainable else "rom"
+        assert [where(c.weights), where(c.bias)] == [home, home], i
+        if getattr(L, "lls_m", None) is not None:
+            assert where(c.lls_m) == home, i
+        assert {where(c.out_mult), where(c.out_shift), where(c.upd_mult), where(c.bupd_shift)} == {"rom"}, i
+    # train both ways on the same inputs: same stream bytes, and the flash copy never changes
+    s, m2, layers2, _ = c_load(blob)
+    assert s == lib.TL_OK
+    ab = lib.tl_model_arena_bytes(m)
+    arena = ffi.new("uint64_t[]", (ab + 7) // 8)
+    ctx, res = ffi.new("tl_ctx *"), ffi.new("tl_result *")
+    ctx.buf, ctx.size = arena, ab
+    rng = np.random.default_rng(9)
+    for k in range(4):
+        x = np.ascontiguousarray(rng.integers(-128, 128, (8, 8, 3)).astype(np.int8))
+        for mm in (m, m2):
+            assert lib.tl_model_train_step(mm, ctx, ffi.cast("int8_t *", x.ctypes.data), k % 3, res) == lib.TL_OK
+    crc1, crc2, n1, n2 = ffi.new("uint32_t *"), ffi.new("uint32_t *"), ffi.new("int32_t *"), ffi.new("int32_t *")
+    for mm, crc, n in ((m, crc1, n1), (m2, crc2, n2)):
+        lib.tl_proto_weights_crc(mm, crc)
+        lib.tl_proto_weights_size(mm, n)
+    assert (crc1[0], n1[0]) == (crc2[0], n2[0])
+    assert bytes(ffi.buffer(rom, len(blob))) == blob                  # flash untouched
+    before = bytes(ffi.buffer(ram, want))
+    assert _rom_load(ffi, lib, rom, len(blob), ram, want, layers, m)[0] == lib.TL_OK
+    assert bytes(ffi.buffer(ram, want)) != before                     # reloading restores the file's values
+    assert lib.tl_proto_weights_crc(m, crc1) == lib.TL_OK and crc1[0] != crc2[0]

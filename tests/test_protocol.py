@@ -3,6 +3,7 @@ dispatcher (ccore/src/tl_proto_dev.c) running in process, and the host client on
 Fast: no board, no emulator."""
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 import zlib
@@ -505,3 +506,71 @@ def test_retransmitted_set_config_is_not_executed_twice(tiny):
     assert sim_roundtrip(port, wire_lr) == sim_roundtrip(port, wire_lr)
     st = P.Link(port, first_seq=950).device_stats()
     assert st["duplicates"] == 2
+
+
+# ---------------------------------------------------------------- model in flash, input in the arena
+def test_model_in_flash_with_input_in_the_arena_trains_like_the_host(tiny):
+    """The firmware layout of issue 6 (make MODEL=...): the model file in "flash", only its trainable
+    tensors in a RAM buffer of exactly their size, the input staged inside the arena. A LOAD of that
+    file sends no data; training matches the host core bit for bit; a reload restores the file's
+    weights; another file that fits the RAM buffer still loads over the link."""
+    from host import modelfile
+    from host.core import CModel
+    from host.model import weights_sha256
+    model, blob, calib = tiny
+    dev_blob = modelfile.strip_host(blob)
+    need = modelfile.train_ram_bytes(blob)
+    with pytest.raises(ValueError, match="RAM for the trainable tensors"):
+        P.SimulatedPort(blob_cap=need - 4, input_cap=0, rom=dev_blob)
+    with pytest.raises(ValueError, match="TL_PROTO_ERR_ARENA"):
+        P.SimulatedPort(blob_cap=need, arena_cap=64, input_cap=0, rom=dev_blob)
+    link = P.Link(P.SimulatedPort(blob_cap=need, input_cap=0, rom=dev_blob))
+    info = link.sync()
+    assert info.loaded and info.model_in_flash and info.input_in_arena and info.input_cap == 0
+    assert (info.rom_size, info.rom_crc) == (len(dev_blob), zlib.crc32(dev_blob))
+    assert info.blob_cap == need < len(dev_blob) and info.weights_bytes == need
+    w0 = link.read_weights()
+    resident = link.command(lib.TL_PROTO_OP_LOAD_BEGIN, struct.pack("<II", len(dev_blob), zlib.crc32(dev_blob)))
+    assert struct.unpack_from("<I", resident)[0] == 1
+    with pytest.raises(P.DeviceError) as e:
+        link.command(lib.TL_PROTO_OP_LOAD_DATA, struct.pack("<I", 0) + dev_blob[:16])
+    assert e.value.code == lib.TL_PROTO_ERR_IN_FLASH and "flash" in P.strerror(e.value.code)
+    before = link.stats.bytes_tx
+    loaded = link.load_model(blob)                   # the full file: recognised by its stripped twin
+    assert loaded["resident"] and (loaded["model_size"], loaded["model_crc"]) == (info.rom_size, info.rom_crc)
+    assert link.stats.bytes_tx - before < 100        # LOAD_BEGIN + LOAD_END only
+    cm = CModel(modelfile.from_bytes(blob))
+    labels = [3, 1, 4, 1, 5, 9]
+    for img, y in zip(calib, labels):
+        x = model.quantize_input(img)
+        r = link.train(x, y)
+        assert r.pred == cm.train_step(x, y).pred
+        assert link.evaluate(x).local_pred == cm.infer(x, with_local=True).local_pred.tolist()
+    assert hashlib.sha256(link.read_weights()).hexdigest() == weights_sha256(cm.model)
+    # a step consumes the staged input (layer 1 writes over it): the next one must stage it again
+    n, crc = link.put_input(x)
+    link.command(lib.TL_PROTO_OP_TRAIN, struct.pack("<iII", 0, n, crc))
+    with pytest.raises(P.DeviceError) as e:
+        link.command(lib.TL_PROTO_OP_TRAIN, struct.pack("<iII", 0, n, crc))
+    assert e.value.code == lib.TL_PROTO_ERR_INPUT_CRC
+    link.load_model(blob)
+    assert link.read_weights() == w0 and link.info().steps == 0
+    # a file of another model that fits the buffer loads over the link, in place, not "in flash"
+    small = modelfile.strip_host(modelfile.to_bytes(_tiny_fc()))
+    assert len(small) <= need
+    assert not link.load_model(small)["resident"]
+    info = link.info()
+    assert info.loaded and not info.model_in_flash and info.model_crc == zlib.crc32(small)
+    with pytest.raises(P.DeviceError) as e:          # not a model file: the device's parser says so
+        link.load_model(b"not a model file" * 4)
+    assert e.value.op == lib.TL_PROTO_OP_LOAD_END and e.value.code == lib.TL_ERR_MAGIC
+    assert link.load_model(blob)["resident"] and link.read_weights() == w0
+
+
+def _tiny_fc():
+    from host.model import Layer, Model
+    rng = np.random.default_rng(1)
+    fc = Layer("fc", (2, 2, 1), (1, 1, 2), act="none", in_scale=0.02, in_zp=0, out_scale=0.05, out_zp=0,
+               w_scale=np.full(2, 0.01), weights=rng.integers(-100, 100, (2, 4)).astype(np.int8),
+               bias=np.zeros(2, np.int32), lr=0.01, name="fc")
+    return Model([fc], classes=2, input_scale=0.02, input_zp=0, name="tiny-fc")

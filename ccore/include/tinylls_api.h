@@ -27,7 +27,9 @@ enum {
     TL_ERR_CRC = -9,          /* model file body does not match its CRC32 */
     TL_ERR_VERSION = -10,     /* model file format version unknown to this build */
     TL_ERR_MAGIC = -11,       /* not a tinylls model file */
-    TL_ERR_FROZEN = -12       /* training asked of a model whose layers are all frozen */
+    TL_ERR_FROZEN = -12,      /* training asked of a model whose layers are all frozen */
+    TL_ERR_RAM = -13          /* RAM for the trainable tensors smaller than the model file needs
+                                 (tl_modelfile_load_rom reports the bytes it needs) */
 };
 
 /* ---------------------------------------------------------------- limits */
@@ -187,8 +189,14 @@ typedef struct {
 /* Checks every layer (shapes chain, kinds, quant ranges, classes) and fills derived fields
  * (pool). Must be called once before the calls below; they re-check cheaply. */
 tl_status tl_model_prepare(tl_model *m);
-/* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. */
+/* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. The plan
+ * includes a place for the model input (below), whether the caller stages it there or not. */
 int32_t tl_model_arena_bytes(const tl_model *m);
+/* Byte offset in the arena (8-aligned) where the input tensor may be staged: neither layer 0's
+ * output nor its training scratch reaches [offset, offset + input bytes), so input = arena + offset
+ * is valid for tl_model_infer / tl_model_train_step. Layer 1 overwrites it: stage it again before
+ * every step. < 0 is an error code. */
+int32_t tl_model_input_offset(const tl_model *m);
 /* Bytes a backprop trainer would keep: the input plus every layer's output (int8). */
 int32_t tl_model_bp_activation_bytes(const tl_model *m);
 /* Largest single layer's input + output bytes (the O(n_max) yardstick). */
@@ -227,5 +235,14 @@ const char *tl_version(void);
  * (tl_model_prepare has run). */
 tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32_t max_layers,
                             tl_model *out);
+/* The same checks on a model file that stays in read-only memory (flash, a const array): only what
+ * training writes - weights, bias and LLS modulation of the trainable layers - is copied to `ram`
+ * (4-byte aligned; per layer weights rounded up to 4 bytes, then bias, then lls_m), and those layers
+ * point there; everything else (quantized multipliers, layer table, frozen layers' tensors) is read
+ * from `blob` where it lies and never written. *ram_bytes (if not NULL) receives the bytes needed,
+ * also when ram_cap is too small (TL_ERR_RAM), so a call with ram = NULL, ram_cap = 0 asks for the
+ * size. A fresh call copies the file's initial values again. *out is left untouched on error. */
+tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram, int32_t ram_cap,
+                                int32_t *ram_bytes, tl_layer *layers, int32_t max_layers, tl_model *out);
 /* CRC-32 (IEEE 802.3, reflected, init/xorout 0xFFFFFFFF), as zlib.crc32; crc = 0 to start. */
 uint32_t tl_crc32(uint32_t crc, const uint8_t *data, int32_t n);

@@ -24,7 +24,9 @@
 
 /* ---------------------------------------------------------------- sizes */
 enum {
-    TL_PROTO_VERSION = 2,              /* 2: SET_CONFIG, SET_LR, training config in INFO */
+    TL_PROTO_VERSION = 3,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
+                                          3: model in flash (LOAD_BEGIN answers resident), input
+                                          staged in the arena, INFO ends with rom/stack words */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
     TL_PROTO_MAX_PAYLOAD = 2048,       /* largest payload either side accepts */
@@ -48,15 +50,23 @@ enum {                                 /* header flags */
 /* ---------------------------------------------------------------- commands
  * Payloads (host -> device) and response data after the int32 status (device -> host).     */
 enum {
-    TL_PROTO_OP_INFO = 1,        /* -> u16 proto, u16 n_layers, u32 flags(bit0 model loaded),
+    TL_PROTO_OP_INFO = 1,        /* -> u16 proto, u16 n_layers, u32 flags (bit0 model loaded,
+                                  *    bit1 input staged in the arena, bit2 the loaded model is
+                                  *    the one in flash),
                                   *    u32 arena_needed, u32 arena_cap, u32 blob_cap, u32 input_cap,
                                   *    u32 free_ram, u32 model_size, u32 model_crc, u32 weights_bytes,
                                   *    u32 weights_crc, u32 steps, i32 classes, i32 in_h, i32 in_w,
                                   *    i32 in_c, u32 counter_kind, u32 max_payload,
                                   *    char board[16], char version[16],
                                   *    i32 basis, i32 variant, i32 rounding, u32 seed, u32 basis_seed,
-                                  *    i32 inv_tau_q8 (the loaded model's training configuration) */
-    TL_PROTO_OP_LOAD_BEGIN = 2,  /* u32 size, u32 crc32 of the model file -> nothing           */
+                                  *    i32 inv_tau_q8 (the loaded model's training configuration),
+                                  *    u32 rom_size, u32 rom_crc (model file in flash, 0 if none),
+                                  *    u32 stack_used (stack high-water mark in bytes since boot,
+                                  *    0 if the board does not measure it)                      */
+    TL_PROTO_OP_LOAD_BEGIN = 2,  /* u32 size, u32 crc32 of the model file -> u32 resident: 1 when
+                                  * (size, crc) is the model file in flash: then send no
+                                  * LOAD_DATA (NAK TL_PROTO_ERR_IN_FLASH), LOAD_END copies its
+                                  * trainable tensors to RAM afresh; 0: send the file           */
     TL_PROTO_OP_LOAD_DATA = 3,   /* u32 offset, bytes -> nothing                               */
     TL_PROTO_OP_LOAD_END = 4,    /* (none) -> u32 arena_needed, u16 n_layers, u16 classes       */
     TL_PROTO_OP_INPUT = 5,       /* u32 offset, bytes: stage part of the input tensor -> nothing */
@@ -109,8 +119,15 @@ enum {
     TL_PROTO_ERR_INPUT_CAP = -114,     /* model input larger than the input buffer (detail) */
     TL_PROTO_ERR_LABEL = -115,         /* label < 0 or >= classes (detail: classes) */
     TL_PROTO_ERR_BUF = -116,           /* output buffer too small (codec) */
-    TL_PROTO_ERR_CONFIG = -117         /* SET_CONFIG value out of range or not possible with the
+    TL_PROTO_ERR_CONFIG = -117,        /* SET_CONFIG value out of range or not possible with the
                                           loaded model (detail: field index, 0 = basis .. 5 = inv_tau_q8) */
+    TL_PROTO_ERR_IN_FLASH = -118       /* LOAD_DATA after a LOAD_BEGIN of the model held in flash */
+};
+
+enum {                                 /* INFO flags */
+    TL_PROTO_INFO_LOADED = 1,
+    TL_PROTO_INFO_INPUT_IN_ARENA = 2,
+    TL_PROTO_INFO_MODEL_IN_FLASH = 4
 };
 
 enum {                                 /* tl_proto_dec_feed events */
@@ -166,13 +183,16 @@ const char *tl_proto_op_name(int32_t op);
 /* ---------------------------------------------------------------- device dispatcher */
 /* Everything the dispatcher uses is owned by the caller (static buffers on a board). */
 typedef struct {
-    uint8_t *blob;                     /* (blob_cap) model file buffer, 4-byte aligned */
+    uint8_t *blob;                     /* (blob_cap) 4-byte aligned RAM: a model file received by
+                                          LOAD (trained in place), or the trainable tensors of the
+                                          model in flash (rom) */
     int32_t blob_cap;
     tl_layer *layers;                  /* (max_layers) */
     int32_t max_layers;
     void *arena;                       /* (arena_cap) scratch for the core */
     int32_t arena_cap;
-    int8_t *input;                     /* (input_cap) staged input tensor */
+    int8_t *input;                     /* (input_cap) staged input tensor; NULL with input_cap 0:
+                                          staged in the arena (tl_model_input_offset), no buffer */
     int32_t input_cap;
     /* writes wire bytes to the link (may be called several times per frame) */
     void (*write)(void *user, const uint8_t *data, int32_t n);
@@ -182,6 +202,13 @@ typedef struct {
     uint32_t counter_kind;             /* TL_PROTO_COUNTER_* */
     uint32_t free_ram;                 /* bytes of RAM left unused by this firmware */
     const char *board;                 /* board name for INFO, <= 15 chars shown */
+    /* optional (zero: absent) */
+    const uint8_t *rom;                /* model file in flash (4-byte aligned, rom_size bytes) or NULL:
+                                          loaded by tl_proto_dev_init with tl_modelfile_load_rom (its
+                                          trainable tensors copied to blob), and again by a LOAD of
+                                          the same (size, CRC) without data */
+    int32_t rom_size;
+    uint32_t (*stack_used)(void *user);/* stack high-water mark in bytes (INFO), NULL: not measured */
 } tl_proto_dev_cfg;
 
 typedef struct {
@@ -215,6 +242,10 @@ typedef struct {
     int32_t input_bytes;               /* model input tensor bytes */
     int32_t file_variant;              /* TL_LLS_* of the loaded file's lls_m arrays (PLAIN: none);
                                           the READ_WEIGHTS stream counts lls_m with it */
+    int8_t *input;                     /* where the loaded model's input is staged */
+    int32_t model_in_rom;              /* the loaded model is cfg.rom */
+    int32_t loading_rom;               /* LOAD_BEGIN named cfg.rom: no data expected */
+    uint32_t rom_crc;                  /* crc32 of cfg.rom */
     int32_t have_last;                 /* cache valid */
     uint16_t last_seq;
     uint32_t last_crc;                 /* CRC of the last command frame */
@@ -222,6 +253,8 @@ typedef struct {
     uint8_t resp[2060];                /* (TL_PROTO_MAX_FRAME) last response frame, unescaped */
 } tl_proto_dev;
 
+/* Checks cfg and, with cfg->rom, loads the model in flash (its status on failure: TL_ERR_RAM when
+ * blob_cap is smaller than its trainable tensors, TL_PROTO_ERR_ARENA when the arena is too small). */
 tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg);
 /* Feeds received bytes; every complete command is executed and answered through cfg.write
  * before this returns. Never fails on bad input (that is answered with a NAK). */

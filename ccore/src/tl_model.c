@@ -8,8 +8,13 @@
  * hold the layer's LLS learning signal (see tl_train.c).
  * Activations are double-ended: even layers write their output at the start of the activation
  * region, odd layers at its end, so a layer's input (the previous output) and its output never
- * overlap as long as in + out <= region. The region is therefore max over layers of in + out
- * (layer 0 reads the caller's input in place): the largest single layer, not the sum. */
+ * overlap as long as in + out <= region. The region is therefore max over layers of in + out:
+ * the largest single layer, not the sum.
+ * Layer 0 is planned like the others: its input has a place at the end of the region
+ * (tl_model_input_offset), which its output and scratch never reach, so a board can stage the
+ * input inside the arena instead of in a buffer of its own. A caller may also pass an input that
+ * lies outside the arena (the host does). Layer 1 writes its output over that place: the staged
+ * input is gone after a step. */
 #include "tl_support.h"
 #include "tl_train.h"
 
@@ -200,12 +205,12 @@ static int32_t scratch_bytes(const tl_model *m, int32_t i, int32_t *wacc, int32_
     return *wacc + *signal + *delta;
 }
 
-/* Bytes of the activation region layer i occupies: its input (the previous layer's output; layer
- * 0 reads the caller's buffer) and its output, each rounded up to 8 so scratch between them stays
- * aligned. */
+/* Bytes of the activation region layer i occupies: its input (the previous layer's output; for
+ * layer 0 the model input, staged or not) and its output, each rounded up to 8 so scratch between
+ * them stays aligned. */
 static int32_t io_bytes(const tl_model *m, int32_t i)
 {
-    const int32_t in = i == 0 ? 0 : tl_layer_in_bytes(&m->layers[i]);
+    const int32_t in = tl_layer_in_bytes(&m->layers[i]);
     return ((in + 7) & ~7) + ((tl_layer_out_bytes(&m->layers[i]) + 7) & ~7);
 }
 
@@ -220,6 +225,16 @@ int32_t tl_model_arena_bytes(const tl_model *m)
         need = TL_MAX(need, io_bytes(m, i) + scratch_bytes(m, i, &w, &g, &d));
     }
     return need;
+}
+
+int32_t tl_model_input_offset(const tl_model *m)
+{
+    const int32_t need = tl_model_arena_bytes(m);
+    if (need < 0)
+        return need;
+    /* need >= round8(in_0) + round8(out_0) + scratch_0 and is a multiple of 8: the input ends the
+     * region, 8-aligned, past layer 0's output and scratch (see tl_arena_output). */
+    return need - ((tl_layer_in_bytes(&m->layers[0]) + 7) & ~7);
 }
 
 int32_t tl_model_bp_activation_bytes(const tl_model *m)

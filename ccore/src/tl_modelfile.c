@@ -1,4 +1,6 @@
-/* Model file loader: parses a tinylls model file held in RAM, in place.
+/* Model file loaders: tl_modelfile_load parses a tinylls model file held in RAM, in place (training
+ * writes into the file); tl_modelfile_load_rom parses one that stays in flash and copies only what
+ * training writes (weights, bias, lls_m of trainable layers) to a RAM buffer of exactly that size.
  *
  * The byte layout is documented once, at the top of host/modelfile.py (the writer). In short:
  *   16-byte file header  magic "TLLS", version, body_len, crc32(body)
@@ -16,6 +18,7 @@
  */
 #include "tinylls.h"
 #include "tl_bytes.h"
+#include "tl_train.h"
 
 enum {
     FORMAT_VERSION = 1,
@@ -317,12 +320,12 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
     return TL_OK;
 }
 
-/* ---------------------------------------------------------------- public entry */
+/* ---------------------------------------------------------------- public entries */
 
-tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32_t max_layers, tl_model *out)
+/* Argument, magic, version, length and CRC checks shared by both loaders; *file_len receives the
+ * bytes the file says it has (a longer buffer, e.g. a padded flash region, is fine). */
+static tl_status check_file(const uint8_t *blob, int32_t size, uint32_t *file_len)
 {
-    if (blob == 0 || layers == 0 || out == 0 || size < 0 || max_layers < 1)
-        return TL_ERR_ARG;
     if (((uintptr_t)blob & 3u) != 0)
         return TL_ERR_ARG;              /* int32 tensors are used in place */
     {
@@ -343,17 +346,98 @@ tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32
     uint32_t body_len = tl_get_u32(blob + 8);
     if (body_len > len - FILE_HEADER_BYTES)
         return TL_ERR_TRUNCATED;
-    /* A buffer longer than the file (a padded flash region) is fine: only body_len is used. */
     if (tl_crc32(0, blob + FILE_HEADER_BYTES, (int32_t)body_len) != tl_get_u32(blob + 12))
         return TL_ERR_CRC;
+    *file_len = FILE_HEADER_BYTES + body_len;
+    return TL_OK;
+}
 
+tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32_t max_layers, tl_model *out)
+{
+    if (blob == 0 || layers == 0 || out == 0 || size < 0 || max_layers < 1)
+        return TL_ERR_ARG;
+    uint32_t file_len = 0;
+    tl_status s = check_file(blob, size, &file_len);
+    if (s != TL_OK)
+        return s;
     tl_model m;
-    tl_status s = parse_body(blob, FILE_HEADER_BYTES + body_len, layers, max_layers, &m);
+    s = parse_body(blob, file_len, layers, max_layers, &m);
     if (s != TL_OK)
         return s;
     s = tl_model_prepare(&m);
     if (s != TL_OK)
         return s;
+    *out = m;
+    return TL_OK;
+}
+
+/* What training writes, per trainable layer: weights (int8, rounded up to 4 bytes), bias and
+ * lls_m (int32). Frozen layers are never written and stay where the file is. */
+static uint32_t train_section_bytes(const tl_model *m, const tl_layer *L, uint32_t *w, uint32_t *b, uint32_t *lm)
+{
+    *w = *b = *lm = 0;
+    if (!L->trainable || L->kind == TL_LAYER_AVGPOOL)
+        return 0;
+    *w = ((uint32_t)tl_layer_n_weights(L) + 3u) & ~3u;
+    *b = 4u * (uint32_t)L->out_c;
+    if (L->lls_m)
+        *lm = 4u * (uint32_t)(m->cfg.variant == TL_LLS_MXM ? m->classes * m->classes : m->classes);
+    return *w + *b + *lm;
+}
+
+tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram, int32_t ram_cap,
+                                int32_t *ram_bytes, tl_layer *layers, int32_t max_layers, tl_model *out)
+{
+    if (blob == 0 || layers == 0 || out == 0 || size < 0 || max_layers < 1 || ram_cap < 0 ||
+        (ram == 0 && ram_cap > 0) || ((uintptr_t)ram & 3u) != 0)
+        return TL_ERR_ARG;
+    uint32_t file_len = 0;
+    tl_status s = check_file(blob, size, &file_len);
+    if (s != TL_OK)
+        return s;
+    tl_model m;
+    /* parse_body only reads the blob; the pointers it sets are redirected to ram below for every
+     * tensor training writes, so nothing is ever written through the others. */
+    s = parse_body((uint8_t *)(uintptr_t)blob, file_len, layers, max_layers, &m);
+    if (s != TL_OK)
+        return s;
+    s = tl_model_prepare(&m);
+    if (s != TL_OK)
+        return s;
+    uint64_t need = 0;
+    uint32_t w, b, lm;
+    for (int32_t i = 0; i < m.n_layers; i++)
+        need += train_section_bytes(&m, &layers[i], &w, &b, &lm);
+    /* Each section lies in the file, but sections may overlap: a crafted file could ask for more
+     * than any int32 size. */
+    if (need > 0x7FFFFFFFu)
+        return TL_ERR_MODEL;
+    if (ram_bytes)
+        *ram_bytes = (int32_t)need;
+    if (need > (uint64_t)(uint32_t)ram_cap)
+        return TL_ERR_RAM;
+    uint32_t at = 0;
+    for (int32_t i = 0; i < m.n_layers; i++) {
+        tl_layer *L = &layers[i];
+        if (train_section_bytes(&m, L, &w, &b, &lm) == 0)
+            continue;
+        const uint8_t *src[3] = {(const uint8_t *)L->weights, (const uint8_t *)L->bias, (const uint8_t *)L->lls_m};
+        const uint32_t n[3] = {(uint32_t)tl_layer_n_weights(L), b, lm};
+        const uint32_t room[3] = {w, b, lm};
+        uint8_t *dst[3];
+        for (int k = 0; k < 3; k++) {
+            dst[k] = ram + at;
+            for (uint32_t j = 0; j < n[k]; j++)
+                dst[k][j] = src[k][j];
+            for (uint32_t j = n[k]; j < room[k]; j++)
+                dst[k][j] = 0;
+            at += room[k];
+        }
+        L->weights = (int8_t *)(void *)dst[0];
+        L->bias = (int32_t *)(void *)dst[1];
+        if (lm)
+            L->lls_m = (int32_t *)(void *)dst[2];
+    }
     *out = m;
     return TL_OK;
 }

@@ -222,6 +222,7 @@ const char *tl_proto_strerror(tl_status s)
     case TL_PROTO_ERR_LABEL: return "TL_PROTO_ERR_LABEL: label outside [0, classes)";
     case TL_PROTO_ERR_BUF: return "TL_PROTO_ERR_BUF: output buffer too small";
     case TL_PROTO_ERR_CONFIG: return "TL_PROTO_ERR_CONFIG: training configuration out of range or not possible with this model";
+    case TL_PROTO_ERR_IN_FLASH: return "TL_PROTO_ERR_IN_FLASH: the firmware holds this model in flash: no LOAD_DATA, send LOAD_END";
     default: return tl_strerror(s);     /* core codes: one table, in the core */
     }
 }

@@ -180,18 +180,30 @@ static tl_model stream_view(const tl_proto_dev *dev)
 }
 
 /* ---------------------------------------------------------------- init */
+static tl_status load_rom(tl_proto_dev *dev, int32_t *detail);
+
 tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
 {
     if (!dev || !cfg || !cfg->write || !cfg->blob || cfg->blob_cap <= 0 || !cfg->layers
-        || cfg->max_layers <= 0 || !cfg->arena || cfg->arena_cap < 0 || !cfg->input || cfg->input_cap <= 0)
+        || cfg->max_layers <= 0 || !cfg->arena || cfg->arena_cap < 0)
         return TL_ERR_ARG;
-    if (((uintptr_t)cfg->blob & 3u) != 0)
-        return TL_ERR_ARG;      /* tl_modelfile_load parses the blob in place: needs alignment */
+    /* the input is a buffer of its own, or (NULL, 0) staged in the arena */
+    if (cfg->input ? cfg->input_cap <= 0 : cfg->input_cap != 0)
+        return TL_ERR_ARG;
+    if (((uintptr_t)cfg->blob & 3u) != 0 || ((uintptr_t)cfg->arena & 7u) != 0)
+        return TL_ERR_ARG;      /* the loaders use int32 tensors in place; the arena needs 8 */
+    if (cfg->rom ? cfg->rom_size <= 0 || ((uintptr_t)cfg->rom & 3u) != 0 : cfg->rom_size != 0)
+        return TL_ERR_ARG;
     uint8_t *p = (uint8_t *)dev;
     for (uint32_t i = 0; i < sizeof(*dev); i++)
         p[i] = 0;
     dev->cfg = *cfg;
-    return tl_proto_dec_init(&dev->dec);
+    tl_status s = tl_proto_dec_init(&dev->dec);
+    if (s != TL_OK || !cfg->rom)
+        return s;
+    dev->rom_crc = tl_crc32(0, cfg->rom, cfg->rom_size);
+    int32_t detail = 0;
+    return load_rom(dev, &detail);
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -249,7 +261,9 @@ static tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
     r_u32(r, TL_OK);
     r_u16(r, TL_PROTO_VERSION);
     r_u16(r, dev->loaded ? (uint32_t)dev->model.n_layers : 0u);
-    r_u32(r, dev->loaded ? 1u : 0u);
+    r_u32(r, (dev->loaded ? (uint32_t)TL_PROTO_INFO_LOADED : 0u) |
+             (dev->cfg.input ? 0u : (uint32_t)TL_PROTO_INFO_INPUT_IN_ARENA) |
+             (dev->loaded && dev->model_in_rom ? (uint32_t)TL_PROTO_INFO_MODEL_IN_FLASH : 0u));
     r_u32(r, (uint32_t)arena_needed);
     r_u32(r, (uint32_t)dev->cfg.arena_cap);
     r_u32(r, (uint32_t)dev->cfg.blob_cap);
@@ -274,6 +288,9 @@ static tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
     r_u32(r, tc ? tc->seed : 0u);
     r_u32(r, tc ? tc->basis_seed : 0u);
     r_u32(r, tc ? (uint32_t)tc->inv_tau_q8 : 0u);
+    r_u32(r, (uint32_t)dev->cfg.rom_size);
+    r_u32(r, dev->rom_crc);
+    r_u32(r, dev->cfg.stack_used ? dev->cfg.stack_used(dev->cfg.user) : 0u);
     return TL_OK;
 }
 
@@ -282,16 +299,19 @@ static tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t l
     if (len != 8)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
     uint32_t size = tl_get_u32(pl), crc = tl_get_u32(pl + 4);
-    if (size > (uint32_t)dev->cfg.blob_cap)
+    const int32_t resident = dev->cfg.rom && size == (uint32_t)dev->cfg.rom_size && crc == dev->rom_crc;
+    if (!resident && size > (uint32_t)dev->cfg.blob_cap)
         return nak(r, TL_PROTO_ERR_TOO_BIG, dev->cfg.blob_cap);
     if (size < 4)
         return nak(r, TL_PROTO_ERR_RANGE, 4);
     /* From here the blob is overwritten: the previous model is gone whatever follows. */
     dev->loaded = 0;
     dev->loading = 1;
+    dev->loading_rom = resident;
     dev->load_size = size;
     dev->load_crc = crc;
     r_u32(r, TL_OK);
+    r_u32(r, (uint32_t)resident);
     return TL_OK;
 }
 
@@ -301,6 +321,8 @@ static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t le
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
     if (!dev->loading)
         return nak(r, TL_PROTO_ERR_NO_LOAD, 0);
+    if (dev->loading_rom)
+        return nak(r, TL_PROTO_ERR_IN_FLASH, 0);
     uint32_t off = tl_get_u32(pl), cnt = len - 4;
     if (off > dev->load_size || cnt > dev->load_size - off)
         return nak(r, TL_PROTO_ERR_RANGE, (int32_t)dev->load_size);
@@ -310,40 +332,82 @@ static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t le
     return TL_OK;
 }
 
+/* Makes a parsed model the loaded one once it fits the arena and the input buffer (the input is
+ * staged in the arena when there is none). On failure *detail says what was needed (bytes) and
+ * the device state is left as it was. */
+static tl_status install(tl_proto_dev *dev, const tl_model *m, uint32_t size, uint32_t crc, int32_t in_rom,
+                         int32_t *detail)
+{
+    int32_t arena = tl_model_arena_bytes(m);
+    *detail = arena < 0 ? 0 : arena;
+    if (arena < 0)
+        return arena;
+    if (arena > dev->cfg.arena_cap)
+        return TL_PROTO_ERR_ARENA;
+    const tl_layer *L0 = &m->layers[0];
+    int32_t in_bytes = L0->in_h * L0->in_w * L0->in_c;
+    int8_t *input = dev->cfg.input;
+    if (input) {
+        if (in_bytes > dev->cfg.input_cap) {
+            *detail = in_bytes;
+            return TL_PROTO_ERR_INPUT_CAP;
+        }
+    } else {
+        input = (int8_t *)dev->cfg.arena + tl_model_input_offset(m);   /* inside [0, arena) */
+    }
+    dev->model = *m;
+    dev->loaded = 1;
+    dev->loading = 0;
+    dev->loading_rom = 0;
+    dev->model_in_rom = in_rom;
+    dev->model_size = size;
+    dev->model_crc = crc;
+    dev->input = input;
+    dev->input_bytes = in_bytes;
+    dev->file_variant = m->cfg.variant;     /* the loader derives it from the lls_m arrays */
+    dev->stats.loads++;
+    return TL_OK;
+}
+
+/* The model in flash: trainable tensors copied to blob afresh, the rest read where it lies. */
+static tl_status load_rom(tl_proto_dev *dev, int32_t *detail)
+{
+    tl_model m;
+    int32_t need = 0;
+    tl_status s = tl_modelfile_load_rom(dev->cfg.rom, dev->cfg.rom_size, dev->cfg.blob, dev->cfg.blob_cap, &need,
+                                        dev->cfg.layers, dev->cfg.max_layers, &m);
+    *detail = s == TL_ERR_RAM ? need : 0;
+    if (s != TL_OK)
+        return s;
+    return install(dev, &m, (uint32_t)dev->cfg.rom_size, dev->rom_crc, 1, detail);
+}
+
 static tl_status cmd_load_end(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
     if (!dev->loading)
         return nak(r, TL_PROTO_ERR_NO_LOAD, 0);
-    if (tl_crc32(0, dev->cfg.blob, (int32_t)dev->load_size) != dev->load_crc)
-        return nak(r, TL_PROTO_ERR_MODEL_CRC, 0);
-    tl_model m;
-    tl_status s = tl_modelfile_load(dev->cfg.blob, (int32_t)dev->load_size, dev->cfg.layers,
-                                    dev->cfg.max_layers, &m);
+    int32_t detail = 0;
+    tl_status s;
+    if (dev->loading_rom) {
+        s = load_rom(dev, &detail);
+    } else {
+        if (tl_crc32(0, dev->cfg.blob, (int32_t)dev->load_size) != dev->load_crc)
+            return nak(r, TL_PROTO_ERR_MODEL_CRC, 0);
+        tl_model m;
+        s = tl_modelfile_load(dev->cfg.blob, (int32_t)dev->load_size, dev->cfg.layers, dev->cfg.max_layers, &m);
+        if (s == TL_OK)
+            s = install(dev, &m, dev->load_size, dev->load_crc, 0, &detail);
+    }
     if (s != TL_OK)
-        return nak(r, s, 0);
-    int32_t arena = tl_model_arena_bytes(&m);
-    if (arena < 0)
-        return nak(r, arena, 0);
-    if (arena > dev->cfg.arena_cap)
-        return nak(r, TL_PROTO_ERR_ARENA, arena);
-    const tl_layer *L0 = &m.layers[0];
-    int32_t in_bytes = L0->in_h * L0->in_w * L0->in_c;
-    if (in_bytes > dev->cfg.input_cap)
-        return nak(r, TL_PROTO_ERR_INPUT_CAP, in_bytes);
-    dev->model = m;
-    dev->loaded = 1;
-    dev->loading = 0;
-    dev->model_size = dev->load_size;
-    dev->model_crc = dev->load_crc;
-    dev->input_bytes = in_bytes;
-    dev->file_variant = m.cfg.variant;      /* the loader derives it from the lls_m arrays */
-    dev->stats.loads++;
+        return nak(r, s, detail);
+    const tl_model *mm = &dev->model;
+    const int32_t arena = tl_model_arena_bytes(mm);
     r_u32(r, TL_OK);
     r_u32(r, (uint32_t)arena);
-    r_u16(r, (uint32_t)m.n_layers);
-    r_u16(r, (uint32_t)m.classes);
+    r_u16(r, (uint32_t)mm->n_layers);
+    r_u16(r, (uint32_t)mm->classes);
     return TL_OK;
 }
 
@@ -357,7 +421,7 @@ static tl_status cmd_input(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, r
     if (off > cap || cnt > cap - off)
         return nak(r, TL_PROTO_ERR_RANGE, dev->input_bytes);
     for (uint32_t i = 0; i < cnt; i++)
-        dev->cfg.input[off + i] = (int8_t)pl[4 + i];
+        dev->input[off + i] = (int8_t)pl[4 + i];
     r_u32(r, TL_OK);
     return TL_OK;
 }
@@ -369,7 +433,7 @@ static tl_status check_input(tl_proto_dev *dev, uint32_t input_len, uint32_t inp
         return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
     if (input_len != (uint32_t)dev->input_bytes)
         return nak(r, TL_PROTO_ERR_SIZE, dev->input_bytes);
-    if (tl_crc32(0, (const uint8_t *)dev->cfg.input, dev->input_bytes) != input_crc)
+    if (tl_crc32(0, (const uint8_t *)dev->input, dev->input_bytes) != input_crc)
         return nak(r, TL_PROTO_ERR_INPUT_CRC, 0);
     return TL_OK;
 }
@@ -399,8 +463,8 @@ static tl_status run_step(tl_proto_dev *dev, int32_t label, int32_t with_local, 
     ctx.size = dev->cfg.arena_cap;
     const int train = label >= 0;
     const uint32_t t0 = counter_now(dev);
-    const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->cfg.input, label, &res)
-                              : tl_model_infer(&dev->model, &ctx, dev->cfg.input, with_local, &res);
+    const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->input, label, &res)
+                              : tl_model_infer(&dev->model, &ctx, dev->input, with_local, &res);
     const uint32_t insn = counter_now(dev) - t0;
     if (s != TL_OK)
         return nak(r, s, 0);
@@ -491,6 +555,7 @@ static tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf *r)
         p[i] = 0;
     dev->loaded = 0;
     dev->loading = 0;
+    dev->loading_rom = 0;
     dev->input_bytes = 0;
     r_u32(r, TL_OK);
     return TL_OK;

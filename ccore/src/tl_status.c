@@ -17,6 +17,7 @@ const char *tl_strerror(tl_status s)
     case TL_ERR_VERSION: return "unknown model file format version";
     case TL_ERR_MAGIC: return "not a tinylls model file (bad magic)";
     case TL_ERR_FROZEN: return "no trainable layer in the model";
+    case TL_ERR_RAM: return "RAM for the trainable tensors too small (see tl_modelfile_load_rom)";
     default: return "unknown status code";
     }
 }

@@ -19,6 +19,9 @@ uint32_t board_counter(void);
 uint32_t board_counter_kind(void);
 /* Bytes of RAM this firmware leaves unused (between the end of static data and the stack). */
 uint32_t board_free_ram(void);
+/* Most stack bytes ever in use since boot (the port paints the stack at reset and finds the deepest
+ * overwritten word), or 0 when the port does not measure it. Reported by INFO. */
+uint32_t board_stack_used(void);
 const char *board_name(void);
 
 #endif /* TINYLLS_BOARD_H */

@@ -56,6 +56,12 @@ extern "C" uint32_t board_free_ram(void)
     return ESP.getFreeHeap();
 }
 
+/* Not measured on this port yet (the Arduino loop task owns the stack): INFO reports 0. */
+extern "C" uint32_t board_stack_used(void)
+{
+    return 0;
+}
+
 extern "C" const char *board_name(void)
 {
     return "esp32dev";

@@ -29,9 +29,9 @@
 #ifndef TL_FW_INSN_PER_TICK
 #define TL_FW_INSN_PER_TICK 40u   /* 1 GHz virtual instruction clock / 25 MHz SysTick clock */
 #endif
-#define RING_BYTES 4096u          /* power of two */
+#define RING_BYTES 512u           /* power of two; RXIE flow control makes any size safe */
 
-extern uint32_t __bss_end, __stack_limit;
+extern uint32_t __bss_end, __stack_limit, __stack_top;
 
 static volatile uint8_t g_ring[RING_BYTES];
 static volatile uint32_t g_head, g_tail;    /* head: written by the ISR; tail: by the main loop */
@@ -142,6 +142,18 @@ uint32_t board_counter_kind(void)
 uint32_t board_free_ram(void)
 {
     return (uint32_t)((uintptr_t)&__stack_limit - (uintptr_t)&__bss_end);
+}
+
+/* The stack reserve [__stack_limit, __stack_top) was painted by Reset_Handler (startup.c); the
+ * lowest word that no longer holds the paint is the deepest the stack (main code and interrupts,
+ * one MSP) has reached. If even the last word changed, the reserve was exhausted: the full
+ * reserve is reported (a lower bound). */
+uint32_t board_stack_used(void)
+{
+    const uint32_t *p = &__stack_limit;
+    while (p < &__stack_top && *p == 0xA5A5A5A5u)
+        p++;
+    return (uint32_t)((uintptr_t)&__stack_top - (uintptr_t)p);
 }
 
 const char *board_name(void)
