@@ -290,8 +290,8 @@ static inline uint32_t rd32(const void *p)
     return v;
 }
 
-/* PKHBT a, b, LSL #16 (low halves of a and b), PKHTB b, a, ASR #16 (high halves of a and b) and
- * SXTB16 x, ROR #8: gcc has no intrinsic for the first two and does not fold the rotation. */
+/* PKHBT a, b, LSL #16 (low halves of a and b), PKHTB b, a, ASR #16 (high halves of a and b):
+ * gcc has no intrinsic for them. */
 static inline int32_t pk_bt(int32_t a, int32_t b)
 {
     int32_t r;
@@ -303,13 +303,6 @@ static inline int32_t pk_tb(int32_t a, int32_t b)
 {
     int32_t r;
     __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-static inline int32_t sxtb16_ror8(uint32_t x)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
     return r;
 }
 
@@ -380,8 +373,8 @@ static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, 
                     if (dd == 0)
                         continue;
                     const uint32_t x0 = rd32(xp), x1 = rd32(xp + step);
-                    const int32_t e0 = (int32_t)__sxtb16((int32_t)x0), o0 = sxtb16_ror8(x0);
-                    const int32_t e1 = (int32_t)__sxtb16((int32_t)x1), o1 = sxtb16_ror8(x1);
+                    const int32_t e0 = (int32_t)__sxtb16((int32_t)x0), o0 = tl_sxtb16_ror8(x0);
+                    const int32_t e1 = (int32_t)__sxtb16((int32_t)x1), o1 = tl_sxtb16_ror8(x1);
                     a0 = __smlad(dd, pk_bt(e0, e1), a0); /* channel j:   low halves of x0, x1 */
                     a1 = __smlad(dd, pk_bt(o0, o1), a1); /* channel j+1 */
                     a2 = __smlad(dd, pk_tb(e0, e1), a2); /* channel j+2: high halves */
