@@ -42,6 +42,21 @@ static inline int32_t tl_sxtb16_ror8(uint32_t x)
     return r;
 }
 
+/* Clamp each byte of b (four int8) to [lo, hi], given as lo4 / hi4 = the bound in every byte:
+ * SSUB8 sets a GE flag per byte, SEL picks per byte. */
+static inline uint32_t tl_clamp_s8x4(uint32_t b, uint32_t lo4, uint32_t hi4)
+{
+    (void)__ssub8(b, lo4);
+    b = __sel(b, lo4); /* max(b, lo) */
+    (void)__ssub8(hi4, b);
+    return __sel(b, hi4); /* min(b, hi) */
+}
+
+static inline uint32_t tl_bytes4(int32_t lo)
+{
+    return (uint8_t)lo * 0x01010101u;
+}
+
 /* Requantization of one output channel folded into one 64-bit multiply-accumulate (SMLAL) and a
  * shift, for the usual case shift <= -1 (right shift r = -shift >= 1, no left shift).
  *
@@ -82,12 +97,10 @@ static inline int32_t tl_rq_fast(const tl_rq *q, int32_t x)
     return (int32_t)(v >> 32) >> q->rs;
 }
 
-/* tl_requantize_p(p, x, mult, shift) + out_zp, clamped to the activation range, where
- * q = tl_rq_make(p->single_rounding, mult, shift) */
-static inline int32_t tl_rq_out(const tl_conv_params *p, const tl_rq *q, int32_t shift, int32_t x)
+/* tl_requantize_p(p, x, mult, shift) where q = tl_rq_make(p->single_rounding, mult, shift) */
+static inline int32_t tl_rq_apply(const tl_conv_params *p, const tl_rq *q, int32_t shift, int32_t x)
 {
-    const int32_t v = (q->rs >= 0 ? tl_rq_fast(q, x) : tl_requantize_p(p, x, q->mult, shift)) + p->out_zp;
-    return TL_CLAMP(v, p->act_min, p->act_max);
+    return q->rs >= 0 ? tl_rq_fast(q, x) : tl_requantize_p(p, x, q->mult, shift);
 }
 #else
 #define TL_HAVE_DSP 0

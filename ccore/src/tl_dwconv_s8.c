@@ -9,6 +9,86 @@
 
 #define TL_DW_CBLK 64 /* channels per block of stack accumulators */
 
+#if TL_HAVE_DSP
+#define TL_DW_DSP_CBLK 32 /* channels whose requantization constants are kept on the stack */
+
+static inline uint32_t read_s8x4(const int8_t *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* One block of channels [c0, c0 + nc) of every output pixel. Four channels per pass: a word of
+ * four int8 inputs is split by SXTB16 into (x0, x2) and (x1, x3), the zero point is taken off both
+ * halves with SSUB16 (x - zp fits int16), and SMLABB / SMLATT multiply-accumulate each channel
+ * with its weight, split the same way. Every accumulator adds the reference's products (taps
+ * outside the image skipped) to the bias: the same int32 sum. */
+static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
+                         const int8_t *in, int32_t kh, int32_t kw, const int8_t *filter, const int32_t *bias,
+                         int32_t oh, int32_t ow, int8_t *out, int32_t c0, int32_t nc)
+{
+    tl_rq rq[TL_DW_DSP_CBLK];
+    int32_t b[TL_DW_DSP_CBLK];
+    for (int32_t c = 0; c < nc; c++) {
+        rq[c] = tl_rq_make(p->single_rounding, q->mult[c0 + c], q->shift[c0 + c]);
+        b[c] = bias ? bias[c0 + c] : 0;
+    }
+    const int32_t *shift = q->shift + c0;
+    const int32_t zp = p->in_zp, ozp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
+    const int32_t n4 = nc & ~3;
+    in += c0;
+    filter += c0;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(kh, ih - y0);
+        for (int32_t ox = 0; ox < ow; ox++) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(kw, iw - x0);
+            const int8_t *xp0 = in + ((y0 + fy0) * iw + x0 + fx0) * ch;
+            const int8_t *wp0 = filter + (fy0 * kw + fx0) * ch;
+            int8_t *o = out + (oy * ow + ox) * ch + c0;
+            int32_t c = 0;
+            for (; c < n4; c += 4) {
+                int32_t a0 = b[c], a1 = b[c + 1], a2 = b[c + 2], a3 = b[c + 3];
+                const int8_t *xr = xp0 + c, *wr = wp0 + c;
+                for (int32_t fy = fy0; fy < fy1; fy++, xr += iw * ch, wr += kw * ch) {
+                    const int8_t *x = xr, *w = wr;
+                    for (int32_t fx = fx0; fx < fx1; fx++, x += ch, w += ch) {
+                        const uint32_t xv = read_s8x4(x), wv = read_s8x4(w);
+                        const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
+                        const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                        const int32_t we = (int32_t)__sxtb16(wv), wo = tl_sxtb16_ror8(wv);
+                        a0 = __smlabb(xe, we, a0);
+                        a2 = __smlatt(xe, we, a2);
+                        a1 = __smlabb(xo, wo, a1);
+                        a3 = __smlatt(xo, wo, a3);
+                    }
+                }
+                const int32_t v0 = tl_rq_apply(p, &rq[c], shift[c], a0) + ozp;
+                const int32_t v1 = tl_rq_apply(p, &rq[c + 1], shift[c + 1], a1) + ozp;
+                const int32_t v2 = tl_rq_apply(p, &rq[c + 2], shift[c + 2], a2) + ozp;
+                const int32_t v3 = tl_rq_apply(p, &rq[c + 3], shift[c + 3], a3) + ozp;
+                const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
+                                    (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
+                const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
+                __builtin_memcpy(o + c, &r, 4);
+            }
+            for (; c < nc; c++) { /* channels left over from the groups of four */
+                int32_t a = b[c];
+                for (int32_t fy = fy0; fy < fy1; fy++)
+                    for (int32_t fx = fx0; fx < fx1; fx++)
+                        a += (int32_t)wp0[((fy - fy0) * kw + fx - fx0) * ch + c] *
+                             ((int32_t)xp0[((fy - fy0) * iw + fx - fx0) * ch + c] - zp);
+                const int32_t v = tl_rq_apply(p, &rq[c], shift[c], a) + ozp;
+                o[c] = (int8_t)TL_CLAMP(v, lo, hi);
+            }
+        }
+    }
+}
+#else
 static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, const int8_t *in, int32_t iw,
                                     int32_t ch, const int8_t *filter, int32_t kw, const int32_t *bias,
                                     int32_t y0, int32_t x0, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1,
@@ -37,6 +117,8 @@ static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, 
         }
     }
 }
+
+#endif
 
 /* The reference loop (TFLite order), kept as the TL_FORCE_GENERIC build. */
 static void dw_reference(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
@@ -86,6 +168,10 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
         dw_reference(p, q, ih, iw, ch, in, kh, kw, filter, bias, oh, ow, out);
         return TL_OK;
     }
+#if TL_HAVE_DSP
+    for (int32_t c0 = 0; c0 < ch; c0 += TL_DW_DSP_CBLK)
+        dw_block_dsp(p, q, ih, iw, ch, in, kh, kw, filter, bias, oh, ow, out, c0, TL_MIN(TL_DW_DSP_CBLK, ch - c0));
+#else
     for (int32_t oy = 0; oy < oh; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(kh, ih - y0);
@@ -95,5 +181,6 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
             dw_pixel(p, q, in, iw, ch, filter, kw, bias, y0, x0, fy0, fy1, fx0, fx1, out + (oy * ow + ox) * ch);
         }
     }
+#endif
     return TL_OK;
 }

@@ -30,20 +30,16 @@ static inline uint32_t read_s8x4(const int8_t *p)
 /* Requantize and add the output zero point (the clamp follows). */
 static inline int32_t pw_rq(const tl_conv_params *p, const tl_rq *rq, int32_t shift, int32_t acc, int32_t out_zp)
 {
-    return (rq->rs >= 0 ? tl_rq_fast(rq, acc) : tl_requantize_p(p, acc, rq->mult, shift)) + out_zp;
+    return tl_rq_apply(p, rq, shift, acc) + out_zp;
 }
 
 /* Two outputs of neighbouring channels, clamped and stored as one halfword: SSAT to int8 (the
  * activation range lies inside it, so clamping afterwards gives the same bytes), then the clamp
- * to [lo, hi] on both bytes at once with SSUB8 + SEL (lo4 / hi4: the bound in every byte). */
+ * to [lo, hi] on both bytes at once. */
 static inline void pw_store2(int8_t *o, int32_t v0, int32_t v1, uint32_t lo4, uint32_t hi4)
 {
-    uint32_t b = ((uint32_t)__ssat(v0, 8) & 0xFFu) | ((uint32_t)__ssat(v1, 8) << 8);
-    (void)__ssub8(b, lo4);
-    b = __sel(b, lo4); /* max(b, lo) per byte */
-    (void)__ssub8(hi4, b);
-    b = __sel(b, hi4); /* min(b, hi) per byte */
-    const uint16_t h = (uint16_t)b;
+    const uint32_t b = ((uint32_t)__ssat(v0, 8) & 0xFFu) | ((uint32_t)__ssat(v1, 8) << 8);
+    const uint16_t h = (uint16_t)tl_clamp_s8x4(b, lo4, hi4);
     __builtin_memcpy(o, &h, 2);
 }
 
@@ -70,7 +66,7 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
     }
     const int32_t *shift = q->shift + c0;
     const int32_t ozp = p->out_zp, lo = p->act_min, hi = p->act_max;
-    const uint32_t lo4 = (uint8_t)lo * 0x01010101u, hi4 = (uint8_t)hi * 0x01010101u;
+    const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
     const int32_t ng = ic >> 2, i4 = ng << 2;
     filter += c0 * ic;
     out += c0;
