@@ -240,6 +240,35 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
     }
 }
 
+#if TL_HAVE_DSP
+/* apply_row(u, acc - zpd, n, idx0, 1) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
+ * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
+ * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
+ * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
+static void apply_row_dsp(const upd_row *u, const int64_t *acc, int64_t zpd, int32_t n, int32_t idx0)
+{
+    const int32_t s = 31 + u->Ec - u->ws - 32;
+    const int32_t mult = u->wm;
+    const int nearest = u->rounding == TL_ROUND_NEAREST;
+    int8_t *wt = u->weights + idx0;
+    for (int32_t k = 0; k < n; k++) {
+        const int64_t a = acc[k] - zpd;
+        const int32_t a32 = (int32_t)a;
+        if (a != a32 || a32 == INT32_MIN) { /* |a| >= 2^31: scale_update's general path */
+            apply_one(u, a, idx0 + k);
+            continue;
+        }
+        const int64_t prod = (int64_t)a32 * mult;
+        const int32_t hi = (int32_t)(prod >> 32);
+        const uint32_t lo = (uint32_t)prod;
+        const uint32_t top = (lo >> s) | ((uint32_t)hi << 1 << (31 - s));
+        const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(u->prefix ^ (uint32_t)(idx0 + k));
+        const int32_t v = (int32_t)wt[k] - (__ssat(hi >> s, 10) + (rnd < top ? 1 : 0));
+        wt[k] = (int8_t)TL_CLAMP(v, -127, 127);
+    }
+}
+#endif
+
 #define TL_UPD_JB 64   /* input channels per gradient chunk (stack: 64 int32 + 64 int64) */
 #define TL_UPD_FLUSH 256 /* products per int32 partial sum: 256 * 32767 * 128 < 2^31 */
 
@@ -340,7 +369,8 @@ static int64_t corr1(const int16_t *delta, int32_t ow, const int8_t *in, int32_t
  * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
  * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
  * Channel counts that are not a multiple of 4 and the odd last position of a row go through
- * the plain products. Returns sum delta over the rectangle, as tap_corr. */
+ * the plain products. Unlike tap_corr it stores (acc[j] = ...) rather than adds. Returns sum delta
+ * over the rectangle, as tap_corr. */
 static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
                             int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
                             int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int64_t *acc)
@@ -372,13 +402,15 @@ static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, 
                     const int32_t dd = (int32_t)rd32(drow + 2 * k);
                     if (dd == 0)
                         continue;
+                    /* bytes [x0_0 x0_1 x1_0 x1_1] and [x0_2 x0_3 x1_2 x1_3]: SXTB16 of these gives the
+                     * per-channel position pairs directly (two packs instead of four) */
                     const uint32_t x0 = rd32(xp), x1 = rd32(xp + step);
-                    const int32_t e0 = (int32_t)__sxtb16((int32_t)x0), o0 = tl_sxtb16_ror8(x0);
-                    const int32_t e1 = (int32_t)__sxtb16((int32_t)x1), o1 = tl_sxtb16_ror8(x1);
-                    a0 = __smlad(dd, pk_bt(e0, e1), a0); /* channel j:   low halves of x0, x1 */
-                    a1 = __smlad(dd, pk_bt(o0, o1), a1); /* channel j+1 */
-                    a2 = __smlad(dd, pk_tb(e0, e1), a2); /* channel j+2: high halves */
-                    a3 = __smlad(dd, pk_tb(o0, o1), a3); /* channel j+3 */
+                    const uint32_t lo = (uint32_t)pk_bt((int32_t)x0, (int32_t)x1);
+                    const uint32_t hi = (uint32_t)pk_tb((int32_t)x0, (int32_t)x1);
+                    a0 = __smlad(dd, (int32_t)__sxtb16(lo), a0); /* channel j */
+                    a1 = __smlad(dd, tl_sxtb16_ror8(lo), a1);    /* channel j+1 */
+                    a2 = __smlad(dd, (int32_t)__sxtb16(hi), a2); /* channel j+2 */
+                    a3 = __smlad(dd, tl_sxtb16_ror8(hi), a3);    /* channel j+3 */
                 }
                 s0 += a0;
                 s1 += a1;
@@ -394,13 +426,13 @@ static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, 
                 s3 += dv * (int32_t)xp[3];
             }
         }
-        acc[j] += s0;
-        acc[j + 1] += s1;
-        acc[j + 2] += s2;
-        acc[j + 3] += s3;
+        acc[j] = s0;
+        acc[j + 1] = s1;
+        acc[j + 2] = s2;
+        acc[j + 3] = s3;
     }
     for (; j < nj; j++)
-        acc[j] += corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, y_off * iw * ic + x_off * ic);
+        acc[j] = corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, y_off * iw * ic + x_off * ic);
     return dsum;
 }
 #endif
@@ -515,6 +547,11 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             const int dw_kind = L->kind == TL_LAYER_DWCONV;
             const int32_t ic = L->in_c, iw = L->in_w, ih = L->in_h;
             const int32_t n_ci = dw_kind ? 1 : ic;
+#if TL_HAVE_DSP
+            /* a 1x1 layer's positions are consecutive pixels of both maps: one long row (its int32
+             * delta sum stays exact up to 2^16 positions) instead of oh short ones */
+            const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
+#endif
             for (int32_t fy = 0; fy < kh; fy++) {
                 int32_t oy0, oy1;
                 valid_range(oh, ih, L->stride_h, L->pad_top, fy, &oy0, &oy1);
@@ -523,15 +560,24 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                     valid_range(ow, iw, L->stride_w, L->pad_left, fx, &ox0, &ox1);
                     for (int32_t j0 = 0; j0 < n_ci; j0 += TL_UPD_JB) {
                         const int32_t nj = TL_MIN(TL_UPD_JB, n_ci - j0);
+#if TL_HAVE_DSP
+                        const int64_t dsum =
+                            flat ? tap_corr_dsp(delta, oh * ow, in, oh * ow, ic, 1, 1, 0, 1, 0, oh * ow, 0, 0, j0, nj, acc)
+                                 : tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
+#else
                         for (int32_t j = 0; j < nj; j++)
                             acc[j] = 0;
-#if TL_HAVE_DSP
-                        const int64_t dsum = tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
-#else
                         const int64_t dsum = tap_corr(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
 #endif
                                                       oy0, oy1, ox0, ox1, fy - L->pad_top, fx - L->pad_left,
                                                       dw_kind ? c : j0, nj, acc);
+#if TL_HAVE_DSP
+                        const int32_t r = 31 + u.Ec - u.ws;
+                        if (!dw_kind && !dw_preview && r >= 32 && r <= 62) {
+                            apply_row_dsp(&u, acc, (int64_t)L->in_zp * dsum, nj, ((c * kh + fy) * kw + fx) * ic + j0);
+                            continue;
+                        }
+#endif
                         for (int32_t j = 0; j < nj; j++)
                             acc[j] -= (int64_t)L->in_zp * dsum;
                         if (dw_kind)
