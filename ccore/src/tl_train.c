@@ -272,6 +272,71 @@ static void apply_row_dsp(const upd_row *u, const int64_t *acc, int64_t zpd, int
 #define TL_UPD_JB 64   /* input channels per gradient chunk (stack: 64 int32 + 64 int64) */
 #define TL_UPD_FLUSH 256 /* products per int32 partial sum: 256 * 32767 * 128 < 2^31 */
 
+#if TL_HAVE_DSP
+/* The nine tap gradients of one channel of a 3x3 depthwise layer in a single pass over its delta
+ * map (the tap-by-tap path walks the map nine times, and small maps are mostly overhead):
+ * acc[t] = sum delta(pos) x(pos, t), dsum[t] = sum delta(pos), both over the positions whose tap
+ * t = fy * 3 + fx falls inside the image. in points at the channel (stride ch between pixels).
+ * Positions with the whole window inside add to nine register sums; border positions to arrays.
+ * Every int32 partial sum takes at most TL_UPD_FLUSH products before it goes to int64: exact. */
+static void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in, int32_t ih, int32_t iw,
+                       int32_t ch, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, a8 = 0, di = 0;
+    int32_t b[9] = {0}, db[9] = {0};
+    int32_t cnt = 0;
+    const int32_t rs = iw * ch;
+    for (int32_t t = 0; t < 9; t++)
+        acc[t] = dsum[t] = 0;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t y0 = oy * sh - pt;
+        const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(3, ih - y0);
+        const int16_t *drow = delta + oy * ow;
+        for (int32_t ox = 0; ox < ow; ox++) {
+            const int32_t d = drow[ox];
+            if (d == 0)
+                continue;
+            const int32_t x0 = ox * sw - pl;
+            const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(3, iw - x0);
+            if (fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
+                const int8_t *x = in + y0 * rs + x0 * ch;
+                a0 += d * x[0];
+                a1 += d * x[ch];
+                a2 += d * x[2 * ch];
+                a3 += d * x[rs];
+                a4 += d * x[rs + ch];
+                a5 += d * x[rs + 2 * ch];
+                a6 += d * x[2 * rs];
+                a7 += d * x[2 * rs + ch];
+                a8 += d * x[2 * rs + 2 * ch];
+                di += d;
+            } else {
+                for (int32_t fy = fy0; fy < fy1; fy++)
+                    for (int32_t fx = fx0; fx < fx1; fx++) {
+                        b[fy * 3 + fx] += d * in[(y0 + fy) * rs + (x0 + fx) * ch];
+                        db[fy * 3 + fx] += d;
+                    }
+            }
+            if (++cnt == TL_UPD_FLUSH) {
+                const int32_t ai[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+                for (int32_t t = 0; t < 9; t++) {
+                    acc[t] += (int64_t)ai[t] + b[t];
+                    dsum[t] += (int64_t)di + db[t];
+                    b[t] = db[t] = 0;
+                }
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = di = 0;
+                cnt = 0;
+            }
+        }
+    }
+    const int32_t ai[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+    for (int32_t t = 0; t < 9; t++) {
+        acc[t] += (int64_t)ai[t] + b[t];
+        dsum[t] += (int64_t)di + db[t];
+    }
+}
+#endif
+
 #if !TL_HAVE_DSP
 /* One filter tap's gradient correlation over the valid output rectangle [oy0,oy1) x [ox0,ox1):
  * acc[j] += sum delta(oy,ox) x(oy*sh + y_off, ox*sw + x_off, j0 + j) for j < nj (input channels
@@ -551,6 +616,20 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             /* a 1x1 layer's positions are consecutive pixels of both maps: one long row (its int32
              * delta sum stays exact up to 2^16 positions) instead of oh short ones */
             const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
+            if (dw_kind && kh == 3 && kw == 3) {
+                int64_t g[9], gs[9];
+                dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
+                           g, gs);
+                const int32_t r = 31 + u.Ec - u.ws;
+                for (int32_t t = 0; t < 9; t++) {
+                    if (!dw_preview && r >= 32 && r <= 62) {
+                        apply_row_dsp(&u, &g[t], (int64_t)L->in_zp * gs[t], 1, t * oc + c);
+                    } else {
+                        g[t] -= (int64_t)L->in_zp * gs[t];
+                        apply_row(&u, &g[t], 1, t * oc + c, 1);
+                    }
+                }
+            } else
 #endif
             for (int32_t fy = 0; fy < kh; fy++) {
                 int32_t oy0, oy1;
