@@ -19,6 +19,30 @@ static inline uint32_t read_s8x4(const int8_t *p)
     return v;
 }
 
+/* Four channels' accumulators requantized, offset, saturated to int8, clamped as a word, stored. */
+static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int32_t *shift, int32_t a0, int32_t a1,
+                             int32_t a2, int32_t a3, int32_t ozp, uint32_t lo4, uint32_t hi4, int8_t *o)
+{
+    const int32_t v0 = tl_rq_apply(p, &rq[0], shift[0], a0) + ozp;
+    const int32_t v1 = tl_rq_apply(p, &rq[1], shift[1], a1) + ozp;
+    const int32_t v2 = tl_rq_apply(p, &rq[2], shift[2], a2) + ozp;
+    const int32_t v3 = tl_rq_apply(p, &rq[3], shift[3], a3) + ozp;
+    const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
+                        (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
+    const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
+    __builtin_memcpy(o, &r, 4);
+}
+
+/* One tap of four channels: x (four int8) split by SXTB16, w already split into (w0, w2), (w1, w3). */
+static inline void dw_tap4(uint32_t xv, const int32_t *w, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = tl_sxtb16_ror8(xv);
+    *a0 = __smlabb(xe, w[0], *a0);
+    *a2 = __smlatt(xe, w[0], *a2);
+    *a1 = __smlabb(xo, w[1], *a1);
+    *a3 = __smlatt(xo, w[1], *a3);
+}
+
 /* One block of channels [c0, c0 + nc) of every output pixel. Four channels per pass: a word of
  * four int8 inputs is split by SXTB16 into (x0, x2) and (x1, x3), the zero point is taken off both
  * halves with SSUB16 (x - zp fits int16), and SMLABB / SMLATT multiply-accumulate each channel
@@ -41,6 +65,25 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
     const int32_t n4 = nc & ~3;
     in += c0;
     filter += c0;
+    /* 3x3 windows entirely inside the image: the zero point leaves the loop as
+     * bias - zp sum(w) (sum over all nine taps), and the weights are split once per block,
+     * nine (w0,w2) (w1,w3) pairs per group of four channels */
+    const int full3 = kh == 3 && kw == 3;
+    int32_t wb[TL_DW_DSP_CBLK / 4 * 18], bi[TL_DW_DSP_CBLK];
+    if (full3) {
+        for (int32_t c = 0; c < n4; c += 4)
+            for (int32_t t = 0; t < 9; t++) {
+                const uint32_t wv = read_s8x4(filter + t * ch + c);
+                wb[(c / 4) * 18 + 2 * t] = (int32_t)__sxtb16(wv);
+                wb[(c / 4) * 18 + 2 * t + 1] = tl_sxtb16_ror8(wv);
+            }
+        for (int32_t c = 0; c < nc; c++) {
+            int32_t ws = 0;
+            for (int32_t t = 0; t < 9; t++)
+                ws += filter[t * ch + c];
+            bi[c] = b[c] - zp * ws;
+        }
+    }
     for (int32_t oy = 0; oy < oh; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;
         const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(kh, ih - y0);
@@ -51,6 +94,20 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
             const int8_t *wp0 = filter + (fy0 * kw + fx0) * ch;
             int8_t *o = out + (oy * ow + ox) * ch + c0;
             int32_t c = 0;
+            if (full3 && fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
+                const int32_t rs = iw * ch;
+                for (; c < n4; c += 4) {
+                    int32_t a0 = bi[c], a1 = bi[c + 1], a2 = bi[c + 2], a3 = bi[c + 3];
+                    const int32_t *w = wb + (c / 4) * 18;
+                    const int8_t *x = xp0 + c;
+                    for (int32_t fy = 0; fy < 3; fy++, x += rs, w += 6) {
+                        dw_tap4(read_s8x4(x), w, &a0, &a1, &a2, &a3);
+                        dw_tap4(read_s8x4(x + ch), w + 2, &a0, &a1, &a2, &a3);
+                        dw_tap4(read_s8x4(x + 2 * ch), w + 4, &a0, &a1, &a2, &a3);
+                    }
+                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, ozp, lo4, hi4, o + c);
+                }
+            }
             for (; c < n4; c += 4) {
                 int32_t a0 = b[c], a1 = b[c + 1], a2 = b[c + 2], a3 = b[c + 3];
                 const int8_t *xr = xp0 + c, *wr = wp0 + c;
@@ -67,14 +124,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                         a3 = __smlatt(xo, wo, a3);
                     }
                 }
-                const int32_t v0 = tl_rq_apply(p, &rq[c], shift[c], a0) + ozp;
-                const int32_t v1 = tl_rq_apply(p, &rq[c + 1], shift[c + 1], a1) + ozp;
-                const int32_t v2 = tl_rq_apply(p, &rq[c + 2], shift[c + 2], a2) + ozp;
-                const int32_t v3 = tl_rq_apply(p, &rq[c + 3], shift[c + 3], a3) + ozp;
-                const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
-                                    (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
-                const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
-                __builtin_memcpy(o + c, &r, 4);
+                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, ozp, lo4, hi4, o + c);
             }
             for (; c < nc; c++) { /* channels left over from the groups of four */
                 int32_t a = b[c];
