@@ -241,31 +241,41 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
 }
 
 #if TL_HAVE_DSP
-/* apply_row(u, acc - zpd, n, idx0, 1) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
+/* apply_row(u, acc, n, idx0, 1) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
  * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
  * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
  * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
-static void apply_row_dsp(const upd_row *u, const int64_t *acc, int64_t zpd, int32_t n, int32_t idx0)
+static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
+                                      const int nearest)
 {
     const int32_t s = 31 + u->Ec - u->ws - 32;
     const int32_t mult = u->wm;
-    const int nearest = u->rounding == TL_ROUND_NEAREST;
-    int8_t *wt = u->weights + idx0;
-    for (int32_t k = 0; k < n; k++) {
-        const int64_t a = acc[k] - zpd;
+    const uint32_t prefix = u->prefix; /* locals: the int8 stores below may alias *u */
+    int8_t *wt = u->weights;
+    for (int32_t idx = idx0; idx < idx0 + n; idx++, acc++) {
+        const int64_t a = *acc;
         const int32_t a32 = (int32_t)a;
-        if (a != a32 || a32 == INT32_MIN) { /* |a| >= 2^31: scale_update's general path */
-            apply_one(u, a, idx0 + k);
+        if ((int32_t)(a >> 32) != (a32 >> 31) || a32 == INT32_MIN) { /* |a| >= 2^31: the general path */
+            apply_one(u, a, idx);
             continue;
         }
-        const int64_t prod = (int64_t)a32 * mult;
-        const int32_t hi = (int32_t)(prod >> 32);
-        const uint32_t lo = (uint32_t)prod;
+        uint32_t lo;
+        int32_t hi;
+        __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a32), "r"(mult)); /* a * mult */
         const uint32_t top = (lo >> s) | ((uint32_t)hi << 1 << (31 - s));
-        const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(u->prefix ^ (uint32_t)(idx0 + k));
-        const int32_t v = (int32_t)wt[k] - (__ssat(hi >> s, 10) + (rnd < top ? 1 : 0));
-        wt[k] = (int8_t)TL_CLAMP(v, -127, 127);
+        const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(prefix ^ (uint32_t)idx);
+        const int32_t v = __ssat((int32_t)wt[idx] - (__ssat(hi >> s, 10) + (rnd < top ? 1 : 0)), 8);
+        wt[idx] = (int8_t)(v < -127 ? -127 : v);
     }
+}
+
+/* kept out of update_layer: inlined there, its loop invariants spill */
+static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
+{
+    if (u->rounding == TL_ROUND_NEAREST) /* two copies of the loop, each without the test */
+        apply_row_dsp_loop(u, acc, n, idx0, 1);
+    else
+        apply_row_dsp_loop(u, acc, n, idx0, 0);
 }
 #endif
 
@@ -434,11 +444,11 @@ static int64_t corr1(const int16_t *delta, int32_t ow, const int8_t *in, int32_t
  * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
  * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
  * Channel counts that are not a multiple of 4 and the odd last position of a row go through
- * the plain products. Unlike tap_corr it stores (acc[j] = ...) rather than adds. Returns sum delta
- * over the rectangle, as tap_corr. */
-static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
-                            int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
-                            int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int64_t *acc)
+ * the plain products. Unlike tap_corr it stores the finished gradient, zero point included:
+ * acc[j] = sum delta (x - zp) = sum delta x - zp sum delta. */
+static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
+                         int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
+                         int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int32_t zp, int64_t *acc)
 {
     const int32_t step = sw * ic; /* bytes between the inputs of neighbouring positions */
     const int32_t npair = (ox1 - ox0) / 2;
@@ -453,6 +463,7 @@ static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, 
             r += drow[2 * npair];
         dsum += r;
     }
+    const int64_t zpd = (int64_t)zp * dsum;
     int32_t j = 0;
     for (; j + 3 < nj; j += 4) {
         int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -491,14 +502,14 @@ static int64_t tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, 
                 s3 += dv * (int32_t)xp[3];
             }
         }
-        acc[j] = s0;
-        acc[j + 1] = s1;
-        acc[j + 2] = s2;
-        acc[j + 3] = s3;
+        acc[j] = s0 - zpd;
+        acc[j + 1] = s1 - zpd;
+        acc[j + 2] = s2 - zpd;
+        acc[j + 3] = s3 - zpd;
     }
     for (; j < nj; j++)
-        acc[j] = corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, y_off * iw * ic + x_off * ic);
-    return dsum;
+        acc[j] = corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd,
+                       y_off * iw * ic + x_off * ic) - zpd;
 }
 #endif
 
@@ -622,12 +633,11 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                            g, gs);
                 const int32_t r = 31 + u.Ec - u.ws;
                 for (int32_t t = 0; t < 9; t++) {
-                    if (!dw_preview && r >= 32 && r <= 62) {
-                        apply_row_dsp(&u, &g[t], (int64_t)L->in_zp * gs[t], 1, t * oc + c);
-                    } else {
-                        g[t] -= (int64_t)L->in_zp * gs[t];
+                    g[t] -= (int64_t)L->in_zp * gs[t];
+                    if (!dw_preview && r >= 32 && r <= 62)
+                        apply_row_dsp(&u, &g[t], 1, t * oc + c);
+                    else
                         apply_row(&u, &g[t], 1, t * oc + c, 1);
-                    }
                 }
             } else
 #endif
@@ -640,25 +650,26 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                     for (int32_t j0 = 0; j0 < n_ci; j0 += TL_UPD_JB) {
                         const int32_t nj = TL_MIN(TL_UPD_JB, n_ci - j0);
 #if TL_HAVE_DSP
-                        const int64_t dsum =
-                            flat ? tap_corr_dsp(delta, oh * ow, in, oh * ow, ic, 1, 1, 0, 1, 0, oh * ow, 0, 0, j0, nj, acc)
-                                 : tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
+                        if (flat)
+                            tap_corr_dsp(delta, oh * ow, in, oh * ow, ic, 1, 1, 0, 1, 0, oh * ow, 0, 0, j0, nj,
+                                         L->in_zp, acc);
+                        else
+                            tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w, oy0, oy1, ox0, ox1,
+                                         fy - L->pad_top, fx - L->pad_left, dw_kind ? c : j0, nj, L->in_zp, acc);
+                        const int32_t r = 31 + u.Ec - u.ws;
+                        if (!dw_kind && !dw_preview && r >= 32 && r <= 62) {
+                            apply_row_dsp(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0);
+                            continue;
+                        }
 #else
                         for (int32_t j = 0; j < nj; j++)
                             acc[j] = 0;
                         const int64_t dsum = tap_corr(delta, ow, in, iw, ic, L->stride_h, L->stride_w,
-#endif
                                                       oy0, oy1, ox0, ox1, fy - L->pad_top, fx - L->pad_left,
                                                       dw_kind ? c : j0, nj, acc);
-#if TL_HAVE_DSP
-                        const int32_t r = 31 + u.Ec - u.ws;
-                        if (!dw_kind && !dw_preview && r >= 32 && r <= 62) {
-                            apply_row_dsp(&u, acc, (int64_t)L->in_zp * dsum, nj, ((c * kh + fy) * kw + fx) * ic + j0);
-                            continue;
-                        }
-#endif
                         for (int32_t j = 0; j < nj; j++)
                             acc[j] -= (int64_t)L->in_zp * dsum;
+#endif
                         if (dw_kind)
                             apply_row(&u, acc, 1, (fy * kw + fx) * oc + c, 1);
                         else
