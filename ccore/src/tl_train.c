@@ -91,10 +91,27 @@ static tl_divisor divisor_of(uint64_t n)
 
 static uint64_t mulhi64(uint64_t a, uint64_t b)
 {
+#if TL_HAVE_DSP
+    /* the high half of the 128-bit product with UMULL and three UMAAL (x + y*z + w never
+     * overflows 64 bits): a0 b0 = x1:x0, a1 b0 + x1 = y1:y0, a0 b1 + y0 = z1:z0, then
+     * a1 b1 + y1 + z1 is the high half */
+    uint32_t x0, x1, y0, y1 = 0, z0, z1 = 0;
+    const uint32_t a0 = (uint32_t)a, a1 = (uint32_t)(a >> 32), b0 = (uint32_t)b, b1 = (uint32_t)(b >> 32);
+    __asm__("umull %0, %1, %2, %3" : "=&r"(x0), "=&r"(x1) : "r"(a0), "r"(b0));
+    (void)x0;
+    y0 = x1;
+    __asm__("umaal %0, %1, %2, %3" : "+&r"(y0), "+&r"(y1) : "r"(a1), "r"(b0));
+    z0 = y0;
+    __asm__("umaal %0, %1, %2, %3" : "+&r"(z0), "+&r"(z1) : "r"(a0), "r"(b1));
+    (void)z0;
+    __asm__("umaal %0, %1, %2, %3" : "+&r"(y1), "+&r"(z1) : "r"(a1), "r"(b1));
+    return ((uint64_t)z1 << 32) | y1;
+#else
     const uint64_t a0 = (uint32_t)a, a1 = a >> 32, b0 = (uint32_t)b, b1 = b >> 32;
     const uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
     const uint64_t mid = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
     return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+#endif
 }
 
 static int64_t div_round_by(int64_t a, const tl_divisor *d)
@@ -827,12 +844,24 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
+#if TL_HAVE_DSP
+    /* |u_t| <= |g_t| + |gdot P_t / n| <= sum |w_c| + |gdot| (|P_t| <= n = floor(||P||)): when that
+     * fits int32 the second pass keeps u_t in place of P_t and the third only scales it */
+    int64_t wabs = gdot < 0 ? -gdot : gdot;
+    for (int32_t c = 0; c < C; c++)
+        wabs += w[c] < 0 ? -(int64_t)w[c] : w[c];
+    const int keep = wabs <= INT32_MAX;
+#else
+    const int keep = 0;
+#endif
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
         const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
         umax = TL_MAX(umax, mag);
+        if (keep)
+            P[t] = (int32_t)u;
     }
     if (umax == 0)
         return TL_OK;
@@ -841,7 +870,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        const int64_t u = keep ? P[t] : g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
     }
     /* 7. the update: real signal d 2^-(24+s) */
