@@ -57,8 +57,9 @@ static inline uint32_t tl_bytes4(int32_t lo)
     return (uint8_t)lo * 0x01010101u;
 }
 
-/* Requantization of one output channel folded into one 64-bit multiply-accumulate (SMLAL) and a
- * shift, for the usual case shift <= -1 (right shift r = -shift >= 1, no left shift).
+/* Requantization of one output channel, plus the output zero point, folded into one 64-bit
+ * multiply-accumulate (SMLAL) and a shift, for the usual case shift <= -1 (right shift
+ * r = -shift >= 1, no left shift).
  *
  * Double rounding (tl_requantize_inl): h = floor((x m + 2^30) / 2^31) (the SQRDMULH step; it
  * rounds half up for both signs), then (h + 2^(r-1) - [h < 0]) >> r (half away from zero). Two
@@ -69,38 +70,46 @@ static inline uint32_t tl_bytes4(int32_t lo)
  * product needs no saturation here: floor((2^62 + 2^30 + 2^(30+r)) / 2^(31+r)) = 2^(31-r), which
  * is what the saturated h = INT32_MAX rounds to. |x m| <= 2^62 keeps the sum inside int64.
  * Single rounding (tl_requantize_single): (x m + 2^(30+r)) >> (31+r), never saturating for r >= 1.
- * With 31 + r >= 32 the result is the high word shifted right by r - 1: SMLAL, ASR. Both forms were
- * checked against tl_requantize_inl / tl_requantize_single on ~2e8 random and edge-case inputs. */
+ * With 31 + r >= 32 the result is the high word shifted right by rs = r - 1: SMLAL, ASR. Both
+ * forms were checked against tl_requantize_inl / tl_requantize_single on ~2e8 random and edge-case
+ * inputs. Adding zp 2^(31+r) to the constant adds zp to the result exactly; for rs <= 22 the high
+ * word stays inside int32 (|x m| < 2^62 gives |high| <= 2^30, |zp| 2^rs <= 2^29). */
 typedef struct {
-    int64_t k;     /* 2^30 + 2^(30+r) (double rounding) or 2^(30+r) (single) */
+    int64_t k;     /* 2^30 [double rounding] + 2^(30+r) + out_zp 2^(31+r) */
     int32_t mult;
-    uint32_t sign; /* 0x80000000: subtract 2^31 when x m < 0 (double rounding); 0 (single) */
-    int32_t rs;    /* r - 1 >= 0; -1 marks a channel the fast form does not cover (shift >= 0) */
+    int32_t rs;    /* r - 1 in [0, 22]; -1 marks a channel the fast form does not cover */
 } tl_rq;
 
-static inline tl_rq tl_rq_make(int32_t single_rounding, int32_t mult, int32_t shift)
+static inline tl_rq tl_rq_make(const tl_conv_params *p, int32_t mult, int32_t shift)
 {
     tl_rq q;
     const int32_t r = -shift;
     q.mult = mult;
-    q.rs = r >= 1 ? r - 1 : -1;
-    q.sign = single_rounding ? 0u : 0x80000000u;
-    q.k = r >= 1 ? ((int64_t)1 << (30 + r)) + (single_rounding ? 0 : ((int64_t)1 << 30)) : 0;
+    q.rs = r >= 1 && r <= 23 ? r - 1 : -1;
+    q.k = q.rs < 0 ? 0
+                   : ((int64_t)1 << (30 + r)) + (p->single_rounding ? 0 : ((int64_t)1 << 30)) +
+                         (int64_t)p->out_zp * ((int64_t)1 << (31 + r));
     return q;
 }
 
-/* tl_requantize_p for a channel with rs >= 0 */
-static inline int32_t tl_rq_fast(const tl_rq *q, int32_t x)
+/* The sign mask tl_rq_fast needs: 2^31 is subtracted when x m < 0 under double rounding only. */
+static inline uint32_t tl_rq_sign(const tl_conv_params *p)
 {
-    const uint32_t n = (uint32_t)(x ^ q->mult) & q->sign;
+    return p->single_rounding ? 0u : 0x80000000u;
+}
+
+/* tl_requantize_p + out_zp for a channel with rs >= 0 */
+static inline int32_t tl_rq_fast(const tl_rq *q, uint32_t sign, int32_t x)
+{
+    const uint32_t n = (uint32_t)(x ^ q->mult) & sign;
     const int64_t v = (q->k - (int64_t)n) + (int64_t)x * q->mult;
     return (int32_t)(v >> 32) >> q->rs;
 }
 
-/* tl_requantize_p(p, x, mult, shift) where q = tl_rq_make(p->single_rounding, mult, shift) */
-static inline int32_t tl_rq_apply(const tl_conv_params *p, const tl_rq *q, int32_t shift, int32_t x)
+/* tl_requantize_p(p, x, mult, shift) + p->out_zp where q = tl_rq_make(p, mult, shift) */
+static inline int32_t tl_rq_apply(const tl_conv_params *p, const tl_rq *q, uint32_t sign, int32_t shift, int32_t x)
 {
-    return q->rs >= 0 ? tl_rq_fast(q, x) : tl_requantize_p(p, x, q->mult, shift);
+    return q->rs >= 0 ? tl_rq_fast(q, sign, x) : tl_requantize_p(p, x, q->mult, shift) + p->out_zp;
 }
 #else
 #define TL_HAVE_DSP 0

@@ -21,12 +21,12 @@ static inline uint32_t read_s8x4(const int8_t *p)
 
 /* Four channels' accumulators requantized, offset, saturated to int8, clamped as a word, stored. */
 static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int32_t *shift, int32_t a0, int32_t a1,
-                             int32_t a2, int32_t a3, int32_t ozp, uint32_t lo4, uint32_t hi4, int8_t *o)
+                             int32_t a2, int32_t a3, uint32_t sg, uint32_t lo4, uint32_t hi4, int8_t *o)
 {
-    const int32_t v0 = tl_rq_apply(p, &rq[0], shift[0], a0) + ozp;
-    const int32_t v1 = tl_rq_apply(p, &rq[1], shift[1], a1) + ozp;
-    const int32_t v2 = tl_rq_apply(p, &rq[2], shift[2], a2) + ozp;
-    const int32_t v3 = tl_rq_apply(p, &rq[3], shift[3], a3) + ozp;
+    const int32_t v0 = tl_rq_apply(p, &rq[0], sg, shift[0], a0);
+    const int32_t v1 = tl_rq_apply(p, &rq[1], sg, shift[1], a1);
+    const int32_t v2 = tl_rq_apply(p, &rq[2], sg, shift[2], a2);
+    const int32_t v3 = tl_rq_apply(p, &rq[3], sg, shift[3], a3);
     const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
                         (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
     const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
@@ -55,11 +55,12 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
     tl_rq rq[TL_DW_DSP_CBLK];
     int32_t b[TL_DW_DSP_CBLK];
     for (int32_t c = 0; c < nc; c++) {
-        rq[c] = tl_rq_make(p->single_rounding, q->mult[c0 + c], q->shift[c0 + c]);
+        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
         b[c] = bias ? bias[c0 + c] : 0;
     }
     const int32_t *shift = q->shift + c0;
-    const int32_t zp = p->in_zp, ozp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const int32_t zp = p->in_zp, lo = p->act_min, hi = p->act_max;
+    const uint32_t sg = tl_rq_sign(p);
     const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
     const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
     const int32_t n4 = nc & ~3;
@@ -105,7 +106,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                         dw_tap4(read_s8x4(x + ch), w + 2, &a0, &a1, &a2, &a3);
                         dw_tap4(read_s8x4(x + 2 * ch), w + 4, &a0, &a1, &a2, &a3);
                     }
-                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, ozp, lo4, hi4, o + c);
+                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c);
                 }
             }
             for (; c < n4; c += 4) {
@@ -124,7 +125,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                         a3 = __smlatt(xo, wo, a3);
                     }
                 }
-                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, ozp, lo4, hi4, o + c);
+                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c);
             }
             for (; c < nc; c++) { /* channels left over from the groups of four */
                 int32_t a = b[c];
@@ -132,7 +133,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                     for (int32_t fx = fx0; fx < fx1; fx++)
                         a += (int32_t)wp0[((fy - fy0) * kw + fx - fx0) * ch + c] *
                              ((int32_t)xp0[((fy - fy0) * iw + fx - fx0) * ch + c] - zp);
-                const int32_t v = tl_rq_apply(p, &rq[c], shift[c], a) + ozp;
+                const int32_t v = tl_rq_apply(p, &rq[c], sg, shift[c], a);
                 o[c] = (int8_t)TL_CLAMP(v, lo, hi);
             }
         }

@@ -27,12 +27,6 @@ static inline uint32_t read_s8x4(const int8_t *p)
     return v;
 }
 
-/* Requantize and add the output zero point (the clamp follows). */
-static inline int32_t pw_rq(const tl_conv_params *p, const tl_rq *rq, int32_t shift, int32_t acc, int32_t out_zp)
-{
-    return tl_rq_apply(p, rq, shift, acc) + out_zp;
-}
-
 /* Two outputs of neighbouring channels, clamped and stored as one halfword: SSAT to int8 (the
  * activation range lies inside it, so clamping afterwards gives the same bytes), then the clamp
  * to [lo, hi] on both bytes at once. */
@@ -61,11 +55,12 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
     int32_t cb[TL_PW_CBLK];
     int32_t xw[TL_PW_WIDE]; /* per group of four channels: (x0,x2) (x1,x3) of pixel a, then of b */
     for (int32_t c = 0; c < nc; c++) {
-        rq[c] = tl_rq_make(p->single_rounding, q->mult[c0 + c], q->shift[c0 + c]);
+        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
         cb[c] = (bias ? bias[c0 + c] : 0) - zpw[c];
     }
     const int32_t *shift = q->shift + c0;
-    const int32_t ozp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const uint32_t sg = tl_rq_sign(p);
+    const int32_t lo = p->act_min, hi = p->act_max;
     const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
     const int32_t ng = ic >> 2, i4 = ng << 2;
     filter += c0 * ic;
@@ -107,10 +102,10 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
                 a10 += (int32_t)xb[i] * wa[i];
                 a11 += (int32_t)xb[i] * wb[i];
             }
-            pw_store2(oa + c, pw_rq(p, &rq[c], shift[c], a00, ozp), pw_rq(p, &rq[c + 1], shift[c + 1], a01, ozp),
-                      lo4, hi4);
-            pw_store2(ob + c, pw_rq(p, &rq[c], shift[c], a10, ozp), pw_rq(p, &rq[c + 1], shift[c + 1], a11, ozp),
-                      lo4, hi4);
+            pw_store2(oa + c, tl_rq_apply(p, &rq[c], sg, shift[c], a00),
+                      tl_rq_apply(p, &rq[c + 1], sg, shift[c + 1], a01), lo4, hi4);
+            pw_store2(ob + c, tl_rq_apply(p, &rq[c], sg, shift[c], a10),
+                      tl_rq_apply(p, &rq[c + 1], sg, shift[c + 1], a11), lo4, hi4);
         }
         if (c < nc) { /* odd channel count */
             const int8_t *w = filter + c * ic;
@@ -119,8 +114,8 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
                 a0 += (int32_t)xa[i] * w[i];
                 a1 += (int32_t)xb[i] * w[i];
             }
-            oa[c] = pw_clamp(pw_rq(p, &rq[c], shift[c], a0, ozp), lo, hi);
-            ob[c] = pw_clamp(pw_rq(p, &rq[c], shift[c], a1, ozp), lo, hi);
+            oa[c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a0), lo, hi);
+            ob[c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a1), lo, hi);
         }
     }
     for (; px < pixels; px++) { /* the odd last pixel, or every pixel when ic > TL_PW_WIDE */
@@ -135,7 +130,7 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
             }
             for (int32_t i = i4; i < ic; i++)
                 a += (int32_t)x[i] * w[i];
-            out[px * oc + c] = pw_clamp(pw_rq(p, &rq[c], shift[c], a, ozp), lo, hi);
+            out[px * oc + c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a), lo, hi);
         }
     }
 }
