@@ -262,13 +262,39 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
  * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
  * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
  * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
+/* The constants of the loop below, as locals (the int8 weight stores may alias *u). */
+typedef struct {
+    int32_t s, mult;
+    uint32_t prefix;
+    int8_t *wt;
+} upd_fast;
+
+static inline upd_fast upd_fast_of(const upd_row *u)
+{
+    upd_fast f;
+    f.s = 31 + u->Ec - u->ws - 32;
+    f.mult = u->wm;
+    f.prefix = u->prefix;
+    f.wt = u->weights;
+    return f;
+}
+
+/* One weight's update from a gradient with |a| < 2^31. */
+static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const int nearest)
+{
+    uint32_t lo;
+    int32_t hi;
+    __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
+    const uint32_t top = (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
+    const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(f->prefix ^ (uint32_t)idx);
+    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(hi >> f->s, 10) + (rnd < top ? 1 : 0)), 8);
+    f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
+}
+
 static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
                                       const int nearest)
 {
-    const int32_t s = 31 + u->Ec - u->ws - 32;
-    const int32_t mult = u->wm;
-    const uint32_t prefix = u->prefix; /* locals: the int8 stores below may alias *u */
-    int8_t *wt = u->weights;
+    const upd_fast f = upd_fast_of(u);
     for (int32_t idx = idx0; idx < idx0 + n; idx++, acc++) {
         const int64_t a = *acc;
         const int32_t a32 = (int32_t)a;
@@ -276,13 +302,7 @@ static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int3
             apply_one(u, a, idx);
             continue;
         }
-        uint32_t lo;
-        int32_t hi;
-        __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a32), "r"(mult)); /* a * mult */
-        const uint32_t top = (lo >> s) | ((uint32_t)hi << 1 << (31 - s));
-        const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(prefix ^ (uint32_t)idx);
-        const int32_t v = __ssat((int32_t)wt[idx] - (__ssat(hi >> s, 10) + (rnd < top ? 1 : 0)), 8);
-        wt[idx] = (int8_t)(v < -127 ? -127 : v);
+        upd_one_fast(&f, a32, idx, nearest);
     }
 }
 
@@ -530,6 +550,72 @@ static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int
 }
 #endif
 
+#if TL_HAVE_DSP
+#define TL_UPD_SMALL 256 /* positions of a map whose 1x1 gradients fit int32: 256 * 32767 * 255 < 2^31 */
+
+/* A 1x1 layer with at most TL_UPD_SMALL positions, one output channel: every weight's gradient
+ * sum delta (x - zp) fits int32 (so no int64 partial sums, no range checks), and is applied as soon
+ * as its group of four input channels is done. The correlation is tap_corr_dsp's (two positions
+ * per SMLAD); an odd last position is the pair (delta, 0). */
+static inline void corr_apply_loop(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic, int32_t zp,
+                                   const upd_row *u, int32_t idx0, const int nearest)
+{
+    const int32_t npair = np / 2;
+    int32_t ds = 0;
+    for (int32_t k = 0; k < npair; k++)
+        ds = __smlad((int32_t)rd32(delta + 2 * k), 0x00010001, ds);
+    const uint32_t dlast = (np & 1) ? (uint16_t)delta[np - 1] : 0u;
+    ds += (int16_t)dlast;
+    const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
+    const upd_fast f = upd_fast_of(u);
+    int32_t j = 0;
+    for (; j + 3 < ic; j += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *xp = in + j;
+        for (int32_t k = 0; k < npair; k++, xp += 2 * ic) {
+            const int32_t dd = (int32_t)rd32(delta + 2 * k);
+            if (dd == 0)
+                continue;
+            const uint32_t x0 = rd32(xp), x1 = rd32(xp + ic);
+            const uint32_t lo = (uint32_t)pk_bt((int32_t)x0, (int32_t)x1);
+            const uint32_t hi = (uint32_t)pk_tb((int32_t)x0, (int32_t)x1);
+            a0 = __smlad(dd, (int32_t)__sxtb16(lo), a0);
+            a1 = __smlad(dd, tl_sxtb16_ror8(lo), a1);
+            a2 = __smlad(dd, (int32_t)__sxtb16(hi), a2);
+            a3 = __smlad(dd, tl_sxtb16_ror8(hi), a3);
+        }
+        if (dlast) {
+            const uint32_t x0 = rd32(xp);
+            const uint32_t lo = (uint32_t)pk_bt((int32_t)x0, (int32_t)x0);
+            const uint32_t hi = (uint32_t)pk_tb((int32_t)x0, (int32_t)x0);
+            a0 = __smlad((int32_t)dlast, (int32_t)__sxtb16(lo), a0);
+            a1 = __smlad((int32_t)dlast, tl_sxtb16_ror8(lo), a1);
+            a2 = __smlad((int32_t)dlast, (int32_t)__sxtb16(hi), a2);
+            a3 = __smlad((int32_t)dlast, tl_sxtb16_ror8(hi), a3);
+        }
+        upd_one_fast(&f, a0 - zpd, idx0 + j, nearest);
+        upd_one_fast(&f, a1 - zpd, idx0 + j + 1, nearest);
+        upd_one_fast(&f, a2 - zpd, idx0 + j + 2, nearest);
+        upd_one_fast(&f, a3 - zpd, idx0 + j + 3, nearest);
+    }
+    for (; j < ic; j++) { /* input channels left over from the groups of four */
+        int32_t a = 0;
+        for (int32_t k = 0; k < np; k++)
+            a += (int32_t)delta[k] * in[k * ic + j];
+        upd_one_fast(&f, a - zpd, idx0 + j, nearest);
+    }
+}
+
+static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic,
+                                                     int32_t zp, const upd_row *u, int32_t idx0)
+{
+    if (u->rounding == TL_ROUND_NEAREST)
+        corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1);
+    else
+        corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0);
+}
+#endif
+
 /* The output positions o in [0, n_out) whose input coordinate o*stride - pad + f lies in [0, n_in). */
 static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1)
 {
@@ -644,7 +730,10 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             /* a 1x1 layer's positions are consecutive pixels of both maps: one long row (its int32
              * delta sum stays exact up to 2^16 positions) instead of oh short ones */
             const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
-            if (dw_kind && kh == 3 && kw == 3) {
+            const int32_t r_upd = 31 + u.Ec - u.ws;
+            if (flat && oh * ow <= TL_UPD_SMALL && !dw_preview && r_upd >= 32 && r_upd <= 62) {
+                corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
+            } else if (dw_kind && kh == 3 && kw == 3) {
                 int64_t g[9], gs[9];
                 dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
                            g, gs);
