@@ -56,24 +56,37 @@ int32_t tl_basis_q15(int32_t basis, uint32_t basis_seed, int32_t c, int32_t clas
 /* g_t / 2^15 rounded: sum_c w_c b_c[t] (Q24 x Q15) back to Q24. ph[c] holds inc[c] * t for the
  * square basis (advanced here, so a pass over t = 0, 1, ... needs no multiply): +-1 exactly
  * 2^15, so g is a multiple of 2^15 and the shift is exact, sum_c +-w_c. */
+static inline int64_t g_square(const uint32_t *inc, const int32_t *w, int32_t C, uint32_t *ph)
+{
+    int64_t g = 0;
+    for (int32_t c = 0; c < C; c++) {
+        const uint32_t v = ph[c];
+        ph[c] = v + inc[c];
+        const int32_t wc = (v & 0x80000000u) ? -w[c] : w[c];
+        g += (v << 1) ? wc : 0;
+    }
+    return g;
+}
+
 static int64_t g_at(int32_t basis, uint32_t seed, const uint32_t *inc, const int32_t *w, int32_t C, int32_t t,
                     uint32_t *ph)
 {
-    if (basis == TL_BASIS_SQUARE) {
-        int64_t g = 0;
-        for (int32_t c = 0; c < C; c++) {
-            const uint32_t v = ph[c];
-            ph[c] = v + inc[c];
-            const int32_t wc = (v & 0x80000000u) ? -w[c] : w[c];
-            g += (v << 1) ? wc : 0;
-        }
-        return g;
-    }
+    if (basis == TL_BASIS_SQUARE)
+        return g_square(inc, w, C, ph);
     int64_t g = 0;
     for (int32_t c = 0; c < C; c++)
         g += (int64_t)w[c] * basis_value(basis, seed, inc[c], c, t);
     return tl_shr_round(g, 15);
 }
+
+/* g_at in the passes over T: the Arm build inlines the square basis (the call costs more than
+ * the sum for a few classes) */
+#if TL_HAVE_DSP
+#define TL_G_AT(basis, seed, inc, w, C, t, ph) \
+    ((basis) == TL_BASIS_SQUARE ? g_square(inc, w, C, ph) : g_at(basis, seed, inc, w, C, t, ph))
+#else
+#define TL_G_AT g_at
+#endif
 
 /* tl_div_round(a, n) for a divisor n > 0 used many times: the quotient from a 64 x 64 high
  * product with r = floor((2^64 - 1) / n), then corrected (the estimate is at most 2 low). */
@@ -325,8 +338,9 @@ static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int6
  * acc[t] = sum delta(pos) x(pos, t), dsum[t] = sum delta(pos), both over the positions whose tap
  * t = fy * 3 + fx falls inside the image. in points at the channel (stride ch between pixels).
  * Positions with the whole window inside add to nine register sums; border positions to arrays.
- * Every int32 partial sum takes at most TL_UPD_FLUSH products before it goes to int64: exact. */
-static void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in, int32_t ih, int32_t iw,
+ * Every int32 partial sum takes at most TL_UPD_FLUSH products before it goes to int64: exact.
+ * Not inlined: inside update_layer the nine sums live on the stack. */
+static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in, int32_t ih, int32_t iw,
                        int32_t ch, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
 {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, a8 = 0, di = 0;
@@ -616,6 +630,59 @@ static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32
 }
 #endif
 
+#if TL_HAVE_DSP
+/* update_layer's delta map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
+ * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
+ * out its outputs (stride oc). Kept out of update_layer for its registers; the rounding shift of
+ * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' by one unsigned range test. Returns
+ * the bias gradient sum; *nonzero as the portable loop. */
+static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    const uint32_t span = hi > lo ? (uint32_t)(hi - lo - 1) : 0u; /* lo < h < hi iff h - lo - 1 < span */
+    const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
+    int64_t acc_b = 0;
+    int32_t nz = 0;
+    if (bh == 1 && bw == 1) { /* one position per cell (p = oh = ow): cell t is position t */
+        int32_t sum = 0;      /* at most 64 cells of |v0| <= 32767 */
+        for (int32_t t = 0; t < p * p; t++) {
+            const int32_t dv = d[t];
+            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
+            v0 = TL_CLAMP(v0, -32767, 32767);
+            const int32_t v = (uint32_t)((int32_t)out[t * oc] - lo - 1) < span ? v0 : 0;
+            delta[t] = (int16_t)v;
+            sum += v;
+            nz |= v;
+        }
+        *nonzero = nz;
+        return sum;
+    }
+    for (int32_t cy = 0; cy < p; cy++) {
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int32_t dv = d[cy * p + cx];
+            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs); /* tl_shr_round */
+            v0 = TL_CLAMP(v0, -32767, 32767);
+            const int16_t v16 = (int16_t)v0;
+            int32_t open = 0;
+            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                const int8_t *h = out + (oy * ow + cx * bw) * oc;
+                int16_t *drow = delta + oy * ow + cx * bw;
+                for (int32_t k = 0; k < bw; k++, h += oc) {
+                    const int32_t on = (uint32_t)((int32_t)*h - lo - 1) < span;
+                    drow[k] = on ? v16 : 0;
+                    open += on;
+                }
+            }
+            acc_b += (int64_t)v0 * open;
+            nz |= open ? v0 : 0;
+        }
+    }
+    *nonzero = nz;
+    return acc_b;
+}
+#endif
+
 /* The output positions o in [0, n_out) whose input coordinate o*stride - pad + f lies in [0, n_in). */
 static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1)
 {
@@ -654,6 +721,11 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         /* delta map of channel c and the bias accumulator, one pooling cell at a time */
         int64_t acc_b = 0;
         int32_t nonzero = 0;
+#if TL_HAVE_DSP
+        if (!classifier && !leaky)
+            acc_b = delta_clamp_dsp(d + t0, p, rs, out + c, ow, oc, bh, bw, L->act_min, L->act_max, delta, &nonzero);
+        else
+#endif
         for (int32_t cy = 0; cy < p; cy++) {
             for (int32_t cx = 0; cx < p; cx++) {
                 const int32_t t = t0 + (classifier ? 0 : cy * p + cx);
@@ -929,7 +1001,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         ph[c] = 0;
     int64_t gh = 0;
     for (int32_t t = 0; t < T; t++)
-        gh += g_at(basis, bseed, inc, w, C, t, ph) * P[t];
+        gh += TL_G_AT(basis, bseed, inc, w, C, t, ph) * P[t];
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
@@ -946,7 +1018,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        const int64_t u = g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        const int64_t u = TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
         umax = TL_MAX(umax, mag);
         if (keep)
@@ -959,7 +1031,7 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     for (int32_t t = 0; t < T; t++) {
-        const int64_t u = keep ? P[t] : g_at(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+        const int64_t u = keep ? P[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
         P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
     }
     /* 7. the update: real signal d 2^-(24+s) */
