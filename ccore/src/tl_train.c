@@ -271,7 +271,7 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
 }
 
 #if TL_HAVE_DSP
-/* apply_row(u, acc, n, idx0, 1) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
+/* apply_row(u, acc, n, idx0, stride) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
  * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
  * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
  * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
@@ -304,11 +304,11 @@ static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const
     f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
 }
 
-static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
+static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0, int32_t stride,
                                       const int nearest)
 {
     const upd_fast f = upd_fast_of(u);
-    for (int32_t idx = idx0; idx < idx0 + n; idx++, acc++) {
+    for (int32_t k = 0, idx = idx0; k < n; k++, idx += stride, acc++) {
         const int64_t a = *acc;
         const int32_t a32 = (int32_t)a;
         if ((int32_t)(a >> 32) != (a32 >> 31) || a32 == INT32_MIN) { /* |a| >= 2^31: the general path */
@@ -320,12 +320,13 @@ static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int3
 }
 
 /* kept out of update_layer: inlined there, its loop invariants spill */
-static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
+static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
+                                                    int32_t stride)
 {
     if (u->rounding == TL_ROUND_NEAREST) /* two copies of the loop, each without the test */
-        apply_row_dsp_loop(u, acc, n, idx0, 1);
+        apply_row_dsp_loop(u, acc, n, idx0, stride, 1);
     else
-        apply_row_dsp_loop(u, acc, n, idx0, 0);
+        apply_row_dsp_loop(u, acc, n, idx0, stride, 0);
 }
 #endif
 
@@ -809,14 +810,12 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                 int64_t g[9], gs[9];
                 dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
                            g, gs);
-                const int32_t r = 31 + u.Ec - u.ws;
-                for (int32_t t = 0; t < 9; t++) {
+                for (int32_t t = 0; t < 9; t++)
                     g[t] -= (int64_t)L->in_zp * gs[t];
-                    if (!dw_preview && r >= 32 && r <= 62)
-                        apply_row_dsp(&u, &g[t], 1, t * oc + c);
-                    else
-                        apply_row(&u, &g[t], 1, t * oc + c, 1);
-                }
+                if (!dw_preview && r_upd >= 32 && r_upd <= 62)
+                    apply_row_dsp(&u, g, 9, c, oc);
+                else
+                    apply_row(&u, g, 9, c, oc);
             } else
 #endif
             for (int32_t fy = 0; fy < kh; fy++) {
@@ -836,7 +835,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                                          fy - L->pad_top, fx - L->pad_left, dw_kind ? c : j0, nj, L->in_zp, acc);
                         const int32_t r = 31 + u.Ec - u.ws;
                         if (!dw_kind && !dw_preview && r >= 32 && r <= 62) {
-                            apply_row_dsp(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0);
+                            apply_row_dsp(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0, 1);
                             continue;
                         }
 #else
