@@ -333,71 +333,6 @@ static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int6
 #define TL_UPD_JB 64   /* input channels per gradient chunk (stack: 64 int32 + 64 int64) */
 #define TL_UPD_FLUSH 256 /* products per int32 partial sum: 256 * 32767 * 128 < 2^31 */
 
-#if TL_HAVE_DSP
-/* The nine tap gradients of one channel of a 3x3 depthwise layer in a single pass over its delta
- * map (the tap-by-tap path walks the map nine times, and small maps are mostly overhead):
- * acc[t] = sum delta(pos) x(pos, t), dsum[t] = sum delta(pos), both over the positions whose tap
- * t = fy * 3 + fx falls inside the image. in points at the channel (stride ch between pixels).
- * Positions with the whole window inside add to nine register sums; border positions to arrays.
- * Every int32 partial sum takes at most TL_UPD_FLUSH products before it goes to int64: exact.
- * Not inlined: inside update_layer the nine sums live on the stack. */
-static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in, int32_t ih, int32_t iw,
-                       int32_t ch, int32_t sh, int32_t sw, int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
-{
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, a8 = 0, di = 0;
-    int32_t b[9] = {0}, db[9] = {0};
-    int32_t cnt = 0;
-    const int32_t rs = iw * ch;
-    for (int32_t t = 0; t < 9; t++)
-        acc[t] = dsum[t] = 0;
-    for (int32_t oy = 0; oy < oh; oy++) {
-        const int32_t y0 = oy * sh - pt;
-        const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(3, ih - y0);
-        const int16_t *drow = delta + oy * ow;
-        for (int32_t ox = 0; ox < ow; ox++) {
-            const int32_t d = drow[ox];
-            if (d == 0)
-                continue;
-            const int32_t x0 = ox * sw - pl;
-            const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(3, iw - x0);
-            if (fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
-                const int8_t *x = in + y0 * rs + x0 * ch;
-                a0 += d * x[0];
-                a1 += d * x[ch];
-                a2 += d * x[2 * ch];
-                a3 += d * x[rs];
-                a4 += d * x[rs + ch];
-                a5 += d * x[rs + 2 * ch];
-                a6 += d * x[2 * rs];
-                a7 += d * x[2 * rs + ch];
-                a8 += d * x[2 * rs + 2 * ch];
-                di += d;
-            } else {
-                for (int32_t fy = fy0; fy < fy1; fy++)
-                    for (int32_t fx = fx0; fx < fx1; fx++) {
-                        b[fy * 3 + fx] += d * in[(y0 + fy) * rs + (x0 + fx) * ch];
-                        db[fy * 3 + fx] += d;
-                    }
-            }
-            if (++cnt == TL_UPD_FLUSH) {
-                const int32_t ai[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
-                for (int32_t t = 0; t < 9; t++) {
-                    acc[t] += (int64_t)ai[t] + b[t];
-                    dsum[t] += (int64_t)di + db[t];
-                    b[t] = db[t] = 0;
-                }
-                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = di = 0;
-                cnt = 0;
-            }
-        }
-    }
-    const int32_t ai[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
-    for (int32_t t = 0; t < 9; t++) {
-        acc[t] += (int64_t)ai[t] + b[t];
-        dsum[t] += (int64_t)di + db[t];
-    }
-}
-#endif
 
 #if !TL_HAVE_DSP
 /* One filter tap's gradient correlation over the valid output rectangle [oy0,oy1) x [ox0,ox1):
@@ -562,6 +497,98 @@ static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int
     for (; j < nj; j++)
         acc[j] = corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd,
                        y_off * iw * ic + x_off * ic) - zpd;
+}
+#endif
+
+#if TL_HAVE_DSP
+static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1);
+
+/* The nine tap gradients of one channel of a 3x3 depthwise layer (the tap-by-tap path walks the
+ * map nine times with a call per tap, and small maps are mostly overhead): acc[t] = sum delta(pos)
+ * x(pos, t), dsum[t] = sum delta(pos), both over the positions whose tap t = fy * 3 + fx falls
+ * inside the image. in points at the channel (stride ch between pixels). One pass per tap row fy
+ * over the rows valid for it, three sums: the columns valid for all three taps two positions per
+ * SMLAD (the deltas of neighbouring positions are one word; their inputs are paired with PKHBT),
+ * the few edge columns one product at a time with their own validity. Every int32 partial sum
+ * takes at most TL_UPD_PAIRS SMLADs or products before it goes to int64: exact. */
+static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in,
+                                                 int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
+                                                 int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
+{
+    const int32_t rs = iw * ch, step = sw * ch;
+    int32_t cx0[3], cx1[3];
+    for (int32_t fx = 0; fx < 3; fx++)
+        valid_range(ow, iw, sw, pl, fx, &cx0[fx], &cx1[fx]);
+    /* the columns valid for every fx */
+    const int32_t mx0 = TL_MAX(TL_MAX(cx0[0], cx0[1]), cx0[2]);
+    const int32_t mx1 = TL_MAX(mx0, TL_MIN(TL_MIN(cx1[0], cx1[1]), cx1[2]));
+    const int32_t npair = (mx1 - mx0) / 2, mend = mx0 + 2 * npair; /* pairs cover [mx0, mend) */
+    for (int32_t fy = 0; fy < 3; fy++) {
+        int32_t ry0, ry1;
+        valid_range(oh, ih, sh, pt, fy, &ry0, &ry1);
+        int64_t s0 = 0, s1 = 0, s2 = 0, d0 = 0, d1 = 0, d2 = 0;
+        int32_t a0 = 0, a1 = 0, a2 = 0, n = 0;
+        for (int32_t oy = ry0; oy < ry1; oy++) {
+            const int16_t *drow = delta + oy * ow;
+            const int8_t *xrow = in + (oy * sh - pt + fy) * rs; /* this row's input, column 0 */
+            const int8_t *xp = xrow + (mx0 * sw - pl) * ch;
+            int32_t r = 0; /* sum of the row's paired deltas (at most 4096: int32 is exact) */
+            for (int32_t k = 0; k < npair; k++, xp += 2 * step) {
+                const int32_t dd = (int32_t)rd32(drow + mx0 + 2 * k);
+                if (dd == 0)
+                    continue;
+                r = __smlad(dd, 0x00010001, r);
+                const int8_t *xq = xp + step;
+                a0 = __smlad(dd, pk_bt(xp[0], xq[0]), a0);
+                a1 = __smlad(dd, pk_bt(xp[ch], xq[ch]), a1);
+                a2 = __smlad(dd, pk_bt(xp[2 * ch], xq[2 * ch]), a2);
+                if (++n == TL_UPD_PAIRS) {
+                    s0 += a0;
+                    s1 += a1;
+                    s2 += a2;
+                    a0 = a1 = a2 = n = 0;
+                }
+            }
+            d0 += r;
+            d1 += r;
+            d2 += r;
+            /* the other columns: the edges, and an odd last middle column */
+            for (int32_t ox = 0; ox < ow; ox++) {
+                if (ox == mx0)
+                    ox = mend;
+                if (ox >= ow)
+                    break;
+                const int32_t d = drow[ox];
+                if (d == 0)
+                    continue;
+                const int8_t *x = xrow + (ox * sw - pl) * ch;
+                if (ox >= cx0[0] && ox < cx1[0]) {
+                    a0 += d * x[0];
+                    d0 += d;
+                }
+                if (ox >= cx0[1] && ox < cx1[1]) {
+                    a1 += d * x[ch];
+                    d1 += d;
+                }
+                if (ox >= cx0[2] && ox < cx1[2]) {
+                    a2 += d * x[2 * ch];
+                    d2 += d;
+                }
+                if (++n == TL_UPD_PAIRS) {
+                    s0 += a0;
+                    s1 += a1;
+                    s2 += a2;
+                    a0 = a1 = a2 = n = 0;
+                }
+            }
+        }
+        acc[fy * 3] = s0 + a0;
+        acc[fy * 3 + 1] = s1 + a1;
+        acc[fy * 3 + 2] = s2 + a2;
+        dsum[fy * 3] = d0;
+        dsum[fy * 3 + 1] = d1;
+        dsum[fy * 3 + 2] = d2;
+    }
 }
 #endif
 
