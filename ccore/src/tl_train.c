@@ -398,31 +398,50 @@ static inline int32_t pk_tb(int32_t a, int32_t b)
 }
 
 #define TL_UPD_PAIRS (TL_UPD_FLUSH / 2) /* position pairs per int32 partial sum */
-/* One input channel (depthwise, or the channels left over from the groups of four): the two
- * positions' inputs are single bytes, packed with PKHBT. */
-static int64_t corr1(const int16_t *delta, int32_t ow, const int8_t *in, int32_t row_bytes, int32_t sh,
-                     int32_t step, int32_t oy0, int32_t oy1, int32_t ox0, int32_t npair, int odd, int32_t off)
+/* The channels left over from the groups of four (one to three; depthwise: one), all in one pass
+ * over the positions: the two positions' inputs of a channel are single bytes, packed with PKHBT.
+ * s[k] gets sum delta x of channel k. */
+static inline void corr_tail(const int16_t *delta, int32_t ow, const int8_t *in, int32_t row_bytes, int32_t sh,
+                             int32_t step, int32_t oy0, int32_t oy1, int32_t ox0, int32_t npair, int odd,
+                             int32_t off, const int nt, int64_t *s)
 {
-    int64_t s = 0;
+    int64_t s0 = 0, s1 = 0, s2 = 0;
     for (int32_t oy = oy0; oy < oy1; oy++) {
         const int16_t *drow = delta + oy * ow + ox0;
         const int8_t *xrow = in + (oy * sh * row_bytes + off + ox0 * step);
         for (int32_t k0 = 0; k0 < npair; k0 += TL_UPD_PAIRS) {
             const int32_t k1 = TL_MIN(npair, k0 + TL_UPD_PAIRS);
             const int8_t *xp = xrow + 2 * k0 * step;
-            int32_t a = 0;
+            int32_t a0 = 0, a1 = 0, a2 = 0;
             for (int32_t k = k0; k < k1; k++, xp += 2 * step) {
                 const int32_t dd = (int32_t)rd32(drow + 2 * k);
                 if (dd == 0)
                     continue;
-                a = __smlad(dd, pk_bt(xp[0], xp[step]), a);
+                a0 = __smlad(dd, pk_bt(xp[0], xp[step]), a0);
+                if (nt > 1)
+                    a1 = __smlad(dd, pk_bt(xp[1], xp[step + 1]), a1);
+                if (nt > 2)
+                    a2 = __smlad(dd, pk_bt(xp[2], xp[step + 2]), a2);
             }
-            s += a;
+            s0 += a0;
+            s1 += a1;
+            s2 += a2;
         }
-        if (odd)
-            s += (int32_t)drow[2 * npair] * xrow[2 * npair * step];
+        if (odd) {
+            const int32_t dv = drow[2 * npair];
+            const int8_t *xp = xrow + 2 * npair * step;
+            s0 += dv * xp[0];
+            if (nt > 1)
+                s1 += dv * xp[1];
+            if (nt > 2)
+                s2 += dv * xp[2];
+        }
     }
-    return s;
+    s[0] = s0;
+    if (nt > 1)
+        s[1] = s1;
+    if (nt > 2)
+        s[2] = s2;
 }
 
 /* tap_corr on the DSP extension: two output positions per SMLAD. The int16 deltas of positions
@@ -430,8 +449,8 @@ static int64_t corr1(const int16_t *delta, int32_t ow, const int8_t *in, int32_t
  * are unpacked with SXTB16 and paired per channel with PKHBT / PKHTB, so each SMLAD adds
  * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
  * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
- * Channel counts that are not a multiple of 4 and the odd last position of a row go through
- * the plain products. Unlike tap_corr it stores the finished gradient, zero point included:
+ * The one to three channels left over from the groups of four go through corr_tail together, the
+ * odd last position of a row through plain products. Unlike tap_corr it stores the finished gradient, zero point included:
  * acc[j] = sum delta (x - zp) = sum delta x - zp sum delta. */
 static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
                          int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
@@ -494,9 +513,18 @@ static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int
         acc[j + 2] = s2 - zpd;
         acc[j + 3] = s3 - zpd;
     }
-    for (; j < nj; j++)
-        acc[j] = corr1(delta, ow, in + j0 + j, iw * ic, sh, step, oy0, oy1, ox0, npair, odd,
-                       y_off * iw * ic + x_off * ic) - zpd;
+    if (j < nj) {
+        const int32_t nt = nj - j, off = y_off * iw * ic + x_off * ic;
+        const int8_t *inj = in + j0 + j;
+        if (nt == 1)
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 1, acc + j);
+        else if (nt == 2)
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 2, acc + j);
+        else
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 3, acc + j);
+        for (; j < nj; j++)
+            acc[j] -= zpd;
+    }
 }
 #endif
 
