@@ -271,7 +271,7 @@ static void apply_row(const upd_row *u, const int64_t *acc, int32_t n, int32_t i
 }
 
 #if TL_HAVE_DSP
-/* apply_row(u, acc, n, idx0, stride) for the usual rounding shift r = 31 + Ec - ws in [32, 62]:
+/* apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]:
  * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
  * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
  * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
@@ -282,10 +282,17 @@ typedef struct {
     int8_t *wt;
 } upd_fast;
 
+/* The rounding shifts r = 31 + Ec - ws the loops below take: r <= 63 ("small": floor and fraction
+ * from both words of the product) or r in [64, TL_UPD_R_MAX] ("big": the high word alone; then
+ * |prod| < 2^62 makes the floor 0 or -1). scale_update shifts prod right by r - 62 first when
+ * r > 62, which leaves the same floor and the same 32 fraction bits below bit r. */
+#define TL_UPD_R_MAX 94
+
 static inline upd_fast upd_fast_of(const upd_row *u)
 {
     upd_fast f;
-    f.s = 31 + u->Ec - u->ws - 32;
+    const int32_t r = 31 + u->Ec - u->ws;
+    f.s = r <= 63 ? r - 32 : r - 64;
     f.mult = u->wm;
     f.prefix = u->prefix;
     f.wt = u->weights;
@@ -293,19 +300,20 @@ static inline upd_fast upd_fast_of(const upd_row *u)
 }
 
 /* One weight's update from a gradient with |a| < 2^31. */
-static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const int nearest)
+static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const int nearest, const int big)
 {
     uint32_t lo;
     int32_t hi;
     __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
-    const uint32_t top = (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
+    const uint32_t top = big ? (uint32_t)(hi >> f->s) : (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
+    const int32_t fl = big ? hi >> 31 : hi >> f->s;
     const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(f->prefix ^ (uint32_t)idx);
-    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(hi >> f->s, 10) + (rnd < top ? 1 : 0)), 8);
+    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(fl, 10) + (rnd < top ? 1 : 0)), 8);
     f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
 }
 
 static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0, int32_t stride,
-                                      const int nearest)
+                                      const int nearest, const int big)
 {
     const upd_fast f = upd_fast_of(u);
     for (int32_t k = 0, idx = idx0; k < n; k++, idx += stride, acc++) {
@@ -315,7 +323,7 @@ static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int3
             apply_one(u, a, idx);
             continue;
         }
-        upd_one_fast(&f, a32, idx, nearest);
+        upd_one_fast(&f, a32, idx, nearest, big);
     }
 }
 
@@ -323,10 +331,18 @@ static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int3
 static __attribute__((noinline)) void apply_row_dsp(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
                                                     int32_t stride)
 {
-    if (u->rounding == TL_ROUND_NEAREST) /* two copies of the loop, each without the test */
-        apply_row_dsp_loop(u, acc, n, idx0, stride, 1);
-    else
-        apply_row_dsp_loop(u, acc, n, idx0, stride, 0);
+    const int big = 31 + u->Ec - u->ws > 63; /* one copy of the loop per case, each without the tests */
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 1, 1);
+        else
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 1, 0);
+    } else {
+        if (big)
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 0, 1);
+        else
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 0, 0);
+    }
 }
 #endif
 
@@ -628,7 +644,7 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
  * as its group of four input channels is done. The correlation is tap_corr_dsp's (two positions
  * per SMLAD); an odd last position is the pair (delta, 0). */
 static inline void corr_apply_loop(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic, int32_t zp,
-                                   const upd_row *u, int32_t idx0, const int nearest)
+                                   const upd_row *u, int32_t idx0, const int nearest, const int big)
 {
     const int32_t npair = np / 2;
     int32_t ds = 0;
@@ -663,26 +679,34 @@ static inline void corr_apply_loop(const int16_t *delta, int32_t np, const int8_
             a2 = __smlad((int32_t)dlast, (int32_t)__sxtb16(hi), a2);
             a3 = __smlad((int32_t)dlast, tl_sxtb16_ror8(hi), a3);
         }
-        upd_one_fast(&f, a0 - zpd, idx0 + j, nearest);
-        upd_one_fast(&f, a1 - zpd, idx0 + j + 1, nearest);
-        upd_one_fast(&f, a2 - zpd, idx0 + j + 2, nearest);
-        upd_one_fast(&f, a3 - zpd, idx0 + j + 3, nearest);
+        upd_one_fast(&f, a0 - zpd, idx0 + j, nearest, big);
+        upd_one_fast(&f, a1 - zpd, idx0 + j + 1, nearest, big);
+        upd_one_fast(&f, a2 - zpd, idx0 + j + 2, nearest, big);
+        upd_one_fast(&f, a3 - zpd, idx0 + j + 3, nearest, big);
     }
     for (; j < ic; j++) { /* input channels left over from the groups of four */
         int32_t a = 0;
         for (int32_t k = 0; k < np; k++)
             a += (int32_t)delta[k] * in[k * ic + j];
-        upd_one_fast(&f, a - zpd, idx0 + j, nearest);
+        upd_one_fast(&f, a - zpd, idx0 + j, nearest, big);
     }
 }
 
 static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic,
                                                      int32_t zp, const upd_row *u, int32_t idx0)
 {
-    if (u->rounding == TL_ROUND_NEAREST)
-        corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1);
-    else
-        corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0);
+    const int big = 31 + u->Ec - u->ws > 63;
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1, 1);
+        else
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1, 0);
+    } else {
+        if (big)
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0, 1);
+        else
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0, 0);
+    }
 }
 #endif
 
@@ -859,7 +883,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
              * delta sum stays exact up to 2^16 positions) instead of oh short ones */
             const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
             const int32_t r_upd = 31 + u.Ec - u.ws;
-            if (flat && oh * ow <= TL_UPD_SMALL && !dw_preview && r_upd >= 32 && r_upd <= 62) {
+            if (flat && oh * ow <= TL_UPD_SMALL && !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX) {
                 corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
             } else if (dw_kind && kh == 3 && kw == 3) {
                 int64_t g[9], gs[9];
@@ -867,7 +891,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                            g, gs);
                 for (int32_t t = 0; t < 9; t++)
                     g[t] -= (int64_t)L->in_zp * gs[t];
-                if (!dw_preview && r_upd >= 32 && r_upd <= 62)
+                if (!dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX)
                     apply_row_dsp(&u, g, 9, c, oc);
                 else
                     apply_row(&u, g, 9, c, oc);
@@ -889,7 +913,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
                             tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w, oy0, oy1, ox0, ox1,
                                          fy - L->pad_top, fx - L->pad_left, dw_kind ? c : j0, nj, L->in_zp, acc);
                         const int32_t r = 31 + u.Ec - u.ws;
-                        if (!dw_kind && !dw_preview && r >= 32 && r <= 62) {
+                        if (!dw_kind && !dw_preview && r >= 32 && r <= TL_UPD_R_MAX) {
                             apply_row_dsp(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0, 1);
                             continue;
                         }
