@@ -73,7 +73,8 @@ def awkward_model(head: str, hidden_lr: float):
     return m
 
 
-@pytest.mark.parametrize("head,hidden_lr", [("grid", 1e-3), ("gap", 3e-1)])
+# hidden rates spanning the update's rounding shifts: large ones (tiny rates) take other code paths
+@pytest.mark.parametrize("head,hidden_lr", [("grid", 1e-3), ("gap", 3e-1), ("grid", 3e-7)])
 def test_dsp_kernels_on_awkward_shapes_match_the_host(head, hidden_lr, tmp_path):
     need("make", "make")
     need("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi")
