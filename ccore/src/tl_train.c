@@ -714,13 +714,12 @@ static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32
 /* update_layer's delta map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
  * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
  * out its outputs (stride oc). Kept out of update_layer for its registers; the rounding shift of
- * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' by one unsigned range test. Returns
+ * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' as a sign mask. Returns
  * the bias gradient sum; *nonzero as the portable loop. */
 static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
                                                          int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
                                                          int32_t hi, int16_t *delta, int32_t *nonzero)
 {
-    const uint32_t span = hi > lo ? (uint32_t)(hi - lo - 1) : 0u; /* lo < h < hi iff h - lo - 1 < span */
     const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
     int64_t acc_b = 0;
     int32_t nz = 0;
@@ -730,7 +729,8 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             const int32_t dv = d[t];
             int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
             v0 = TL_CLAMP(v0, -32767, 32767);
-            const int32_t v = (uint32_t)((int32_t)out[t * oc] - lo - 1) < span ? v0 : 0;
+            const int32_t h = out[t * oc];
+            const int32_t v = v0 & ~(((h - lo - 1) | (hi - 1 - h)) >> 31);
             delta[t] = (int16_t)v;
             sum += v;
             nz |= v;
@@ -743,15 +743,15 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             const int32_t dv = d[cy * p + cx];
             int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs); /* tl_shr_round */
             v0 = TL_CLAMP(v0, -32767, 32767);
-            const int16_t v16 = (int16_t)v0;
-            int32_t open = 0;
+            int32_t open = bh * bw; /* minus one per closed position below */
             for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
                 const int8_t *h = out + (oy * ow + cx * bw) * oc;
                 int16_t *drow = delta + oy * ow + cx * bw;
                 for (int32_t k = 0; k < bw; k++, h += oc) {
-                    const int32_t on = (uint32_t)((int32_t)*h - lo - 1) < span;
-                    drow[k] = on ? v16 : 0;
-                    open += on;
+                    /* closed (h <= lo or h >= hi) iff (h - lo - 1) | (hi - 1 - h) is negative */
+                    const int32_t closed = (((int32_t)*h - lo - 1) | (hi - 1 - (int32_t)*h)) >> 31;
+                    drow[k] = (int16_t)(v0 & ~closed);
+                    open += closed;
                 }
             }
             acc_b += (int64_t)v0 * open;
