@@ -207,7 +207,15 @@ tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
         for (int32_t c = 0; c < nc; c++) {
             const int8_t *w = filter + (c0 + c) * ic;
             int32_t wsum = 0;
-            for (int32_t i = 0; i < ic; i++)
+            int32_t i = 0;
+#if TL_HAVE_DSP
+            /* four weights per USADA8: the bytes with the sign bit flipped are w + 128, unsigned */
+            uint32_t u = 0;
+            for (; i + 3 < ic; i += 4)
+                u = __usada8(read_s8x4(w + i) ^ 0x80808080u, 0, u);
+            wsum = (int32_t)u - 128 * i;
+#endif
+            for (; i < ic; i++)
                 wsum += w[i];
             zpw[c] = p->in_zp * wsum;
         }
