@@ -300,7 +300,8 @@ static inline upd_fast upd_fast_of(const upd_row *u)
 }
 
 /* One weight's update from a gradient with |a| < 2^31. */
-static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const int nearest, const int big)
+static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx,
+                                                               const int nearest, const int big)
 {
     uint32_t lo;
     int32_t hi;
@@ -312,8 +313,10 @@ static inline void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx, const
     f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
 }
 
-static inline void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n, int32_t idx0, int32_t stride,
-                                      const int nearest, const int big)
+/* always inlined: each call site below is one specialised copy (constant nearest, big) */
+static inline __attribute__((always_inline)) void apply_row_dsp_loop(const upd_row *u, const int64_t *acc, int32_t n,
+                                                                     int32_t idx0, int32_t stride, const int nearest,
+                                                                     const int big)
 {
     const upd_fast f = upd_fast_of(u);
     for (int32_t k = 0, idx = idx0; k < n; k++, idx += stride, acc++) {
@@ -466,8 +469,8 @@ static inline void corr_tail(const int16_t *delta, int32_t ow, const int8_t *in,
  * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
  * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
  * The one to three channels left over from the groups of four go through corr_tail together, the
- * odd last position of a row through plain products. Unlike tap_corr it stores the finished gradient, zero point included:
- * acc[j] = sum delta (x - zp) = sum delta x - zp sum delta. */
+ * odd last position of a row through plain products. Unlike tap_corr it stores the finished
+ * gradient, zero point included: acc[j] = sum delta (x - zp) = sum delta x - zp sum delta. */
 static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
                          int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
                          int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int32_t zp, int64_t *acc)
@@ -643,8 +646,9 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
  * sum delta (x - zp) fits int32 (so no int64 partial sums, no range checks), and is applied as soon
  * as its group of four input channels is done. The correlation is tap_corr_dsp's (two positions
  * per SMLAD); an odd last position is the pair (delta, 0). */
-static inline void corr_apply_loop(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic, int32_t zp,
-                                   const upd_row *u, int32_t idx0, const int nearest, const int big)
+static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t *delta, int32_t np, const int8_t *in,
+                                                                  int32_t ic, int32_t zp, const upd_row *u,
+                                                                  int32_t idx0, const int nearest, const int big)
 {
     const int32_t npair = np / 2;
     int32_t ds = 0;
