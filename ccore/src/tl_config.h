@@ -34,11 +34,19 @@
 #define TL_HAVE_DSP 1
 #include <arm_acle.h>
 /* SXTB16 x, ROR #8 (bytes 1 and 3 of x as two int16): gcc 12 does not fold a rotation written
- * in C into the instruction's operand, so it is spelled out. */
+ * in C into the instruction's operand, so it is spelled out (also for SXTAB16 below). */
 static inline int32_t tl_sxtb16_ror8(uint32_t x)
 {
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* SXTAB16 a, x, ROR #8: bytes 1 and 3 of x added to the two int16 lanes of a */
+static inline uint32_t tl_sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
 }
 

@@ -970,6 +970,37 @@ static int32_t scale_signal(int64_t u, int32_t s, uint32_t n)
                             : tl_div_round(u, (int64_t)n << -s));
 }
 
+#if TL_HAVE_DSP
+/* Step 1 of tl_train_hidden for one row of one pooling cell: Pc[c * pp] += sum of the bw pixels'
+ * channel c - zpb. Four channels per word, summed in int16 lanes by SXTAB16 (bw <= 255). */
+static __attribute__((noinline)) void pool_row_dsp(const int8_t *h, int32_t oc, int32_t bw, int32_t zpb, int32_t pp,
+                                                   int32_t *Pc)
+{
+    int32_t c = 0;
+    for (; c + 3 < oc; c += 4) {
+        uint32_t e = 0, o = 0; /* (c, c+2) and (c+1, c+3) */
+        const int8_t *hc = h + c;
+        for (int32_t k = 0; k < bw; k++, hc += oc) {
+            uint32_t v;
+            __builtin_memcpy(&v, hc, 4);
+            e = __sxtab16(e, v);
+            o = tl_sxtab16_ror8(o, v);
+        }
+        Pc[c * pp] += (int16_t)e - zpb;
+        Pc[(c + 1) * pp] += (int16_t)o - zpb;
+        Pc[(c + 2) * pp] += ((int32_t)e >> 16) - zpb;
+        Pc[(c + 3) * pp] += ((int32_t)o >> 16) - zpb;
+    }
+    for (; c < oc; c++) {
+        const int8_t *hc = h + c;
+        int32_t s = 0;
+        for (int32_t k = 0; k < bw; k++, hc += oc)
+            s += *hc;
+        Pc[c * pp] += s - zpb;
+    }
+}
+#endif
+
 /* ---------------------------------------------------------------- hidden layers: LLS */
 tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
                           const int8_t *out, int32_t label, int32_t update,
@@ -993,6 +1024,12 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         for (int32_t cx = 0; cx < p; cx++) {
             const int8_t *h = out + (oy * ow + cx * bw) * oc;
             int32_t *Pc = P + cy * p + cx;
+#if TL_HAVE_DSP
+            if (bw <= 255) { /* int16 lanes: at most 255 * 128 */
+                pool_row_dsp(h, oc, bw, bw * L->out_zp, p * p, Pc);
+                continue;
+            }
+#endif
             for (int32_t c = 0; c < oc; c++) { /* the row's bw pixels of the cell, then - bw zp */
                 const int8_t *hc = h + c;
                 int32_t s = 0;
