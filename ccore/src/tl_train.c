@@ -725,6 +725,7 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
                                                          int32_t hi, int16_t *delta, int32_t *nonzero)
 {
     const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
+    const int32_t lo1 = lo + 1, hi1 = hi - 1; /* open iff lo1 <= h <= hi1 */
     int64_t acc_b = 0;
     int32_t nz = 0;
     if (bh == 1 && bw == 1) { /* one position per cell (p = oh = ow): cell t is position t */
@@ -734,7 +735,7 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
             v0 = TL_CLAMP(v0, -32767, 32767);
             const int32_t h = out[t * oc];
-            const int32_t v = v0 & ~(((h - lo - 1) | (hi - 1 - h)) >> 31);
+            const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
             delta[t] = (int16_t)v;
             sum += v;
             nz |= v;
@@ -752,8 +753,8 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
                 const int8_t *h = out + (oy * ow + cx * bw) * oc;
                 int16_t *drow = delta + oy * ow + cx * bw;
                 for (int32_t k = 0; k < bw; k++, h += oc) {
-                    /* closed (h <= lo or h >= hi) iff (h - lo - 1) | (hi - 1 - h) is negative */
-                    const int32_t closed = (((int32_t)*h - lo - 1) | (hi - 1 - (int32_t)*h)) >> 31;
+                    /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
+                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
                     drow[k] = (int16_t)(v0 & ~closed);
                     open += closed;
                 }
