@@ -651,9 +651,18 @@ static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t 
                                                                   int32_t idx0, const int nearest, const int big)
 {
     const int32_t npair = np / 2;
-    int32_t ds = 0;
-    for (int32_t k = 0; k < npair; k++)
-        ds = __smlad((int32_t)rd32(delta + 2 * k), 0x00010001, ds);
+    /* the position pairs with a nonzero delta, listed once (delta words and input offsets) for
+     * all the groups of input channels below */
+    int32_t dl[TL_UPD_SMALL / 2], ol[TL_UPD_SMALL / 2];
+    int32_t nl = 0, ds = 0;
+    for (int32_t k = 0; k < npair; k++) {
+        const int32_t dd = (int32_t)rd32(delta + 2 * k);
+        ds = __smlad(dd, 0x00010001, ds);
+        if (dd != 0) {
+            dl[nl] = dd;
+            ol[nl++] = 2 * k * ic;
+        }
+    }
     const uint32_t dlast = (np & 1) ? (uint16_t)delta[np - 1] : 0u;
     ds += (int16_t)dlast;
     const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
@@ -661,11 +670,9 @@ static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t 
     int32_t j = 0;
     for (; j + 3 < ic; j += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        const int8_t *xp = in + j;
-        for (int32_t k = 0; k < npair; k++, xp += 2 * ic) {
-            const int32_t dd = (int32_t)rd32(delta + 2 * k);
-            if (dd == 0)
-                continue;
+        for (int32_t l = 0; l < nl; l++) {
+            const int32_t dd = dl[l];
+            const int8_t *xp = in + j + ol[l];
             const uint32_t x0 = rd32(xp), x1 = rd32(xp + ic);
             const uint32_t lo = (uint32_t)pk_bt((int32_t)x0, (int32_t)x1);
             const uint32_t hi = (uint32_t)pk_tb((int32_t)x0, (int32_t)x1);
@@ -675,7 +682,7 @@ static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t 
             a3 = __smlad(dd, tl_sxtb16_ror8(hi), a3);
         }
         if (dlast) {
-            const uint32_t x0 = rd32(xp);
+            const uint32_t x0 = rd32(in + j + 2 * npair * ic);
             const uint32_t lo = (uint32_t)pk_bt((int32_t)x0, (int32_t)x0);
             const uint32_t hi = (uint32_t)pk_tb((int32_t)x0, (int32_t)x0);
             a0 = __smlad((int32_t)dlast, (int32_t)__sxtb16(lo), a0);
