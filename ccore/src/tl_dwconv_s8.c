@@ -101,11 +101,16 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                     int32_t a0 = bi[c], a1 = bi[c + 1], a2 = bi[c + 2], a3 = bi[c + 3];
                     const int32_t *w = wb + (c / 4) * 18;
                     const int8_t *x = xp0 + c;
-                    for (int32_t fy = 0; fy < 3; fy++, x += rs, w += 6) {
-                        dw_tap4(read_s8x4(x), w, &a0, &a1, &a2, &a3);
-                        dw_tap4(read_s8x4(x + ch), w + 2, &a0, &a1, &a2, &a3);
-                        dw_tap4(read_s8x4(x + 2 * ch), w + 4, &a0, &a1, &a2, &a3);
-                    }
+                    const int8_t *x1 = x + rs, *x2 = x1 + rs;
+                    dw_tap4(read_s8x4(x), w, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x + ch), w + 2, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x + 2 * ch), w + 4, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1), w + 6, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1 + ch), w + 8, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1 + 2 * ch), w + 10, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2), w + 12, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2 + ch), w + 14, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2 + 2 * ch), w + 16, &a0, &a1, &a2, &a3);
                     dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c);
                 }
             }
