@@ -47,17 +47,16 @@ static inline int8_t pw_clamp(int32_t v, int32_t lo, int32_t hi)
  * four input channels is one LDR and two SXTB16 per weight row and eight SMLAD, 16 MACs. The
  * per-channel constants (bias - zp sum(w), the requantization as tl_rq) are made once per block.
  * Accumulators start at bias - zp sum(w): the same int32 sum as the reference, reordered. */
-static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, int32_t ic, int32_t oc,
-                   const int8_t *in, const int8_t *filter, const int32_t *bias, const int32_t *zpw,
-                   int32_t c0, int32_t nc, int8_t *out)
+/* tl_rq_apply, without the test when every channel of the block takes the fast form */
+#define PW_RQ(c, acc) (all_fast ? tl_rq_fast(&rq[c], sg, acc) : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
+
+static inline __attribute__((always_inline)) void pw_dsp_body(const tl_conv_params *p, const tl_quant *q,
+                                                              int32_t pixels, int32_t ic, int32_t oc,
+                                                              const int8_t *in, const int8_t *filter,
+                                                              const tl_rq *rq, const int32_t *cb, int32_t c0,
+                                                              int32_t nc, int8_t *out, const int all_fast)
 {
-    tl_rq rq[TL_PW_CBLK];
-    int32_t cb[TL_PW_CBLK];
     int32_t xw[TL_PW_WIDE]; /* per group of four channels: (x0,x2) (x1,x3) of pixel a, then of b */
-    for (int32_t c = 0; c < nc; c++) {
-        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
-        cb[c] = (bias ? bias[c0 + c] : 0) - zpw[c];
-    }
     const int32_t *shift = q->shift + c0;
     const uint32_t sg = tl_rq_sign(p);
     const int32_t lo = p->act_min, hi = p->act_max;
@@ -102,10 +101,8 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
                 a10 += (int32_t)xb[i] * wa[i];
                 a11 += (int32_t)xb[i] * wb[i];
             }
-            pw_store2(oa + c, tl_rq_apply(p, &rq[c], sg, shift[c], a00),
-                      tl_rq_apply(p, &rq[c + 1], sg, shift[c + 1], a01), lo4, hi4);
-            pw_store2(ob + c, tl_rq_apply(p, &rq[c], sg, shift[c], a10),
-                      tl_rq_apply(p, &rq[c + 1], sg, shift[c + 1], a11), lo4, hi4);
+            pw_store2(oa + c, PW_RQ(c, a00), PW_RQ(c + 1, a01), lo4, hi4);
+            pw_store2(ob + c, PW_RQ(c, a10), PW_RQ(c + 1, a11), lo4, hi4);
         }
         if (c < nc) { /* odd channel count */
             const int8_t *w = filter + c * ic;
@@ -114,8 +111,8 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
                 a0 += (int32_t)xa[i] * w[i];
                 a1 += (int32_t)xb[i] * w[i];
             }
-            oa[c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a0), lo, hi);
-            ob[c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a1), lo, hi);
+            oa[c] = pw_clamp(PW_RQ(c, a0), lo, hi);
+            ob[c] = pw_clamp(PW_RQ(c, a1), lo, hi);
         }
     }
     for (; px < pixels; px++) { /* the odd last pixel, or every pixel when ic > TL_PW_WIDE */
@@ -130,9 +127,28 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
             }
             for (int32_t i = i4; i < ic; i++)
                 a += (int32_t)x[i] * w[i];
-            out[px * oc + c] = pw_clamp(tl_rq_apply(p, &rq[c], sg, shift[c], a), lo, hi);
+            out[px * oc + c] = pw_clamp(PW_RQ(c, a), lo, hi);
         }
     }
+}
+#undef PW_RQ
+
+static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, int32_t ic, int32_t oc,
+                   const int8_t *in, const int8_t *filter, const int32_t *bias, const int32_t *zpw,
+                   int32_t c0, int32_t nc, int8_t *out)
+{
+    tl_rq rq[TL_PW_CBLK];
+    int32_t cb[TL_PW_CBLK];
+    int all_fast = 1;
+    for (int32_t c = 0; c < nc; c++) {
+        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
+        cb[c] = (bias ? bias[c0 + c] : 0) - zpw[c];
+        all_fast &= rq[c].rs >= 0;
+    }
+    if (all_fast) /* one copy of the kernel per case */
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 1);
+    else
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 0);
 }
 #else
 /* Portable: four output channels per pass share each input load; the compiler vectorises the
