@@ -20,13 +20,17 @@ static inline uint32_t read_s8x4(const int8_t *p)
 }
 
 /* Four channels' accumulators requantized, offset, saturated to int8, clamped as a word, stored. */
+/* tl_rq_apply, without the test when every channel of the block takes the fast form */
+#define DW_RQ(k, acc) (all_fast ? tl_rq_fast(&rq[k], sg, acc) : tl_rq_apply(p, &rq[k], sg, shift[k], acc))
+
 static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int32_t *shift, int32_t a0, int32_t a1,
-                             int32_t a2, int32_t a3, uint32_t sg, uint32_t lo4, uint32_t hi4, int8_t *o)
+                             int32_t a2, int32_t a3, uint32_t sg, uint32_t lo4, uint32_t hi4, int8_t *o,
+                             const int all_fast)
 {
-    const int32_t v0 = tl_rq_apply(p, &rq[0], sg, shift[0], a0);
-    const int32_t v1 = tl_rq_apply(p, &rq[1], sg, shift[1], a1);
-    const int32_t v2 = tl_rq_apply(p, &rq[2], sg, shift[2], a2);
-    const int32_t v3 = tl_rq_apply(p, &rq[3], sg, shift[3], a3);
+    const int32_t v0 = DW_RQ(0, a0);
+    const int32_t v1 = DW_RQ(1, a1);
+    const int32_t v2 = DW_RQ(2, a2);
+    const int32_t v3 = DW_RQ(3, a3);
     const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
                         (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
     const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
@@ -48,16 +52,13 @@ static inline void dw_tap4(uint32_t xv, const int32_t *w, int32_t *a0, int32_t *
  * halves with SSUB16 (x - zp fits int16), and SMLABB / SMLATT multiply-accumulate each channel
  * with its weight, split the same way. Every accumulator adds the reference's products (taps
  * outside the image skipped) to the bias: the same int32 sum. */
-static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
-                         const int8_t *in, int32_t kh, int32_t kw, const int8_t *filter, const int32_t *bias,
-                         int32_t oh, int32_t ow, int8_t *out, int32_t c0, int32_t nc)
+static inline __attribute__((always_inline)) void dw_block_body(const tl_conv_params *p, const tl_quant *q,
+                                                                int32_t ih, int32_t iw, int32_t ch, const int8_t *in,
+                                                                int32_t kh, int32_t kw, const int8_t *filter,
+                                                                const tl_rq *rq, const int32_t *b, int32_t oh,
+                                                                int32_t ow, int8_t *out, int32_t c0, int32_t nc,
+                                                                const int all_fast)
 {
-    tl_rq rq[TL_DW_DSP_CBLK];
-    int32_t b[TL_DW_DSP_CBLK];
-    for (int32_t c = 0; c < nc; c++) {
-        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
-        b[c] = bias ? bias[c0 + c] : 0;
-    }
     const int32_t *shift = q->shift + c0;
     const int32_t zp = p->in_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t sg = tl_rq_sign(p);
@@ -111,7 +112,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                     dw_tap4(read_s8x4(x2), w + 12, &a0, &a1, &a2, &a3);
                     dw_tap4(read_s8x4(x2 + ch), w + 14, &a0, &a1, &a2, &a3);
                     dw_tap4(read_s8x4(x2 + 2 * ch), w + 16, &a0, &a1, &a2, &a3);
-                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c);
+                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c, all_fast);
                 }
             }
             for (; c < n4; c += 4) {
@@ -130,7 +131,7 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                         a3 = __smlatt(xo, wo, a3);
                     }
                 }
-                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c);
+                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c, all_fast);
             }
             for (; c < nc; c++) { /* channels left over from the groups of four */
                 int32_t a = b[c];
@@ -138,11 +139,30 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                     for (int32_t fx = fx0; fx < fx1; fx++)
                         a += (int32_t)wp0[((fy - fy0) * kw + fx - fx0) * ch + c] *
                              ((int32_t)xp0[((fy - fy0) * iw + fx - fx0) * ch + c] - zp);
-                const int32_t v = tl_rq_apply(p, &rq[c], sg, shift[c], a);
+                const int32_t v = DW_RQ(c, a);
                 o[c] = (int8_t)TL_CLAMP(v, lo, hi);
             }
         }
     }
+}
+#undef DW_RQ
+
+static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
+                         const int8_t *in, int32_t kh, int32_t kw, const int8_t *filter, const int32_t *bias,
+                         int32_t oh, int32_t ow, int8_t *out, int32_t c0, int32_t nc)
+{
+    tl_rq rq[TL_DW_DSP_CBLK];
+    int32_t b[TL_DW_DSP_CBLK];
+    int all_fast = 1;
+    for (int32_t c = 0; c < nc; c++) {
+        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
+        b[c] = bias ? bias[c0 + c] : 0;
+        all_fast &= rq[c].rs >= 0;
+    }
+    if (all_fast) /* one copy of the kernel per case */
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 1);
+    else
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 0);
 }
 #else
 static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, const int8_t *in, int32_t iw,
