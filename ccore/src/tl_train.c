@@ -557,7 +557,8 @@ static void valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad
  * over the rows valid for it, three sums: the columns valid for all three taps two positions per
  * SMLAD (the deltas of neighbouring positions are one word; their inputs are paired with PKHBT),
  * the few edge columns one product at a time with their own validity. Every int32 partial sum
- * takes at most TL_UPD_PAIRS SMLADs or products before it goes to int64: exact. */
+ * takes at most TL_UPD_PAIRS SMLADs or products before it goes to int64 (checked per row, so the
+ * caller keeps ow <= TL_UPD_PAIRS): exact. */
 static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in,
                                                  int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
                                                  int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
@@ -579,6 +580,13 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
             const int16_t *drow = delta + oy * ow;
             const int8_t *xrow = in + (oy * sh - pt + fy) * rs; /* this row's input, column 0 */
             const int8_t *xp = xrow + (mx0 * sw - pl) * ch;
+            if (n + ow > TL_UPD_PAIRS) { /* a row adds at most ow SMLADs or products to each sum */
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                a0 = a1 = a2 = n = 0;
+            }
+            n += ow;
             int32_t r = 0; /* sum of the row's paired deltas (at most 4096: int32 is exact) */
             for (int32_t k = 0; k < npair; k++, xp += 2 * step) {
                 const int32_t dd = (int32_t)rd32(drow + mx0 + 2 * k);
@@ -589,12 +597,6 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
                 a0 = __smlad(dd, pk_bt(xp[0], xq[0]), a0);
                 a1 = __smlad(dd, pk_bt(xp[ch], xq[ch]), a1);
                 a2 = __smlad(dd, pk_bt(xp[2 * ch], xq[2 * ch]), a2);
-                if (++n == TL_UPD_PAIRS) {
-                    s0 += a0;
-                    s1 += a1;
-                    s2 += a2;
-                    a0 = a1 = a2 = n = 0;
-                }
             }
             d0 += r;
             d1 += r;
@@ -620,12 +622,6 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
                 if (ox >= cx0[2] && ox < cx1[2]) {
                     a2 += d * x[2 * ch];
                     d2 += d;
-                }
-                if (++n == TL_UPD_PAIRS) {
-                    s0 += a0;
-                    s1 += a1;
-                    s2 += a2;
-                    a0 = a1 = a2 = n = 0;
                 }
             }
         }
@@ -897,7 +893,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
             const int32_t r_upd = 31 + u.Ec - u.ws;
             if (flat && oh * ow <= TL_UPD_SMALL && !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX) {
                 corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
-            } else if (dw_kind && kh == 3 && kw == 3) {
+            } else if (dw_kind && kh == 3 && kw == 3 && ow <= TL_UPD_PAIRS) {
                 int64_t g[9], gs[9];
                 dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
                            g, gs);
