@@ -5,6 +5,23 @@
 
 #define TL_CONV_PATCH 1024 /* bytes of stack for the patches of consecutive output pixels */
 
+#if TL_HAVE_DSP
+/* n bytes, a word at a time (Cortex-M4 loads and stores unaligned words); no byte loop, which gcc
+ * would turn into a memcpy call costing more than the copy. */
+static inline void copy_small(int8_t *d, const int8_t *s, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 3 < n; i += 4)
+        __builtin_memcpy(d + i, s + i, 4);
+    if (n & 2) {
+        __builtin_memcpy(d + i, s + i, 2);
+        i += 2;
+    }
+    if (n & 1)
+        d[i] = s[i];
+}
+#endif
+
 /* Fast path: the patches (kh x kw x in_c, padded taps filled with the input zero point so they
  * contribute (zp - zp) w = 0) of a run of output pixels along a row are laid out side by side,
  * and tl_pwconv_s8 multiplies them with the filter seen as (out_c, kh*kw*in_c). Each output gets
@@ -33,6 +50,13 @@ static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dim
                 int8_t *dst = patch + k * K;
                 for (int32_t fy = 0; fy < kh; fy++) {
                     const int32_t y = y0 + fy;
+#if TL_HAVE_DSP
+                    if (y >= 0 && y < ih && x0 >= 0 && x0 + kw <= iw) {
+                        /* a row of taps inside the image: kw * ic contiguous bytes on both sides */
+                        copy_small(dst + fy * kw * ic, in + (y * iw + x0) * ic, kw * ic);
+                        continue;
+                    }
+#endif
                     for (int32_t fx = 0; fx < kw; fx++) {
                         const int32_t x = x0 + fx;
                         int8_t *d = dst + (fy * kw + fx) * ic;

@@ -10,6 +10,162 @@
 
 #define TL_DW_CBLK 64 /* channels per block of stack accumulators */
 
+#if TL_HAVE_DSP
+#define TL_DW_DSP_CBLK 32 /* channels whose requantization constants are kept on the stack */
+
+static inline uint32_t read_s8x4(const int8_t *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* Four channels' accumulators requantized, offset, saturated to int8, clamped as a word, stored. */
+/* tl_rq_apply, without the test when every channel of the block takes the fast form */
+#define DW_RQ(k, acc) (all_fast ? tl_rq_fast(&rq[k], sg, acc) : tl_rq_apply(p, &rq[k], sg, shift[k], acc))
+
+static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int32_t *shift, int32_t a0, int32_t a1,
+                             int32_t a2, int32_t a3, uint32_t sg, uint32_t lo4, uint32_t hi4, int8_t *o,
+                             const int all_fast)
+{
+    const int32_t v0 = DW_RQ(0, a0);
+    const int32_t v1 = DW_RQ(1, a1);
+    const int32_t v2 = DW_RQ(2, a2);
+    const int32_t v3 = DW_RQ(3, a3);
+    const uint32_t pk = ((uint32_t)__ssat(v0, 8) & 0xFFu) | (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
+                        (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) | ((uint32_t)__ssat(v3, 8) << 24);
+    const uint32_t r = tl_clamp_s8x4(pk, lo4, hi4);
+    __builtin_memcpy(o, &r, 4);
+}
+
+/* One tap of four channels: x (four int8) split by SXTB16, w already split into (w0, w2), (w1, w3). */
+static inline void dw_tap4(uint32_t xv, const int32_t *w, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    const int32_t xe = (int32_t)__sxtb16(xv), xo = tl_sxtb16_ror8(xv);
+    *a0 = __smlabb(xe, w[0], *a0);
+    *a2 = __smlatt(xe, w[0], *a2);
+    *a1 = __smlabb(xo, w[1], *a1);
+    *a3 = __smlatt(xo, w[1], *a3);
+}
+
+/* One block of channels [c0, c0 + nc) of every output pixel. Four channels per pass: a word of
+ * four int8 inputs is split by SXTB16 into (x0, x2) and (x1, x3), the zero point is taken off both
+ * halves with SSUB16 (x - zp fits int16), and SMLABB / SMLATT multiply-accumulate each channel
+ * with its weight, split the same way. Every accumulator adds the reference's products (taps
+ * outside the image skipped) to the bias: the same int32 sum. */
+static inline __attribute__((always_inline)) void dw_block_body(const tl_conv_params *p, const tl_quant *q,
+                                                                int32_t ih, int32_t iw, int32_t ch, const int8_t *in,
+                                                                int32_t kh, int32_t kw, const int8_t *filter,
+                                                                const tl_rq *rq, const int32_t *b, int32_t oh,
+                                                                int32_t ow, int8_t *out, int32_t c0, int32_t nc,
+                                                                const int all_fast)
+{
+    const int32_t *shift = q->shift + c0;
+    const int32_t zp = p->in_zp, lo = p->act_min, hi = p->act_max;
+    const uint32_t sg = tl_rq_sign(p);
+    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
+    const int32_t n4 = nc & ~3;
+    in += c0;
+    filter += c0;
+    /* 3x3 windows entirely inside the image: the zero point leaves the loop as
+     * bias - zp sum(w) (sum over all nine taps), and the weights are split once per block,
+     * nine (w0,w2) (w1,w3) pairs per group of four channels */
+    const int full3 = kh == 3 && kw == 3;
+    int32_t wb[TL_DW_DSP_CBLK / 4 * 18], bi[TL_DW_DSP_CBLK];
+    if (full3) {
+        for (int32_t c = 0; c < n4; c += 4)
+            for (int32_t t = 0; t < 9; t++) {
+                const uint32_t wv = read_s8x4(filter + t * ch + c);
+                wb[(c / 4) * 18 + 2 * t] = (int32_t)__sxtb16(wv);
+                wb[(c / 4) * 18 + 2 * t + 1] = tl_sxtb16_ror8(wv);
+            }
+        for (int32_t c = 0; c < nc; c++) {
+            int32_t ws = 0;
+            for (int32_t t = 0; t < 9; t++)
+                ws += filter[t * ch + c];
+            bi[c] = b[c] - zp * ws;
+        }
+    }
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(kh, ih - y0);
+        for (int32_t ox = 0; ox < ow; ox++) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(kw, iw - x0);
+            const int8_t *xp0 = in + ((y0 + fy0) * iw + x0 + fx0) * ch;
+            const int8_t *wp0 = filter + (fy0 * kw + fx0) * ch;
+            int8_t *o = out + (oy * ow + ox) * ch + c0;
+            int32_t c = 0;
+            if (full3 && fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
+                const int32_t rs = iw * ch;
+                for (; c < n4; c += 4) {
+                    int32_t a0 = bi[c], a1 = bi[c + 1], a2 = bi[c + 2], a3 = bi[c + 3];
+                    const int32_t *w = wb + (c / 4) * 18;
+                    const int8_t *x = xp0 + c;
+                    const int8_t *x1 = x + rs, *x2 = x1 + rs;
+                    dw_tap4(read_s8x4(x), w, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x + ch), w + 2, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x + 2 * ch), w + 4, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1), w + 6, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1 + ch), w + 8, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x1 + 2 * ch), w + 10, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2), w + 12, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2 + ch), w + 14, &a0, &a1, &a2, &a3);
+                    dw_tap4(read_s8x4(x2 + 2 * ch), w + 16, &a0, &a1, &a2, &a3);
+                    dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c, all_fast);
+                }
+            }
+            for (; c < n4; c += 4) {
+                int32_t a0 = b[c], a1 = b[c + 1], a2 = b[c + 2], a3 = b[c + 3];
+                const int8_t *xr = xp0 + c, *wr = wp0 + c;
+                for (int32_t fy = fy0; fy < fy1; fy++, xr += iw * ch, wr += kw * ch) {
+                    const int8_t *x = xr, *w = wr;
+                    for (int32_t fx = fx0; fx < fx1; fx++, x += ch, w += ch) {
+                        const uint32_t xv = read_s8x4(x), wv = read_s8x4(w);
+                        const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
+                        const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                        const int32_t we = (int32_t)__sxtb16(wv), wo = tl_sxtb16_ror8(wv);
+                        a0 = __smlabb(xe, we, a0);
+                        a2 = __smlatt(xe, we, a2);
+                        a1 = __smlabb(xo, wo, a1);
+                        a3 = __smlatt(xo, wo, a3);
+                    }
+                }
+                dw_store4(p, rq + c, shift + c, a0, a1, a2, a3, sg, lo4, hi4, o + c, all_fast);
+            }
+            for (; c < nc; c++) { /* channels left over from the groups of four */
+                int32_t a = b[c];
+                for (int32_t fy = fy0; fy < fy1; fy++)
+                    for (int32_t fx = fx0; fx < fx1; fx++)
+                        a += (int32_t)wp0[((fy - fy0) * kw + fx - fx0) * ch + c] *
+                             ((int32_t)xp0[((fy - fy0) * iw + fx - fx0) * ch + c] - zp);
+                const int32_t v = DW_RQ(c, a);
+                o[c] = (int8_t)TL_CLAMP(v, lo, hi);
+            }
+        }
+    }
+}
+#undef DW_RQ
+
+static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
+                         const int8_t *in, int32_t kh, int32_t kw, const int8_t *filter, const int32_t *bias,
+                         int32_t oh, int32_t ow, int8_t *out, int32_t c0, int32_t nc)
+{
+    tl_rq rq[TL_DW_DSP_CBLK];
+    int32_t b[TL_DW_DSP_CBLK];
+    int all_fast = 1;
+    for (int32_t c = 0; c < nc; c++) {
+        rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
+        b[c] = bias ? bias[c0 + c] : 0;
+        all_fast &= rq[c].rs >= 0;
+    }
+    if (all_fast) /* one copy of the kernel per case */
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 1);
+    else
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 0);
+}
+#else
 static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, const int8_t *in, int32_t iw,
                                     int32_t ch, const int8_t *filter, int32_t kw, const int32_t *bias,
                                     int32_t y0, int32_t x0, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1,
@@ -77,7 +233,8 @@ static TL_AVX2 void dw_pixel_x86(const tl_conv_params *p, const tl_quant *q, con
         out[c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
     }
 }
-#endif
+#endif /* TL_HOST_WIDE */
+#endif /* TL_HAVE_DSP */
 
 /* The reference loop (TFLite order), kept as the TL_FORCE_GENERIC build. */
 static void dw_reference(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw, int32_t ch,
@@ -127,6 +284,10 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
         dw_reference(p, q, ih, iw, ch, in, kh, kw, filter, bias, oh, ow, out);
         return TL_OK;
     }
+#if TL_HAVE_DSP
+    for (int32_t c0 = 0; c0 < ch; c0 += TL_DW_DSP_CBLK)
+        dw_block_dsp(p, q, ih, iw, ch, in, kh, kw, filter, bias, oh, ow, out, c0, TL_MIN(TL_DW_DSP_CBLK, ch - c0));
+#else
 #if TL_HOST_WIDE
     int x86 = tl_x86_avx2() && !p->single_rounding;
     for (int32_t c = 0; c < ch && x86; c++)
@@ -147,5 +308,6 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
             dw_pixel(p, q, in, iw, ch, filter, kw, bias, y0, x0, fy0, fy1, fx0, fx1, out + (oy * ow + ox) * ch);
         }
     }
+#endif
     return TL_OK;
 }
