@@ -36,7 +36,7 @@ BUSY_MIN_TIMEOUT = 5.0     # s: floor of the adaptive BUSY timeout
 BUSY_FACTOR = 3.0          # BUSY timeout = factor * slowest measured duration of that command
 MAX_ATTEMPTS = 14          # transmissions of one command before giving up (~40 s with backoff)
 SYNC_ATTEMPTS = 4          # INFO attempts when connecting
-CHUNK_MAX = 1024           # payload bytes per LOAD_DATA / INPUT / READ_WEIGHTS frame
+CHUNK_MAX = lib.TL_PROTO_MAX_DATA  # data bytes per LOAD_DATA / INPUT / READ_WEIGHTS frame (1024)
 CHUNK_MIN = 64             # smallest chunk the adaptation goes down to
 CHUNK_ATTEMPTS = 4         # attempts of a chunk before it is split (while above CHUNK_MIN)
 CHUNK_OVERHEAD = 64        # bytes-equivalent cost of one exchange (headers, answer, turnaround):
@@ -218,6 +218,7 @@ class Link:
         self.pending: list = []
         self.stats = LinkStats()
         self.chunk = CHUNK_MAX
+        self.chunk_max = CHUNK_MAX        # lowered to what the device accepts (INFO max_payload)
         self.ack_timeout = ACK_TIMEOUT
         self.srtt = None                  # smoothed round trip of clean exchanges, s
         self._sent = 0.0                  # decayed bytes sent in data exchanges
@@ -337,9 +338,9 @@ class Link:
         self._sent = ERR_DECAY * self._sent + nbytes * tries
         self._failed = ERR_DECAY * self._failed + (tries - 1)
         p = self._failed / self._sent if self._sent else 0.0
-        best = CHUNK_MAX if p <= 0 else (CHUNK_OVERHEAD / p) ** 0.5
+        best = self.chunk_max if p <= 0 else (CHUNK_OVERHEAD / p) ** 0.5
         chunk = CHUNK_MIN
-        while chunk * 2 <= min(best, CHUNK_MAX):
+        while chunk * 2 <= min(best, self.chunk_max):
             chunk *= 2
         self.chunk = chunk
 
@@ -387,6 +388,10 @@ class Link:
             input_in_arena=bool(v[2] & lib.TL_PROTO_INFO_INPUT_IN_ARENA),
             model_in_flash=bool(v[2] & lib.TL_PROTO_INFO_MODEL_IN_FLASH),
             rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used)
+        # data frames carry a u32 offset (READ_WEIGHTS answers 12 bytes of head): stay within the
+        # largest payload this device accepts
+        self.chunk_max = max(CHUNK_MIN, min(CHUNK_MAX, self.last_info.max_payload - 12))
+        self.chunk = min(self.chunk, self.chunk_max)
         return self.last_info
 
     def load_model(self, blob: bytes, progress=None) -> dict:

@@ -266,6 +266,34 @@ def test_train_repeated_after_lost_ack_trains_once(tiny):
     assert P.Link(port, first_seq=800).info().steps == 2
 
 
+def test_read_weights_answer_is_streamed_and_repeated_identically(tiny):
+    """READ_WEIGHTS answers are not kept whole (the device caches TL_PROTO_MAX_RESP bytes): the data
+    is re-read from the model for a retransmission, and the bytes on the wire are the same frame."""
+    model, blob, calib = tiny
+    port = P.SimulatedPort()
+    link = P.Link(port)
+    link.load_model(blob)
+    stream = link.read_weights()
+    assert len(stream) > lib.TL_PROTO_MAX_DATA
+    assert lib.TL_PROTO_MAX_RESP < lib.TL_PROTO_MAX_FRAME
+    windows = ((0, lib.TL_PROTO_MAX_DATA), (5, 1 << 20), (len(stream) - 3, 64), (len(stream), 8))
+    for seq, (off, ask) in enumerate(windows, 900):
+        wire = P.encode(lib.TL_PROTO_OP_READ_WEIGHTS, seq, struct.pack("<II", off, ask))
+        port.rx.clear()
+        port.write(wire)
+        first_bytes = bytes(port.rx)
+        again = sim_roundtrip(port, wire)
+        port.rx.clear()
+        port.write(wire)
+        assert bytes(port.rx) == first_bytes                     # byte for byte, CRC included
+        n = min(ask, lib.TL_PROTO_MAX_DATA, len(stream) - off)
+        want = struct.pack("<iII", 0, len(stream), off) + stream[off:off + n]
+        assert first_bytes == ref_slip(ref_frame(lib.TL_PROTO_OP_READ_WEIGHTS, P.F_RESP, seq, want))
+        assert again[0].payload == want
+    st = P.Link(port, first_seq=50).device_stats()
+    assert st["duplicates"] == 8
+
+
 def test_wrong_image_size_and_bad_label_are_nakked_without_training(tiny):
     model, blob, calib = tiny
     link = P.Link(P.SimulatedPort())

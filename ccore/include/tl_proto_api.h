@@ -29,9 +29,16 @@ enum {
                                           staged in the arena, INFO ends with rom/stack words */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
-    TL_PROTO_MAX_PAYLOAD = 2048,       /* largest payload either side accepts */
-    TL_PROTO_MAX_FRAME = 2060,         /* HDR + MAX_PAYLOAD + CRC, unescaped */
-    TL_PROTO_MAX_WIRE = 4122           /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
+    TL_PROTO_MAX_PAYLOAD = 1036,       /* largest payload either side accepts: what the largest
+                                          frames need - LOAD_DATA / INPUT (u32 offset + 1024 bytes),
+                                          SET_LR (4 + 16 x 64 layers = 1028), a READ_WEIGHTS answer
+                                          (status, total, offset + 1024 bytes = 1036) */
+    TL_PROTO_MAX_DATA = 1024,          /* data bytes of one LOAD_DATA / INPUT / READ_WEIGHTS frame */
+    TL_PROTO_MAX_FRAME = 1048,         /* HDR + MAX_PAYLOAD + CRC, unescaped */
+    TL_PROTO_MAX_WIRE = 2098,          /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
+    TL_PROTO_MAX_RESP = 152            /* HDR + the largest answer the device keeps for repeats
+                                          (INFO: 144 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
+                                          layers); READ_WEIGHTS data is re-read, not kept */
 };
 
 enum {                                 /* SLIP bytes */
@@ -149,7 +156,7 @@ typedef struct {
 
 /* Incremental SLIP decoder with a bounded buffer (no allocation). */
 typedef struct {
-    uint8_t buf[2060];                 /* (TL_PROTO_MAX_FRAME) unescaped frame */
+    uint8_t buf[1048];                 /* (TL_PROTO_MAX_FRAME) unescaped frame */
     int32_t n;                         /* bytes in buf */
     int32_t esc;                       /* previous byte was ESC */
     int32_t dropping;                  /* discarding until the next END (after an error) */
@@ -250,7 +257,12 @@ typedef struct {
     uint16_t last_seq;
     uint32_t last_crc;                 /* CRC of the last command frame */
     int32_t resp_n;                    /* bytes in resp */
-    uint8_t resp[2060];                /* (TL_PROTO_MAX_FRAME) last response frame, unescaped */
+    int32_t resp_weights_off;          /* a READ_WEIGHTS answer: its payload ends with */
+    int32_t resp_weights_n;            /* resp_weights_n bytes of the weight stream from resp_weights_off,
+                                          read from the model (which no command changed since)
+                                          whenever the answer is sent; 0 for every other answer */
+    uint8_t resp[152];                 /* (TL_PROTO_MAX_RESP) last response without its CRC (sent
+                                          with it): header and payload, unescaped */
 } tl_proto_dev;
 
 /* Checks cfg and, with cfg->rom, loads the model in flash (its status on failure: TL_ERR_RAM when

@@ -21,33 +21,82 @@ static uint32_t counter_now(const tl_proto_dev *dev)
     return dev->cfg.counter ? dev->cfg.counter(dev->cfg.user) : 0u;
 }
 
-/* SLIP-escapes a frame straight into the write callback through a small stack buffer. */
-static void send_frame(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
-{
+/* Commands and senders are kept out of line: the dispatcher's own frame lies under every training
+ * step (the deepest stack), a command's locals only while that command runs. */
+#if defined(__GNUC__)
+#define TL_NOINLINE __attribute__((noinline))
+#else
+#define TL_NOINLINE
+#endif
+
+/* A frame on its way out: SLIP-escaped into the write callback through a small buffer, with the
+ * CRC32 of the bytes so far (tx_end appends it), so an answer need not be held whole in RAM. */
+typedef struct {
+    tl_proto_dev *dev;
+    uint32_t crc;
+    int32_t k;
     uint8_t out[64];
-    int32_t k = 0;
-    out[k++] = TL_SLIP_END;
+} tx_frame;
+
+static void tx_flush(tx_frame *t)
+{
+    t->dev->cfg.write(t->dev->cfg.user, t->out, t->k);
+    t->dev->stats.bytes_tx += (uint32_t)t->k;
+    t->k = 0;
+}
+
+static void tx_begin(tx_frame *t, tl_proto_dev *dev)
+{
+    t->dev = dev;
+    t->crc = 0;
+    t->k = 0;
+    t->out[t->k++] = TL_SLIP_END;
+}
+
+/* frame bytes: escaped, and folded into the CRC when crc != 0 */
+static void tx_put(tx_frame *t, const uint8_t *p, int32_t n, int32_t crc)
+{
+    if (crc)
+        t->crc = tl_crc32(t->crc, p, n);
     for (int32_t i = 0; i < n; i++) {
-        if (k > (int32_t)sizeof(out) - 3) {
-            dev->cfg.write(dev->cfg.user, out, k);
-            dev->stats.bytes_tx += (uint32_t)k;
-            k = 0;
-        }
-        uint8_t b = frame[i];
+        if (t->k > (int32_t)sizeof(t->out) - 3)
+            tx_flush(t);
+        uint8_t b = p[i];
         if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
-            out[k++] = TL_SLIP_ESC;
-            out[k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
+            t->out[t->k++] = TL_SLIP_ESC;
+            t->out[t->k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
         } else {
-            out[k++] = b;
+            t->out[t->k++] = b;
         }
     }
-    out[k++] = TL_SLIP_END;
-    dev->cfg.write(dev->cfg.user, out, k);
-    dev->stats.bytes_tx += (uint32_t)k;
+}
+
+/* the CRC of everything put so far, then END */
+static void tx_end(tx_frame *t)
+{
+    uint8_t c[4];
+    tl_put_u32(c, t->crc);
+    tx_put(t, c, 4, 0);
+    if (t->k > (int32_t)sizeof(t->out) - 1)
+        tx_flush(t);
+    t->out[t->k++] = TL_SLIP_END;
+    tx_flush(t);
+}
+
+/* SLIP-escapes a whole unescaped frame (CRC included) straight into the write callback. */
+static void send_frame(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
+{
+    tx_frame t;
+    tx_begin(&t, dev);
+    tx_put(&t, frame, n, 0);
+    if (t.k > (int32_t)sizeof(t.out) - 1)
+        tx_flush(&t);
+    t.out[t.k++] = TL_SLIP_END;
+    tx_flush(&t);
 }
 
 /* A short uncached response: NAK for a broken frame, or BUSY. */
-static void send_small(tl_proto_dev *dev, uint8_t op, uint8_t flags, uint16_t seq, tl_status status,
+static TL_NOINLINE void send_small(tl_proto_dev *dev, uint8_t op, uint8_t flags, uint16_t seq, tl_status status,
                        int32_t detail, int32_t with_status)
 {
     uint8_t frame[TL_PROTO_HDR_BYTES + 8 + TL_PROTO_CRC_BYTES];
@@ -207,26 +256,52 @@ tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
 }
 
 /* ---------------------------------------------------------------- commands */
-/* Response under construction in dev->resp: payload starts at resp + 8 with the int32 status. */
+/* Response under construction in dev->resp: payload starts at resp + 8 with the int32 status.
+ * Every write is bounds-checked against the cache (TL_PROTO_MAX_RESP); one that does not fit sets
+ * overflow and the command is answered with a NAK TL_PROTO_ERR_BUF instead. */
 typedef struct {
     uint8_t *p;             /* payload start */
     int32_t n;              /* payload bytes so far */
+    int32_t cap;            /* payload bytes resp has room for */
+    int32_t overflow;
 } resp_buf;
+
+static int32_t r_room(resp_buf *r, int32_t k)
+{
+    if (r->n + k > r->cap) {
+        r->overflow = 1;
+        return 0;
+    }
+    return 1;
+}
 
 static void r_u32(resp_buf *r, uint32_t v)
 {
+    if (!r_room(r, 4))
+        return;
     tl_put_u32(r->p + r->n, v);
     r->n += 4;
 }
 
 static void r_u16(resp_buf *r, uint32_t v)
 {
+    if (!r_room(r, 2))
+        return;
     tl_put_u16(r->p + r->n, v);
     r->n += 2;
 }
 
+static void r_u8(resp_buf *r, uint32_t v)
+{
+    if (!r_room(r, 1))
+        return;
+    r->p[r->n++] = (uint8_t)v;
+}
+
 static void r_str16(resp_buf *r, const char *s)
 {
+    if (!r_room(r, 16))
+        return;
     int32_t i = 0;
     for (; s && s[i] && i < 15; i++)
         r->p[r->n + i] = (uint8_t)s[i];
@@ -239,12 +314,13 @@ static void r_str16(resp_buf *r, const char *s)
 static tl_status nak(resp_buf *r, tl_status status, int32_t detail)
 {
     r->n = 0;
+    r->overflow = 0;
     r_u32(r, (uint32_t)status);
     r_u32(r, (uint32_t)detail);
     return status;
 }
 
-static tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
@@ -294,7 +370,7 @@ static tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf *r)
     return TL_OK;
 }
 
-static tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 8)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
@@ -315,7 +391,7 @@ static tl_status cmd_load_begin(tl_proto_dev *dev, const uint8_t *pl, uint32_t l
     return TL_OK;
 }
 
-static tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_load_data(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len < 4)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
@@ -382,7 +458,7 @@ static tl_status load_rom(tl_proto_dev *dev, int32_t *detail)
     return install(dev, &m, (uint32_t)dev->cfg.rom_size, dev->rom_crc, 1, detail);
 }
 
-static tl_status cmd_load_end(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_load_end(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
@@ -411,7 +487,7 @@ static tl_status cmd_load_end(tl_proto_dev *dev, uint32_t len, resp_buf *r)
     return TL_OK;
 }
 
-static tl_status cmd_input(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_input(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len < 4)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
@@ -448,9 +524,22 @@ static void put_result(tl_proto_dev *dev, const tl_result *res, uint32_t insn, r
     r_u16(r, (uint32_t)classes);
     r_u16(r, (uint32_t)layers);
     for (int32_t c = 0; c < classes; c++)
-        r->p[r->n++] = (uint8_t)(int8_t)res->logits[c];
+        r_u8(r, (uint8_t)(int8_t)res->logits[c]);
     for (int32_t l = 0; l < layers; l++)
-        r->p[r->n++] = (uint8_t)(int8_t)res->local_pred[l];
+        r_u8(r, (uint8_t)(int8_t)res->local_pred[l]);
+}
+
+/* The step's tl_result (648 bytes) goes in the tail of the decoder's frame buffer rather than on
+ * the stack, which is deepest during a step: the buffer is idle until this command is answered
+ * (the decoder is fed again only after tl_proto_dev_handle returns), and the command's payload
+ * was read before the step starts (the TRAIN/EVAL frame, 24 bytes, sits at its head anyway). */
+typedef char result_fits_in_frame_buffer
+    [TL_PROTO_HDR_BYTES + 12 + TL_PROTO_CRC_BYTES + sizeof(tl_result) + 3 <= sizeof(((tl_proto_dec *)0)->buf) ? 1 : -1];
+
+static tl_result *result_slot(tl_proto_dev *dev)
+{
+    uintptr_t end = (uintptr_t)(dev->dec.buf + sizeof(dev->dec.buf));
+    return (tl_result *)(void *)((end - sizeof(tl_result)) & ~(uintptr_t)3);
 }
 
 /* Runs one training step (label >= 0) or inference (label < 0) on the staged input, timed by the
@@ -458,13 +547,13 @@ static void put_result(tl_proto_dev *dev, const tl_result *res, uint32_t insn, r
 static tl_status run_step(tl_proto_dev *dev, int32_t label, int32_t with_local, resp_buf *r)
 {
     tl_ctx ctx;
-    tl_result res;
+    tl_result *res = result_slot(dev);
     ctx.buf = dev->cfg.arena;
     ctx.size = dev->cfg.arena_cap;
     const int train = label >= 0;
     const uint32_t t0 = counter_now(dev);
-    const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->input, label, &res)
-                              : tl_model_infer(&dev->model, &ctx, dev->input, with_local, &res);
+    const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->input, label, res)
+                              : tl_model_infer(&dev->model, &ctx, dev->input, with_local, res);
     const uint32_t insn = counter_now(dev) - t0;
     if (s != TL_OK)
         return nak(r, s, 0);
@@ -477,11 +566,11 @@ static tl_status run_step(tl_proto_dev *dev, int32_t label, int32_t with_local, 
     *last = insn;
     if (*min == 0 || insn < *min)
         *min = insn;
-    put_result(dev, &res, insn, r);
+    put_result(dev, res, insn, r);
     return TL_OK;
 }
 
-static tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 12)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
@@ -494,7 +583,7 @@ static tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, r
     return run_step(dev, label, 1, r);
 }
 
-static tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 12)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 12);
@@ -505,7 +594,7 @@ static tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, re
     return run_step(dev, -1, with_local, r);
 }
 
-static tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
@@ -521,7 +610,7 @@ static tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
     return TL_OK;
 }
 
-static tl_status cmd_read_weights(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_read_weights(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 8)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
@@ -541,12 +630,13 @@ static tl_status cmd_read_weights(tl_proto_dev *dev, const uint8_t *pl, uint32_t
     r_u32(r, TL_OK);
     r_u32(r, (uint32_t)total);
     r_u32(r, off);
-    tl_proto_weights_read(&v, (int32_t)off, r->p + r->n, (int32_t)n);
-    r->n += (int32_t)n;
+    /* the data follows the cached head when the answer is sent (send_response) */
+    dev->resp_weights_off = (int32_t)off;
+    dev->resp_weights_n = (int32_t)n;
     return TL_OK;
 }
 
-static tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 0);
@@ -564,7 +654,7 @@ static tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 /* SET_CONFIG field indices (the NAK detail of TL_PROTO_ERR_CONFIG). */
 enum { CFG_BASIS, CFG_VARIANT, CFG_ROUNDING, CFG_SEED, CFG_BASIS_SEED, CFG_INV_TAU, CFG_FIELDS };
 
-static tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len != 4 * CFG_FIELDS)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4 * CFG_FIELDS);
@@ -613,7 +703,7 @@ static int32_t quant_mult_ok(int32_t mult, int32_t shift)
     return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
 }
 
-static tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len < 4)
         return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
@@ -638,6 +728,28 @@ static tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, 
     }
     r_u32(r, TL_OK);
     return TL_OK;
+}
+
+/* Sends the answer kept in dev->resp (again, for a repeated command): its bytes, for READ_WEIGHTS
+ * the window of the weight stream read from the model (no command can have changed it since),
+ * then the CRC32 of all of it. */
+static TL_NOINLINE void send_response(tl_proto_dev *dev)
+{
+    tx_frame t;
+    tx_begin(&t, dev);
+    tx_put(&t, dev->resp, dev->resp_n, 1);
+    if (dev->resp_weights_n > 0) {
+        const tl_model v = stream_view(dev);
+        uint8_t buf[64];
+        for (int32_t i = 0; i < dev->resp_weights_n; i += (int32_t)sizeof(buf)) {
+            int32_t k = dev->resp_weights_n - i;
+            if (k > (int32_t)sizeof(buf))
+                k = (int32_t)sizeof(buf);
+            tl_proto_weights_read(&v, dev->resp_weights_off + i, buf, k);   /* range checked by the command */
+            tx_put(&t, buf, k, 1);
+        }
+    }
+    tx_end(&t);
 }
 
 static int32_t is_slow(uint8_t op)
@@ -671,7 +783,7 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
     dev->stats.frames_ok++;
     if (dev->have_last && h.seq == dev->last_seq && h.crc == dev->last_crc) {
         dev->stats.duplicates++;
-        send_frame(dev, dev->resp, dev->resp_n);
+        send_response(dev);
         return TL_OK;
     }
     if (is_slow(h.op))
@@ -681,6 +793,10 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
     resp_buf r;
     r.p = dev->resp + TL_PROTO_HDR_BYTES;
     r.n = 0;
+    r.cap = (int32_t)sizeof(dev->resp) - TL_PROTO_HDR_BYTES;
+    r.overflow = 0;
+    dev->have_last = 0;             /* the cache is rewritten from here */
+    dev->resp_weights_n = 0;
     switch (h.op) {
     case TL_PROTO_OP_INFO: s = cmd_info(dev, h.len, &r); break;
     case TL_PROTO_OP_LOAD_BEGIN: s = cmd_load_begin(dev, pl, h.len, &r); break;
@@ -699,17 +815,24 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
         s = nak(&r, TL_PROTO_ERR_UNKNOWN_OP, h.op);
         break;
     }
+    if (r.overflow) {               /* cannot happen with TL_PROTO_MAX_RESP: a guard, not a path */
+        dev->resp_weights_n = 0;
+        s = nak(&r, TL_PROTO_ERR_BUF, r.cap);
+    }
     if (s != TL_OK)
         dev->stats.naks++;
-    int32_t got = 0;
-    /* payload is already in place at resp + 8: tl_proto_build only writes header and CRC */
-    tl_proto_build(h.op, (uint8_t)(TL_PROTO_F_RESP | (s != TL_OK ? TL_PROTO_F_NAK : 0)), h.seq, r.p, r.n,
-                   dev->resp, TL_PROTO_MAX_FRAME, &got);
-    dev->resp_n = got;
+    /* the payload is in place at resp + 8; the header goes in front, the CRC is added on sending */
+    uint8_t *f = dev->resp;
+    f[0] = h.op;
+    f[1] = (uint8_t)(TL_PROTO_F_RESP | (s != TL_OK ? TL_PROTO_F_NAK : 0));
+    f[2] = (uint8_t)h.seq;
+    f[3] = (uint8_t)(h.seq >> 8);
+    tl_put_u32(f + 4, (uint32_t)(r.n + dev->resp_weights_n));
+    dev->resp_n = TL_PROTO_HDR_BYTES + r.n;
     dev->have_last = 1;
     dev->last_seq = h.seq;
     dev->last_crc = h.crc;
-    send_frame(dev, dev->resp, dev->resp_n);
+    send_response(dev);
     return TL_OK;
 }
 

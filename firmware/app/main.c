@@ -107,7 +107,7 @@ static tl_status app_init(void)
 
 int tinylls_app_main(void)
 {
-    uint8_t rx[64];
+    uint8_t rx[16];                 /* small: this frame lies under every training step */
 
     board_init();
     if (app_init() != TL_OK)
