@@ -127,9 +127,13 @@ tl_status tl_leaky_relu_s8(int32_t n, const int8_t *in, int32_t in_zp, int32_t o
                            int32_t alpha_mult, int32_t alpha_shift, int8_t *out);
 
 /* ---------------------------------------------------------------- model */
+/* A board keeps one of these per layer in RAM, so the four small fields are bytes (assign them
+ * only values already checked against their ranges: the model file loader does). */
 typedef struct {
-    int32_t kind;                  /* TL_LAYER_* */
-    int32_t act;                   /* TL_ACT_* */
+    int8_t kind;                   /* TL_LAYER_* */
+    int8_t act;                    /* TL_ACT_* */
+    int8_t single_rounding;        /* requantize with single rounding (imported LiteRT FC layers) */
+    int8_t trainable;              /* training: 0 frozen, 1 trained by LLS (hidden) or cross-entropy (last) */
     int32_t in_h, in_w, in_c;      /* input tensor (1, in_h, in_w, in_c) */
     int32_t out_h, out_w, out_c;   /* output tensor; FC: out_h = out_w = 1 */
     int32_t k_h, k_w;              /* kernel (conv, dwconv, avgpool); FC: 1, 1 */
@@ -138,13 +142,11 @@ typedef struct {
     int32_t in_zp, out_zp;
     int32_t act_min, act_max;      /* output clamp, quantized domain */
     int32_t leaky_mult, leaky_shift;  /* TL_ACT_LEAKY: slope as a quantized multiplier */
-    int32_t single_rounding;       /* requantize with single rounding (imported LiteRT FC layers) */
     int8_t *weights;               /* conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in_c) */
     int32_t *bias;                 /* (out_c), scale s_in * s_w[c] */
     const int32_t *out_mult;       /* (out_c) requantization: s_in * s_w[c] / s_out */
     const int32_t *out_shift;      /* (out_c) */
     /* training (ignored by inference) */
-    int32_t trainable;             /* 0 frozen, 1 trained by LLS (hidden) or cross-entropy (last) */
     const int32_t *upd_mult;       /* (out_c) weight-update scale, lr excluded: see tl_lls.c */
     const int32_t *upd_shift;      /* (out_c) */
     const int32_t *bupd_mult;      /* (out_c) bias-update scale, lr excluded */

@@ -103,11 +103,12 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
 {
     tl_layer z = {0};
     *L = z;
-    L->kind = tl_get_i32(e + 4 * LF_KIND);
-    L->act = tl_get_i32(e + 4 * LF_ACT);
+    const int32_t kind = tl_get_i32(e + 4 * LF_KIND), act = tl_get_i32(e + 4 * LF_ACT);
     uint32_t flags = tl_get_u32(e + 4 * LF_FLAGS);
-    if (L->kind < TL_LAYER_CONV || L->kind > TL_LAYER_AVGPOOL || L->act < TL_ACT_NONE || L->act > TL_ACT_LEAKY)
-        return TL_ERR_UNSUPPORTED;
+    if (kind < TL_LAYER_CONV || kind > TL_LAYER_AVGPOOL || act < TL_ACT_NONE || act > TL_ACT_LEAKY)
+        return TL_ERR_UNSUPPORTED;          /* checked before they go into their byte fields */
+    L->kind = (int8_t)kind;
+    L->act = (int8_t)act;
     if ((flags & ~(uint32_t)KNOWN_FLAGS) != 0 || tl_get_u32(e + 4 * LF_RESERVED0) != 0 || tl_get_u32(e + 4 * LF_RESERVED1) != 0)
         return TL_ERR_MODEL;
     L->trainable = (flags & FLAG_TRAINABLE) ? 1 : 0;
