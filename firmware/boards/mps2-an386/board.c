@@ -29,7 +29,9 @@
 #ifndef TL_FW_INSN_PER_TICK
 #define TL_FW_INSN_PER_TICK 40u   /* 1 GHz virtual instruction clock / 25 MHz SysTick clock */
 #endif
-#define RING_BYTES 512u           /* power of two; RXIE flow control makes any size safe */
+#define RING_BYTES 64u            /* power of two; RXIE flow control makes any size safe (a full
+                                     ring holds the sender back, nothing is lost), and the main
+                                     loop drains it far faster than the link fills it */
 
 extern uint32_t __bss_end, __stack_limit, __stack_top;
 
@@ -39,7 +41,7 @@ static volatile uint32_t g_systick_wraps;
 
 void board_exit(int code)
 {
-    static volatile uint32_t block[2];
+    volatile uint32_t block[2];             /* on the stack: exiting is never the deepest point */
     block[0] = 0x20026u;                    /* ADP_Stopped_ApplicationExit */
     block[1] = (uint32_t)code;
     register uint32_t r0 __asm("r0") = 0x20u;  /* SYS_EXIT_EXTENDED */
