@@ -127,21 +127,26 @@ tl_status tl_leaky_relu_s8(int32_t n, const int8_t *in, int32_t in_zp, int32_t o
                            int32_t alpha_mult, int32_t alpha_shift, int8_t *out);
 
 /* ---------------------------------------------------------------- model */
-/* A board keeps one of these per layer in RAM, so the four small fields are bytes (assign them
- * only values already checked against their ranges: the model file loader does). */
+/* A board keeps one of these per layer in RAM, so the small fields come first, as bytes and
+ * halfwords (assign them only values already checked against their ranges, as the model file
+ * loader does; tl_model_prepare checks the ranges again). */
 typedef struct {
     int8_t kind;                   /* TL_LAYER_* */
     int8_t act;                    /* TL_ACT_* */
     int8_t single_rounding;        /* requantize with single rounding (imported LiteRT FC layers) */
     int8_t trainable;              /* training: 0 frozen, 1 trained by LLS (hidden) or cross-entropy (last) */
+    int8_t leaky_shift;            /* the shifts, [-31, 30], of the scalar quantized multipliers */
+    int8_t lr_shift;               /*   leaky_mult, lr_mult, logit_mult and lls_m_lr_mult (below) */
+    int8_t logit_shift;
+    int8_t lls_m_lr_shift;
+    int16_t in_zp, out_zp;         /* [-128, 127] */
+    int16_t act_min, act_max;      /* output clamp, quantized domain */
     int32_t in_h, in_w, in_c;      /* input tensor (1, in_h, in_w, in_c) */
     int32_t out_h, out_w, out_c;   /* output tensor; FC: out_h = out_w = 1 */
     int32_t k_h, k_w;              /* kernel (conv, dwconv, avgpool); FC: 1, 1 */
     int32_t stride_h, stride_w;
     int32_t pad_top, pad_left;
-    int32_t in_zp, out_zp;
-    int32_t act_min, act_max;      /* output clamp, quantized domain */
-    int32_t leaky_mult, leaky_shift;  /* TL_ACT_LEAKY: slope as a quantized multiplier */
+    int32_t leaky_mult;            /* TL_ACT_LEAKY: slope as a quantized multiplier (leaky_mult, leaky_shift) */
     int8_t *weights;               /* conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in_c) */
     int32_t *bias;                 /* (out_c), scale s_in * s_w[c] */
     const int32_t *out_mult;       /* (out_c) requantization: s_in * s_w[c] / s_out */
@@ -151,10 +156,11 @@ typedef struct {
     const int32_t *upd_shift;      /* (out_c) */
     const int32_t *bupd_mult;      /* (out_c) bias-update scale, lr excluded */
     const int32_t *bupd_shift;     /* (out_c) */
-    int32_t lr_mult, lr_shift;     /* this layer's learning rate as a quantized multiplier */
-    int32_t logit_mult, logit_shift;  /* last layer: s_out as a quantized multiplier (softmax input) */
+    int32_t lr_mult;               /* this layer's learning rate as a quantized multiplier (lr_mult, lr_shift) */
+    int32_t logit_mult;            /* last layer: s_out as a quantized multiplier (logit_mult, logit_shift;
+                                      softmax input) */
     int32_t *lls_m;                /* LLS-M (classes) / LLS-MxM (classes*classes) in Q16, or NULL */
-    int32_t lls_m_lr_mult, lls_m_lr_shift;  /* learning rate of lls_m */
+    int32_t lls_m_lr_mult;         /* learning rate of lls_m (lls_m_lr_mult, lls_m_lr_shift) */
     int32_t pool;                  /* LLS pooling grid edge p (pooled length out_c*p*p); set by tl_model_prepare */
 } tl_layer;
 

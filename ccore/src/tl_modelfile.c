@@ -173,26 +173,32 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     if (max_acc > 0x7FFFFFFF)
         return TL_ERR_SHAPE;
 
-    L->in_zp = tl_get_i32(e + 4 * LF_IN_ZP);
-    L->out_zp = tl_get_i32(e + 4 * LF_OUT_ZP);
-    L->act_min = tl_get_i32(e + 4 * LF_ACT_MIN);
-    L->act_max = tl_get_i32(e + 4 * LF_ACT_MAX);
+    /* checked here, before they go into their narrow tl_layer fields */
+    const int32_t in_zp = tl_get_i32(e + 4 * LF_IN_ZP), out_zp = tl_get_i32(e + 4 * LF_OUT_ZP);
+    const int32_t act_min = tl_get_i32(e + 4 * LF_ACT_MIN), act_max = tl_get_i32(e + 4 * LF_ACT_MAX);
+    const int32_t leaky_shift = tl_get_i32(e + 4 * LF_LEAKY_SHIFT), lr_shift = tl_get_i32(e + 4 * LF_LR_SHIFT);
+    const int32_t logit_shift = tl_get_i32(e + 4 * LF_LOGIT_SHIFT);
+    const int32_t lls_m_lr_shift = tl_get_i32(e + 4 * LF_LLS_M_LR_SHIFT);
     L->leaky_mult = tl_get_i32(e + 4 * LF_LEAKY_MULT);
-    L->leaky_shift = tl_get_i32(e + 4 * LF_LEAKY_SHIFT);
     L->lr_mult = tl_get_i32(e + 4 * LF_LR_MULT);
-    L->lr_shift = tl_get_i32(e + 4 * LF_LR_SHIFT);
     L->logit_mult = tl_get_i32(e + 4 * LF_LOGIT_MULT);
-    L->logit_shift = tl_get_i32(e + 4 * LF_LOGIT_SHIFT);
     L->lls_m_lr_mult = tl_get_i32(e + 4 * LF_LLS_M_LR_MULT);
-    L->lls_m_lr_shift = tl_get_i32(e + 4 * LF_LLS_M_LR_SHIFT);
-    if (!zp_ok(L->in_zp) || !zp_ok(L->out_zp) || L->act_min < -128 || L->act_min > L->act_max || L->act_max > 127)
+    if (!zp_ok(in_zp) || !zp_ok(out_zp) || act_min < -128 || act_min > act_max || act_max > 127)
         return TL_ERR_QUANT;
     /* TFLite int8 average pooling averages raw values: input and output share quantization. */
-    if (L->kind == TL_LAYER_AVGPOOL && L->in_zp != L->out_zp)
+    if (L->kind == TL_LAYER_AVGPOOL && in_zp != out_zp)
         return TL_ERR_QUANT;
-    if (!quant_mult_ok(L->leaky_mult, L->leaky_shift) || !quant_mult_ok(L->lr_mult, L->lr_shift) ||
-        !quant_mult_ok(L->logit_mult, L->logit_shift) || !quant_mult_ok(L->lls_m_lr_mult, L->lls_m_lr_shift))
+    if (!quant_mult_ok(L->leaky_mult, leaky_shift) || !quant_mult_ok(L->lr_mult, lr_shift) ||
+        !quant_mult_ok(L->logit_mult, logit_shift) || !quant_mult_ok(L->lls_m_lr_mult, lls_m_lr_shift))
         return TL_ERR_QUANT;
+    L->in_zp = (int16_t)in_zp;
+    L->out_zp = (int16_t)out_zp;
+    L->act_min = (int16_t)act_min;
+    L->act_max = (int16_t)act_max;
+    L->leaky_shift = (int8_t)leaky_shift;
+    L->lr_shift = (int8_t)lr_shift;
+    L->logit_shift = (int8_t)logit_shift;
+    L->lls_m_lr_shift = (int8_t)lls_m_lr_shift;
 
     /* Tensor sections: inside [data_off, host_off), aligned; absent ones are 0. */
     uint32_t off[8];

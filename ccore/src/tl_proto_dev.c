@@ -722,9 +722,9 @@ static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, ui
         const uint8_t *e = pl + 4 + 16 * i;
         tl_layer *L = &dev->model.layers[i];
         L->lr_mult = tl_get_i32(e);
-        L->lr_shift = tl_get_i32(e + 4);
+        L->lr_shift = (int8_t)tl_get_i32(e + 4);          /* in [-31, 30]: checked above */
         L->lls_m_lr_mult = tl_get_i32(e + 8);
-        L->lls_m_lr_shift = tl_get_i32(e + 12);
+        L->lls_m_lr_shift = (int8_t)tl_get_i32(e + 12);
     }
     r_u32(r, TL_OK);
     return TL_OK;
