@@ -277,6 +277,13 @@ def test_c_loader_specific_error_codes():
         "n_layers": (_patch(blob, 36, 65), lib.TL_ERR_MODEL),
         "classes": (_patch(blob, 16, 0), lib.TL_ERR_MODEL),
         "flags": (_patch(blob, entry(0, "flags"), 0x100), lib.TL_ERR_MODEL),
+        # tl_layer keeps these in bytes / halfwords: values whose low bits are valid must still fail
+        "kind mod 256": (_patch(blob, entry(0, "kind"), 256 + 1), lib.TL_ERR_UNSUPPORTED),
+        "act mod 256": (_patch(blob, entry(2, "act"), 256 + 1), lib.TL_ERR_UNSUPPORTED),
+        "zero point mod 2^16": (_patch(blob, entry(2, "out_zp"), 65536 + 3), lib.TL_ERR_QUANT),
+        "act_min mod 2^16": (_patch(blob, entry(2, "act_min"), -65536 - 128), lib.TL_ERR_QUANT),
+        "lr shift mod 256": (_patch(blob, entry(0, "lr_shift"), 256 - 3), lib.TL_ERR_QUANT),
+        "logit shift mod 256": (_patch(blob, entry(4, "logit_shift"), -256 + 2), lib.TL_ERR_QUANT),
     }
     hdr = modelfile.read_header(blob)
     e0 = modelfile.layer_entries(blob, hdr)[0]
