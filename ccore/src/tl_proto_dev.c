@@ -7,7 +7,9 @@
  *  - a frame that fails SLIP decoding, length or CRC checks is answered with a NAK that is not
  *    cached, and changes no state;
  *  - a command is executed at most once: the response to the last command is cached with the
- *    command's (seq, crc); a retransmission gets the cached bytes again;
+ *    command's (seq, crc); a retransmission gets the cached bytes again (for READ_WEIGHTS the
+ *    cache holds the answer's head and window: its data are read from the model again, which no
+ *    command can have changed in between, so the bytes on the wire are the same);
  *  - a command with a bad argument (size, label, offset, unknown op) gets a NAK with a code and
  *    changes nothing.
  */
