@@ -154,7 +154,13 @@ static inline int8_t pw_clamp(int32_t v, int32_t lo, int32_t hi)
  * per-channel constants (bias - zp sum(w), the requantization as tl_rq) are made once per block.
  * Accumulators start at bias - zp sum(w): the same int32 sum as the reference, reordered. */
 /* tl_rq_apply, without the test when every channel of the block takes the fast form */
-#define PW_RQ(c, acc) (all_fast ? tl_rq_fast(&rq[c], sg, acc) : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
+/* all_fast: 0 (any channel), PW_FAST_DOUBLE or PW_FAST_SINGLE (every channel of the block has the
+ * fast form and a positive multiplier; the rounding as a constant) */
+#define PW_FAST_DOUBLE 1
+#define PW_FAST_SINGLE 2
+#define PW_RQ(c, acc)                                                                                       \
+    (all_fast ? tl_rq_fast_pos(&rq[c], all_fast == PW_FAST_DOUBLE ? 0x80000000u : 0u, acc)                   \
+              : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
 
 /* The inner product of pw_pair_chunk: for each group of four input channels, the widened pair
  * (x0, x1 of pixel a; x2, x3 of pixel b) against one word of each weight row, eight SMLAD. Written
@@ -349,10 +355,12 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
     for (int32_t c = 0; c < nc; c++) {
         rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
         cb[c] = (bias ? bias[c0 + c] : 0) - zpw[c];
-        all_fast &= rq[c].rs >= 0;
+        all_fast &= rq[c].rs >= 0 && rq[c].mult > 0;
     }
-    if (all_fast) /* one copy of the kernel per case */
-        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 1);
+    if (all_fast && !p->single_rounding) /* one copy of the kernel per case */
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, PW_FAST_DOUBLE);
+    else if (all_fast)
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, PW_FAST_SINGLE);
     else
         pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 0);
 }
