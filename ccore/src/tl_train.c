@@ -315,6 +315,11 @@ static inline upd_fast upd_fast_of(const upd_row *u)
 static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx,
                                                                const int nearest, const int big)
 {
+    if (a == 0) { /* no gradient (sparse inputs make it common): dw = 0 + [rnd < 0] = 0, no hash needed */
+        if (f->wt[idx] < -127)
+            f->wt[idx] = -127;
+        return;
+    }
     uint32_t lo;
     int32_t hi;
     __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
