@@ -116,6 +116,16 @@ static inline int32_t tl_rq_fast(const tl_rq *q, uint32_t sign, int32_t x)
     return (int32_t)(v >> 32) >> q->rs;
 }
 
+/* tl_rq_fast for a channel whose multiplier is positive (as TFLite's always are): x m < 0 exactly
+ * when x < 0, so the sign test needs no EOR; with the mask a constant (0x80000000 or 0) it needs
+ * no register either. */
+static inline int32_t tl_rq_fast_pos(const tl_rq *q, uint32_t sign, int32_t x)
+{
+    const uint32_t n = (uint32_t)x & sign;
+    const int64_t v = (q->k - (int64_t)n) + (int64_t)x * q->mult;
+    return (int32_t)(v >> 32) >> q->rs;
+}
+
 /* tl_requantize_p(p, x, mult, shift) + p->out_zp where q = tl_rq_make(p, mult, shift) */
 static inline int32_t tl_rq_apply(const tl_conv_params *p, const tl_rq *q, uint32_t sign, int32_t shift, int32_t x)
 {

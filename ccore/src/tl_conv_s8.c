@@ -3,7 +3,10 @@
  * Padded taps are skipped, which equals padding with the input zero point. */
 #include "tl_config.h"
 
-#define TL_CONV_PATCH 1024 /* bytes of stack for the patches of consecutive output pixels */
+/* bytes of stack for the patches of consecutive output pixels: this frame sits on the deepest
+ * stack chain (above tl_pwconv_s8's widened pixel pair), so it is kept small; MobileNet's first
+ * layer (27 taps) still gets runs of 18 pixels, 3 calls per 48-pixel row. */
+#define TL_CONV_PATCH 512
 
 #if TL_HAVE_DSP
 /* n bytes, a word at a time (Cortex-M4 loads and stores unaligned words); no byte loop, which gcc
@@ -38,7 +41,8 @@ static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dim
     const int32_t K = kh * kw * ic;
     if (K > TL_CONV_PATCH)
         return 0;
-    const int32_t run = TL_CONV_PATCH / K;
+    /* an even run: tl_pwconv_s8 takes pixels in pairs, an odd one goes through its slow path */
+    const int32_t fit = TL_CONV_PATCH / K, run = fit > 1 ? fit & ~1 : fit;
     const int8_t zp = (int8_t)p->in_zp;
     const tl_dims f = {oc, 1, 1, K};
     for (int32_t oy = 0; oy < oh; oy++) {

@@ -22,7 +22,13 @@ static inline uint32_t read_s8x4(const int8_t *p)
 
 /* Four channels' accumulators requantized, offset, saturated to int8, clamped as a word, stored. */
 /* tl_rq_apply, without the test when every channel of the block takes the fast form */
-#define DW_RQ(k, acc) (all_fast ? tl_rq_fast(&rq[k], sg, acc) : tl_rq_apply(p, &rq[k], sg, shift[k], acc))
+/* all_fast: 0 (any channel), DW_FAST_DOUBLE or DW_FAST_SINGLE (every channel of the block has the
+ * fast form and a positive multiplier; the rounding as a constant) */
+#define DW_FAST_DOUBLE 1
+#define DW_FAST_SINGLE 2
+#define DW_RQ(k, acc)                                                                                       \
+    (all_fast ? tl_rq_fast_pos(&rq[k], all_fast == DW_FAST_DOUBLE ? 0x80000000u : 0u, acc)                   \
+              : tl_rq_apply(p, &rq[k], sg, shift[k], acc))
 
 static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int32_t *shift, int32_t a0, int32_t a1,
                              int32_t a2, int32_t a3, uint32_t sg, uint32_t lo4, uint32_t hi4, int8_t *o,
@@ -158,10 +164,12 @@ static void dw_block_dsp(const tl_conv_params *p, const tl_quant *q, int32_t ih,
     for (int32_t c = 0; c < nc; c++) {
         rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
         b[c] = bias ? bias[c0 + c] : 0;
-        all_fast &= rq[c].rs >= 0;
+        all_fast &= rq[c].rs >= 0 && rq[c].mult > 0;
     }
-    if (all_fast) /* one copy of the kernel per case */
-        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 1);
+    if (all_fast && !p->single_rounding) /* one copy of the kernel per case */
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, DW_FAST_DOUBLE);
+    else if (all_fast)
+        dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, DW_FAST_SINGLE);
     else
         dw_block_body(p, q, ih, iw, ch, in, kh, kw, filter, rq, b, oh, ow, out, c0, nc, 0);
 }

@@ -124,7 +124,7 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
 #endif
 
 #if TL_HAVE_DSP
-#define TL_PW_WIDE 256 /* input channels a pixel pair is widened for (1 KB of stack) */
+#define TL_PW_WIDE 128 /* input channels of a pixel pair widened at a time (512 B of stack) */
 
 static inline uint32_t read_s8x4(const int8_t *p)
 {
@@ -154,7 +154,153 @@ static inline int8_t pw_clamp(int32_t v, int32_t lo, int32_t hi)
  * per-channel constants (bias - zp sum(w), the requantization as tl_rq) are made once per block.
  * Accumulators start at bias - zp sum(w): the same int32 sum as the reference, reordered. */
 /* tl_rq_apply, without the test when every channel of the block takes the fast form */
-#define PW_RQ(c, acc) (all_fast ? tl_rq_fast(&rq[c], sg, acc) : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
+/* all_fast: 0 (any channel), PW_FAST_DOUBLE or PW_FAST_SINGLE (every channel of the block has the
+ * fast form and a positive multiplier; the rounding as a constant) */
+#define PW_FAST_DOUBLE 1
+#define PW_FAST_SINGLE 2
+#define PW_RQ(c, acc)                                                                                       \
+    (all_fast ? tl_rq_fast_pos(&rq[c], all_fast == PW_FAST_DOUBLE ? 0x80000000u : 0u, acc)                   \
+              : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
+
+/* The inner product of pw_pair_chunk: for each group of four input channels, the widened pair
+ * (x0, x1 of pixel a; x2, x3 of pixel b) against one word of each weight row, eight SMLAD. Written
+ * as asm because gcc (12) loads the pair with three loads plus a pointer add and keeps the loop
+ * end on the stack (21 instructions per 16 MACs): here one LDM with writeback, two groups per
+ * pass, 33 per 32 MACs. The loop needs 13 registers, so its end stays in memory (14 are more than
+ * gcc can give an asm). The x registers are pinned to r0-r3
+ * since LDM fills its list in register order. ng >= 1 groups, xend = xw + 4 ng. The same SMLADs
+ * in the same order as the C it replaces. */
+static inline __attribute__((always_inline)) void pw_dot2x2(const int32_t *xw, const int32_t *xend,
+                                                            const int8_t *wa, const int8_t *wb, int32_t *p00,
+                                                            int32_t *p01, int32_t *p10, int32_t *p11)
+{
+    register int32_t x0 __asm__("r0");
+    register int32_t x1 __asm__("r1");
+    register int32_t x2 __asm__("r2");
+    register int32_t x3 __asm__("r3");
+    int32_t a00 = *p00, a01 = *p01, a10 = *p10, a11 = *p11;
+    uint32_t w, t;
+    __asm__ volatile("ldr     %[t], %[xend]\n\t" /* an odd group count (16 bytes each) enters at 2 */
+                     "sub     %[t], %[t], %[xp]\n\t"
+                     "tst     %[t], #16\n\t"
+                     "bne     2f\n\t"
+                     "1:\n\t"
+                     "ldmia   %[xp]!, {r0, r1, r2, r3}\n\t"
+                     "ldr     %[w], [%[wa]], #4\n\t"
+                     "sxtb16  %[t], %[w]\n\t"
+                     "sxtb16  %[w], %[w], ror #8\n\t"
+                     "smlad   %[a00], %[x0], %[t], %[a00]\n\t"
+                     "smlad   %[a00], %[x1], %[w], %[a00]\n\t"
+                     "smlad   %[a10], %[x2], %[t], %[a10]\n\t"
+                     "smlad   %[a10], %[x3], %[w], %[a10]\n\t"
+                     "ldr     %[w], [%[wb]], #4\n\t"
+                     "sxtb16  %[t], %[w]\n\t"
+                     "sxtb16  %[w], %[w], ror #8\n\t"
+                     "smlad   %[a01], %[x0], %[t], %[a01]\n\t"
+                     "smlad   %[a01], %[x1], %[w], %[a01]\n\t"
+                     "smlad   %[a11], %[x2], %[t], %[a11]\n\t"
+                     "smlad   %[a11], %[x3], %[w], %[a11]\n\t"
+                     "2:\n\t"
+                     "ldmia   %[xp]!, {r0, r1, r2, r3}\n\t"
+                     "ldr     %[w], [%[wa]], #4\n\t"
+                     "sxtb16  %[t], %[w]\n\t"
+                     "sxtb16  %[w], %[w], ror #8\n\t"
+                     "smlad   %[a00], %[x0], %[t], %[a00]\n\t"
+                     "smlad   %[a00], %[x1], %[w], %[a00]\n\t"
+                     "smlad   %[a10], %[x2], %[t], %[a10]\n\t"
+                     "smlad   %[a10], %[x3], %[w], %[a10]\n\t"
+                     "ldr     %[w], [%[wb]], #4\n\t"
+                     "sxtb16  %[t], %[w]\n\t"
+                     "sxtb16  %[w], %[w], ror #8\n\t"
+                     "smlad   %[a01], %[x0], %[t], %[a01]\n\t"
+                     "smlad   %[a01], %[x1], %[w], %[a01]\n\t"
+                     "smlad   %[a11], %[x2], %[t], %[a11]\n\t"
+                     "smlad   %[a11], %[x3], %[w], %[a11]\n\t"
+                     "ldr     %[t], %[xend]\n\t"
+                     "cmp     %[xp], %[t]\n\t"
+                     "bne     1b"
+                     : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [xp] "+r"(xw),
+                       [wa] "+r"(wa), [wb] "+r"(wb), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+                       [x3] "=&r"(x3), [w] "=&r"(w), [t] "=&r"(t)
+                     : [xend] "m"(xend)
+                     : "cc", "memory");
+    *p00 = a00;
+    *p01 = a01;
+    *p10 = a10;
+    *p11 = a11;
+}
+
+/* Input channels [k0, k0 + kn) of the pixel pair (xa, xb) against the block's nc channels. The
+ * widened pair is kept to TL_PW_WIDE channels to bound the stack (this frame is on the deepest
+ * call chain, under conv_patches); wider inputs are taken in chunks whose partial sums wait in
+ * part[] (exact int32 additions: the order does not matter). first: start from cb, else from
+ * part; last: the chunk ends at ic (its 0..3 leftover channels go scalar), requantize and store,
+ * else (kn a multiple of four) keep the sums in part. */
+static inline __attribute__((always_inline)) void pw_pair_chunk(const tl_conv_params *p, const int32_t *shift,
+                                                                 const tl_rq *rq, const int32_t *cb, int32_t ic,
+                                                                 int32_t k0, int32_t kn, int32_t oc, int32_t nc,
+                                                                 const int8_t *xa, const int8_t *filter,
+                                                                 int8_t *oa, int32_t *xw, int32_t *part,
+                                                                 uint32_t sg, int32_t lo, int32_t hi,
+                                                                 const int first, const int last, const int all_fast)
+{
+    const int8_t *xb = xa + ic;
+    int8_t *ob = oa + oc;
+    const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
+    const int32_t ng = kn >> 2, i4 = k0 + (ng << 2);
+    /* (sg, lo, hi come in as values: read from *p here, they would be reloaded after every int8
+     * store, which may alias it) */
+    for (int32_t g = 0; g < ng; g++) {
+        const uint32_t va = read_s8x4(xa + k0 + 4 * g), vb = read_s8x4(xb + k0 + 4 * g);
+        xw[4 * g] = (int32_t)__sxtb16(va);
+        xw[4 * g + 1] = tl_sxtb16_ror8(va);
+        xw[4 * g + 2] = (int32_t)__sxtb16(vb);
+        xw[4 * g + 3] = tl_sxtb16_ror8(vb);
+    }
+    int32_t c = 0;
+    for (; c + 1 < nc; c += 2) {
+        const int8_t *wa = filter + c * ic, *wb = wa + ic;
+        int32_t a00, a01, a10, a11; /* (pixel, channel) */
+        if (first) {
+            a00 = a10 = cb[c];
+            a01 = a11 = cb[c + 1];
+        } else {
+            a00 = part[2 * c];
+            a01 = part[2 * c + 1];
+            a10 = part[2 * c + 2];
+            a11 = part[2 * c + 3];
+        }
+        if (ng > 0)
+            pw_dot2x2(xw, xw + 4 * ng, wa + k0, wb + k0, &a00, &a01, &a10, &a11);
+        if (!last) {
+            part[2 * c] = a00;
+            part[2 * c + 1] = a01;
+            part[2 * c + 2] = a10;
+            part[2 * c + 3] = a11;
+            continue;
+        }
+        for (int32_t i = i4; i < ic; i++) {
+            a00 += (int32_t)xa[i] * wa[i];
+            a01 += (int32_t)xa[i] * wb[i];
+            a10 += (int32_t)xb[i] * wa[i];
+            a11 += (int32_t)xb[i] * wb[i];
+        }
+        pw_store2(oa + c, PW_RQ(c, a00), PW_RQ(c + 1, a01), lo4, hi4);
+        pw_store2(ob + c, PW_RQ(c, a10), PW_RQ(c + 1, a11), lo4, hi4);
+    }
+    if (c < nc) { /* odd channel count: the whole row at once (scalar) in the last chunk */
+        if (last) {
+            const int8_t *w = filter + c * ic;
+            int32_t a0 = cb[c], a1 = cb[c];
+            for (int32_t i = 0; i < ic; i++) {
+                a0 += (int32_t)xa[i] * w[i];
+                a1 += (int32_t)xb[i] * w[i];
+            }
+            oa[c] = pw_clamp(PW_RQ(c, a0), lo, hi);
+            ob[c] = pw_clamp(PW_RQ(c, a1), lo, hi);
+        }
+    }
+}
 
 static inline __attribute__((always_inline)) void pw_dsp_body(const tl_conv_params *p, const tl_quant *q,
                                                               int32_t pixels, int32_t ic, int32_t oc,
@@ -166,62 +312,22 @@ static inline __attribute__((always_inline)) void pw_dsp_body(const tl_conv_para
     const int32_t *shift = q->shift + c0;
     const uint32_t sg = tl_rq_sign(p);
     const int32_t lo = p->act_min, hi = p->act_max;
-    const uint32_t lo4 = tl_bytes4(lo), hi4 = tl_bytes4(hi);
-    const int32_t ng = ic >> 2, i4 = ng << 2;
+    const int32_t i4 = ic & ~3;
     filter += c0 * ic;
     out += c0;
     int32_t px = 0;
-    for (; ic <= TL_PW_WIDE && px + 1 < pixels; px += 2) {
-        const int8_t *xa = in + px * ic, *xb = xa + ic;
-        int8_t *oa = out + px * oc, *ob = oa + oc;
-        for (int32_t g = 0; g < ng; g++) {
-            const uint32_t va = read_s8x4(xa + 4 * g), vb = read_s8x4(xb + 4 * g);
-            xw[4 * g] = (int32_t)__sxtb16(va);
-            xw[4 * g + 1] = tl_sxtb16_ror8(va);
-            xw[4 * g + 2] = (int32_t)__sxtb16(vb);
-            xw[4 * g + 3] = tl_sxtb16_ror8(vb);
-        }
-        int32_t c = 0;
-        for (; c + 1 < nc; c += 2) {
-            const int8_t *wa = filter + c * ic, *wb = wa + ic;
-            int32_t a00 = cb[c], a01 = cb[c + 1], a10 = cb[c], a11 = cb[c + 1]; /* (pixel, channel) */
-            const int32_t *x = xw;
-            for (int32_t g = 0; g < ng; g++, x += 4) {
-                uint32_t w = read_s8x4(wa + 4 * g);
-                int32_t we = (int32_t)__sxtb16(w), wo = tl_sxtb16_ror8(w);
-                a00 = __smlad(x[0], we, a00);
-                a00 = __smlad(x[1], wo, a00);
-                a10 = __smlad(x[2], we, a10);
-                a10 = __smlad(x[3], wo, a10);
-                w = read_s8x4(wb + 4 * g);
-                we = (int32_t)__sxtb16(w);
-                wo = tl_sxtb16_ror8(w);
-                a01 = __smlad(x[0], we, a01);
-                a01 = __smlad(x[1], wo, a01);
-                a11 = __smlad(x[2], we, a11);
-                a11 = __smlad(x[3], wo, a11);
-            }
-            for (int32_t i = i4; i < ic; i++) {
-                a00 += (int32_t)xa[i] * wa[i];
-                a01 += (int32_t)xa[i] * wb[i];
-                a10 += (int32_t)xb[i] * wa[i];
-                a11 += (int32_t)xb[i] * wb[i];
-            }
-            pw_store2(oa + c, PW_RQ(c, a00), PW_RQ(c + 1, a01), lo4, hi4);
-            pw_store2(ob + c, PW_RQ(c, a10), PW_RQ(c + 1, a11), lo4, hi4);
-        }
-        if (c < nc) { /* odd channel count */
-            const int8_t *w = filter + c * ic;
-            int32_t a0 = cb[c], a1 = cb[c];
-            for (int32_t i = 0; i < ic; i++) {
-                a0 += (int32_t)xa[i] * w[i];
-                a1 += (int32_t)xb[i] * w[i];
-            }
-            oa[c] = pw_clamp(PW_RQ(c, a0), lo, hi);
-            ob[c] = pw_clamp(PW_RQ(c, a1), lo, hi);
-        }
+    if (ic <= TL_PW_WIDE) {
+        for (; px + 1 < pixels; px += 2)
+            pw_pair_chunk(p, shift, rq, cb, ic, 0, ic, oc, nc, in + px * ic, filter, out + px * oc, xw, NULL,
+                          sg, lo, hi, 1, 1, all_fast);
+    } else {
+        int32_t part[2 * TL_PW_CBLK]; /* the block's partial sums, (channel pair, pixel, channel) */
+        for (; px + 1 < pixels; px += 2)
+            for (int32_t k0 = 0; k0 < ic; k0 += TL_PW_WIDE)
+                pw_pair_chunk(p, shift, rq, cb, ic, k0, TL_MIN(TL_PW_WIDE, ic - k0), oc, nc, in + px * ic, filter,
+                              out + px * oc, xw, part, sg, lo, hi, k0 == 0, k0 + TL_PW_WIDE >= ic, all_fast);
     }
-    for (; px < pixels; px++) { /* the odd last pixel, or every pixel when ic > TL_PW_WIDE */
+    for (; px < pixels; px++) { /* the odd last pixel */
         const int8_t *x = in + px * ic;
         for (int32_t c = 0; c < nc; c++) {
             const int8_t *w = filter + c * ic;
@@ -249,10 +355,12 @@ static void pw_dsp(const tl_conv_params *p, const tl_quant *q, int32_t pixels, i
     for (int32_t c = 0; c < nc; c++) {
         rq[c] = tl_rq_make(p, q->mult[c0 + c], q->shift[c0 + c]);
         cb[c] = (bias ? bias[c0 + c] : 0) - zpw[c];
-        all_fast &= rq[c].rs >= 0;
+        all_fast &= rq[c].rs >= 0 && rq[c].mult > 0;
     }
-    if (all_fast) /* one copy of the kernel per case */
-        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 1);
+    if (all_fast && !p->single_rounding) /* one copy of the kernel per case */
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, PW_FAST_DOUBLE);
+    else if (all_fast)
+        pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, PW_FAST_SINGLE);
     else
         pw_dsp_body(p, q, pixels, ic, oc, in, filter, rq, cb, c0, nc, out, 0);
 }

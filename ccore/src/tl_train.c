@@ -315,6 +315,11 @@ static inline upd_fast upd_fast_of(const upd_row *u)
 static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx,
                                                                const int nearest, const int big)
 {
+    if (a == 0) { /* no gradient (sparse inputs make it common): dw = 0 + [rnd < 0] = 0, no hash needed */
+        if (f->wt[idx] < -127)
+            f->wt[idx] = -127;
+        return;
+    }
     uint32_t lo;
     int32_t hi;
     __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
@@ -649,6 +654,7 @@ static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t o
 
 #if TL_HAVE_DSP
 #define TL_UPD_SMALL 256 /* positions of a map whose 1x1 gradients fit int32: 256 * 32767 * 255 < 2^31 */
+#define TL_UPD_SMALL_IC 258 /* input channels for which (TL_UPD_SMALL - 2) ic, the largest pair offset, fits 16 bits */
 
 /* A 1x1 layer with at most TL_UPD_SMALL positions, one output channel: every weight's gradient
  * sum delta (x - zp) fits int32 (so no int64 partial sums, no range checks), and is applied as soon
@@ -661,14 +667,16 @@ static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t 
     const int32_t npair = np / 2;
     /* the position pairs with a nonzero delta, listed once (delta words and input offsets) for
      * all the groups of input channels below */
-    int32_t dl[TL_UPD_SMALL / 2], ol[TL_UPD_SMALL / 2];
+    int32_t dl[TL_UPD_SMALL / 2];
+    uint16_t ol[TL_UPD_SMALL / 2]; /* byte offsets 2 k ic < 2^16 (TL_UPD_SMALL_IC): 256 B less stack
+                                     * here, on the deepest training call chain, at no cost (LDRH) */
     int32_t nl = 0, ds = 0;
     for (int32_t k = 0; k < npair; k++) {
         const int32_t dd = (int32_t)rd32(delta + 2 * k);
         ds = __smlad(dd, 0x00010001, ds);
         if (dd != 0) {
             dl[nl] = dd;
-            ol[nl++] = 2 * k * ic;
+            ol[nl++] = (uint16_t)(2 * k * ic);
         }
     }
     const uint32_t dlast = (np & 1) ? (uint16_t)delta[np - 1] : 0u;
@@ -1010,7 +1018,8 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
              * delta sum stays exact up to 2^16 positions) instead of oh short ones */
             const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
             const int32_t r_upd = 31 + u.Ec - u.ws;
-            if (flat && oh * ow <= TL_UPD_SMALL && !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX) {
+            if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && !dw_preview && r_upd >= 32 &&
+                r_upd <= TL_UPD_R_MAX) {
                 corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
             } else if (dw_kind && kh == 3 && kw == 3 && ow <= TL_UPD_PAIRS) {
                 int64_t g[9], gs[9];
