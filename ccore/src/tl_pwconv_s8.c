@@ -47,20 +47,35 @@ static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pi
     int32_t wp[TL_PW_X86_MAX_W / 2] __attribute__((aligned(32))); /* [block][pair][16] */
     int32_t zb[TL_PW_X86_MAX_C] __attribute__((aligned(32))); /* bias - in_zp sum w */
     int16_t row[1024 + 2] __attribute__((aligned(32))); /* one widened weight row, read as int32 pairs */
+    const int32_t kp8 = (ic / 16) * 8; /* pairs packed eight at a time by transposition */
     for (int32_t b = 0; b < ocb; b++) {
         for (int32_t cc = 0; cc < 16; cc++) {
             const int32_t c = b * 16 + cc;
             int32_t wsum = 0;
             if (c < oc) {
                 wsum = tl_widen_s8(filter + c * ic, ic, row);
-                for (int32_t k = 0; k < kp; k++)
+                for (int32_t k = kp8; k < kp; k++)
                     __builtin_memcpy(&wp[(b * kp + k) * 16 + cc], row + 2 * k, 4);
             } else {
-                for (int32_t k = 0; k < kp; k++)
+                for (int32_t k = kp8; k < kp; k++)
                     wp[(b * kp + k) * 16 + cc] = 0;
             }
             /* finish() forms (dot - zp sum w) + bias; int32 adds, in that order */
             zb[c] = (int32_t)((uint32_t)(-(uint32_t)(p->in_zp * wsum)) + (bias ? (uint32_t)bias[c < oc ? c : 0] : 0u));
+        }
+        /* pairs [0, kp8): 8 channels x 8 pairs widened, then an 8x8 transpose of 32-bit lanes */
+        for (int32_t k = 0; k < kp8; k += 8) {
+            for (int32_t h = 0; h < 2; h++) {
+                __m256i r[8];
+                for (int32_t j = 0; j < 8; j++) {
+                    const int32_t c = b * 16 + h * 8 + j;
+                    r[j] = c < oc ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(filter + c * ic + 2 * k)))
+                                  : _mm256_setzero_si256();
+                }
+                tl_transpose8x8_epi32(r);
+                for (int32_t j = 0; j < 8; j++)
+                    _mm256_store_si256((__m256i *)(wp + (b * kp + k + j) * 16 + h * 8), r[j]);
+            }
         }
     }
     const int vnni = tl_x86_vnni();

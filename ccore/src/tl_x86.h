@@ -112,6 +112,26 @@ static inline TL_AVX2 int32_t tl_widen_s8(const int8_t *x, int32_t n, int16_t *d
     return total;
 }
 
+/* r[0..8) as an 8x8 matrix of 32-bit lanes, transposed in place (row j becomes column j). */
+static inline TL_AVX2 void tl_transpose8x8_epi32(__m256i *r)
+{
+    __m256i t[8], u[8];
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_epi32(r[q], r[q + 1]);
+        t[q + 1] = _mm256_unpackhi_epi32(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 8; q += 4) {
+        u[q] = _mm256_unpacklo_epi64(t[q], t[q + 2]);
+        u[q + 1] = _mm256_unpackhi_epi64(t[q], t[q + 2]);
+        u[q + 2] = _mm256_unpacklo_epi64(t[q + 1], t[q + 3]);
+        u[q + 3] = _mm256_unpackhi_epi64(t[q + 1], t[q + 3]);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x20);
+        r[q + 4] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x31);
+    }
+}
+
 /* Eight int32 lanes already clamped to [-128, 127] stored as eight int8 (the saturating packs
  * change nothing in that range). */
 static inline TL_AVX2 void tl_store_s8x8(int8_t *o, __m256i v)
