@@ -177,6 +177,25 @@ static inline int8_t pw_clamp(int32_t v, int32_t lo, int32_t hi)
     (all_fast ? tl_rq_fast_pos(&rq[c], all_fast == PW_FAST_DOUBLE ? 0x80000000u : 0u, acc)                   \
               : tl_rq_apply(p, &rq[c], sg, shift[c], acc))
 
+/* One group of pw_dot2x2's loop (four input channels of the pixel pair against one word of each
+ * weight row): LDM of the widened pair, then eight SMLAD. The loop body holds it twice. */
+#define PW_DOT_GROUP \
+    "ldmia   %[xp]!, {r0, r1, r2, r3}\n\t" \
+    "ldr     %[w], [%[wa]], #4\n\t" \
+    "sxtb16  %[t], %[w]\n\t" \
+    "sxtb16  %[w], %[w], ror #8\n\t" \
+    "smlad   %[a00], %[x0], %[t], %[a00]\n\t" \
+    "smlad   %[a00], %[x1], %[w], %[a00]\n\t" \
+    "smlad   %[a10], %[x2], %[t], %[a10]\n\t" \
+    "smlad   %[a10], %[x3], %[w], %[a10]\n\t" \
+    "ldr     %[w], [%[wb]], #4\n\t" \
+    "sxtb16  %[t], %[w]\n\t" \
+    "sxtb16  %[w], %[w], ror #8\n\t" \
+    "smlad   %[a01], %[x0], %[t], %[a01]\n\t" \
+    "smlad   %[a01], %[x1], %[w], %[a01]\n\t" \
+    "smlad   %[a11], %[x2], %[t], %[a11]\n\t" \
+    "smlad   %[a11], %[x3], %[w], %[a11]\n\t"
+
 /* The inner product of pw_pair_chunk: for each group of four input channels, the widened pair
  * (x0, x1 of pixel a; x2, x3 of pixel b) against one word of each weight row, eight SMLAD. Written
  * as asm because gcc (12) loads the pair with three loads plus a pointer add and keeps the loop
@@ -200,37 +219,9 @@ static inline __attribute__((always_inline)) void pw_dot2x2(const int32_t *xw, c
                      "tst     %[t], #16\n\t"
                      "bne     2f\n\t"
                      "1:\n\t"
-                     "ldmia   %[xp]!, {r0, r1, r2, r3}\n\t"
-                     "ldr     %[w], [%[wa]], #4\n\t"
-                     "sxtb16  %[t], %[w]\n\t"
-                     "sxtb16  %[w], %[w], ror #8\n\t"
-                     "smlad   %[a00], %[x0], %[t], %[a00]\n\t"
-                     "smlad   %[a00], %[x1], %[w], %[a00]\n\t"
-                     "smlad   %[a10], %[x2], %[t], %[a10]\n\t"
-                     "smlad   %[a10], %[x3], %[w], %[a10]\n\t"
-                     "ldr     %[w], [%[wb]], #4\n\t"
-                     "sxtb16  %[t], %[w]\n\t"
-                     "sxtb16  %[w], %[w], ror #8\n\t"
-                     "smlad   %[a01], %[x0], %[t], %[a01]\n\t"
-                     "smlad   %[a01], %[x1], %[w], %[a01]\n\t"
-                     "smlad   %[a11], %[x2], %[t], %[a11]\n\t"
-                     "smlad   %[a11], %[x3], %[w], %[a11]\n\t"
+                     PW_DOT_GROUP
                      "2:\n\t"
-                     "ldmia   %[xp]!, {r0, r1, r2, r3}\n\t"
-                     "ldr     %[w], [%[wa]], #4\n\t"
-                     "sxtb16  %[t], %[w]\n\t"
-                     "sxtb16  %[w], %[w], ror #8\n\t"
-                     "smlad   %[a00], %[x0], %[t], %[a00]\n\t"
-                     "smlad   %[a00], %[x1], %[w], %[a00]\n\t"
-                     "smlad   %[a10], %[x2], %[t], %[a10]\n\t"
-                     "smlad   %[a10], %[x3], %[w], %[a10]\n\t"
-                     "ldr     %[w], [%[wb]], #4\n\t"
-                     "sxtb16  %[t], %[w]\n\t"
-                     "sxtb16  %[w], %[w], ror #8\n\t"
-                     "smlad   %[a01], %[x0], %[t], %[a01]\n\t"
-                     "smlad   %[a01], %[x1], %[w], %[a01]\n\t"
-                     "smlad   %[a11], %[x2], %[t], %[a11]\n\t"
-                     "smlad   %[a11], %[x3], %[w], %[a11]\n\t"
+                     PW_DOT_GROUP
                      "ldr     %[t], %[xend]\n\t"
                      "cmp     %[xp], %[t]\n\t"
                      "bne     1b"
