@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from tools import need
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(glob.glob(str(ROOT / "ccore" / "src" / "*.c")))
@@ -33,21 +33,10 @@ FORBIDDEN = {"malloc", "calloc", "realloc", "free", "printf", "sprintf", "snprin
              "fprintf", "exit", "abort"}
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        msg = (f"{tool} not found on PATH; install it with `apt-get install --no-install-recommends "
-               f"{INSTALL[tool]}`")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI=true: cross-compilation checks must run)")
-        pytest.skip(msg)
-    return path
-
-
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_ccore_compiles_cleanly_and_stays_integer_only(target, tmp_path):
     tool, flags = TARGETS[target]
-    cc = need(tool)
+    cc = need(tool, INSTALL[tool])
     nm = cc[: -len("gcc")] + "nm"
     assert SOURCES, f"no C sources under {ROOT / 'ccore' / 'src'}"
 
@@ -73,7 +62,7 @@ def test_ccore_compiles_cleanly_and_stays_integer_only(target, tmp_path):
 
 def test_forbidden_symbol_check_catches_float():
     """The symbol check above can fail: a float division on Cortex-M0+ does need __aeabi_fdiv."""
-    cc = need("arm-none-eabi-gcc")
+    cc = need("arm-none-eabi-gcc", INSTALL["arm-none-eabi-gcc"])
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         src, obj = Path(d) / "f.c", Path(d) / "f.o"

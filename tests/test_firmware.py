@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from shared_data import shared_path, shared_root
+from tools import need
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_root()
@@ -39,16 +39,6 @@ LOSSY = ["--limit", "16", "--val-limit", "8", "--epochs", "1", "--seed", "4"]   
 SCRATCH = ["--limit", "6", "--val-limit", "4", "--epochs", "2", "--seed", "5", "--rule", "lls-m"]
 
 pytestmark = [pytest.mark.firmware]
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        msg = f"{tool} not found on PATH; install: apt-get install --no-install-recommends {package}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI=true: the firmware tests must run)")
-        pytest.skip(msg)
-    return path
 
 
 def need_shared(path: Path) -> Path:

@@ -14,28 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tools import need
 
 ROOT = Path(__file__).resolve().parents[1]
 # the host's training configuration, sent to the board with SET_CONFIG
 TRAIN_CFG = dict(basis="square", rounding="stochastic", seed=7, basis_seed=0, tau=0.5)
 
 pytestmark = [pytest.mark.firmware]
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        msg = f"{tool} not found on PATH; install: apt-get install --no-install-recommends {package}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI=true: the firmware tests must run)")
-        pytest.skip(msg)
-    return path
 
 
 def awkward_model(head: str, hidden_lr: float):
