@@ -14,7 +14,6 @@ host.schedule.epoch_order, and reports test accuracy after the last epoch (and a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import emit  # bench/report.py (bench/ is on sys.path when a script runs)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -183,11 +183,7 @@ def main(argv=None) -> int:
                     "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]},
         "seconds": round(time.time() - t0, 1),
     }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return emit(out, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ and the process CPU seconds per image beside the images per second. This is a be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 # numpy's OpenBLAS threads spin for a while after each call (the model builder multiplies
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import emit  # bench/report.py (bench/ is on sys.path when a script runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -188,11 +188,7 @@ def main(argv=None) -> int:
         "host_vs_pytorch_bp32_ratio": None if b32 is None else round(best_ours / b32["img_per_s"], 3),
         "host_vs_pytorch_bp1_ratio": None if b1 is None else round(best_ours / b1["img_per_s"], 3),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":

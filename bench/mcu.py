@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -57,6 +56,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from report import emit  # bench/report.py (bench/ is on sys.path when a script runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -288,11 +288,7 @@ def main(argv=None) -> int:
     except (StreamError, protocol.ProtocolError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from report import emit  # bench/report.py (bench/ is on sys.path when a script runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,11 +118,7 @@ def main(argv=None) -> int:
         out.update(stack)
         out["infer_insn_all"] = runs["dsp"]["infer"]
         out["train_insn_all"] = runs["dsp"]["train"]
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":
