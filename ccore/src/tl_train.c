@@ -810,6 +810,26 @@ static int32_t channel_shift(const int32_t *d, int32_t n)
     return TL_MAX(0, tl_bit_length32(cmax) - 15);
 }
 
+/* A cell's learning signal in channel c's int16 delta scale: d rounded right by the channel's rs. */
+static int32_t cell_signal(int32_t d, int32_t rs)
+{
+    return (int32_t)TL_CLAMP(tl_shr_round(d, rs), -32767, 32767);
+}
+
+/* Everything but the gradient that channel c's weight update needs (apply_row / apply_one). */
+static upd_row channel_update(const tl_model *m, const tl_layer *L, int32_t c, int32_t Ec, uint32_t prefix,
+                              int64_t *dw_preview)
+{
+    upd_row u;
+    u.weights = L->weights;
+    u.dw_preview = dw_preview;
+    u.Ec = Ec;
+    u.rounding = m->cfg.rounding;
+    u.prefix = prefix;
+    combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
+    return u;
+}
+
 /* Channel c's bias update (or its preview) from acc_b = sum of the channel's deltas. */
 static void update_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b, int32_t Ec, uint32_t rnd_key,
                         int64_t *db_preview)
@@ -869,13 +889,8 @@ static void update_layer_wide(tl_model *m, int32_t i, const int32_t *d, const in
             const int32_t rs = channel_shift(d + c * cells, cells);
             Ec[cc] = E - rs;
             for (int32_t t = 0; t < cells; t++)
-                v0[t * TL_WIDE_C + cc] = (int16_t)TL_CLAMP(tl_shr_round(d[c * cells + t], rs), -32767, 32767);
-            u[cc].weights = L->weights;
-            u[cc].dw_preview = dw_preview;
-            u[cc].Ec = Ec[cc];
-            u[cc].rounding = m->cfg.rounding;
-            u[cc].prefix = prefix;
-            combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u[cc].wm, &u[cc].ws);
+                v0[t * TL_WIDE_C + cc] = (int16_t)cell_signal(d[c * cells + t], rs);
+            u[cc] = channel_update(m, L, c, Ec[cc], prefix, dw_preview);
         }
         tl_wide_deltas(L, out, c0, nc, v0, D, bsum, any);
         for (int32_t cc = 0; cc < nc; cc++) {
@@ -946,7 +961,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         for (int32_t cy = 0; cy < p; cy++) {
             for (int32_t cx = 0; cx < p; cx++) {
                 const int32_t t = t0 + (classifier ? 0 : cy * p + cx);
-                const int32_t v0 = (int32_t)TL_CLAMP(tl_shr_round(d[t], rs), -32767, 32767);
+                const int32_t v0 = cell_signal(d[t], rs);
                 if (!classifier && !leaky) {
                     /* f' is 0 or 1: the cell adds v0 once per position left open by the clamp */
                     const int32_t lo = L->act_min, hi = L->act_max;
@@ -988,13 +1003,7 @@ static void update_layer(tl_model *m, int32_t i, const tl_arena *a, const int8_t
         }
         if (!nonzero && !dw_preview)
             continue;
-        upd_row u;
-        u.weights = L->weights;
-        u.dw_preview = dw_preview;
-        u.Ec = Ec;
-        u.rounding = m->cfg.rounding;
-        u.prefix = prefix;
-        combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
+        const upd_row u = channel_update(m, L, c, Ec, prefix, dw_preview);
         const int32_t kh = L->k_h, kw = L->k_w;
         if (L->kind == TL_LAYER_FC) {
             /* dW[c][k] = delta (x_k - zp): one position, so the product is the gradient */
