@@ -23,11 +23,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from report import emit  # bench/report.py (bench/ is on sys.path when a script runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from report import emit  # noqa: E402
 
 STACK_BYTES = 32768
 # the training configuration tl_modelfile_load gives a loaded model (as tests/test_firmware.py)
