@@ -1,9 +1,9 @@
 """Python side of the host runner (tl_host_api.h): whole epochs in one C call, pipelined or not.
 
 host/_build_ffi.py compiles host/csrc into host._tinylls, so `host._tinylls.lib` has
-tl_host_train_epoch. build_private() compiles the same sources with other flags (the tests'
--DTL_FORCE_GENERIC and -DTL_NO_AVX512 builds) into a private cffi extension cached under
-~/.cache/tinylls-runner, keyed by the sources' hash; it works on the very same tl_model structs as
+tl_host_train_epoch. build_private() builds the same recipe (_build_ffi.make_ffi) with other flags
+(the tests' -DTL_FORCE_GENERIC and -DTL_NO_AVX512 builds) into a private cffi extension cached
+under ~/.cache/tinylls-runner, keyed by the sources' hash; it works on the very same tl_model structs as
 host.core.CModel (identical C sources, so identical struct layouts), reached through their
 addresses.
 """
@@ -18,21 +18,16 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CSRC = os.path.join(ROOT, "host", "csrc")
-
-
-def _sources():
-    srcs = sorted(glob.glob(os.path.join(ROOT, "ccore", "src", "*.c")) + glob.glob(os.path.join(CSRC, "*.c")))
-    hdrs = sorted(glob.glob(os.path.join(ROOT, "ccore", "include", "*.h")) + glob.glob(os.path.join(ROOT, "ccore", "src", "*.h"))
-                  + glob.glob(os.path.join(CSRC, "*.h")))
-    return srcs, hdrs
 
 
 def build_private(cflags=(), tag="runner"):
-    """Compile ccore + host/csrc into a private extension (cached); returns (ffi, lib)."""
-    from cffi import FFI
-
-    srcs, hdrs = _sources()
+    """Compile the C core with extra flags into a private extension (cached); returns (ffi, lib)."""
+    sys.path.insert(0, os.path.join(ROOT, "host"))
+    try:
+        import _build_ffi
+    finally:
+        sys.path.pop(0)
+    srcs, hdrs, _ = _build_ffi.sources()
     h = hashlib.sha256(" ".join(cflags).encode())
     for f in srcs + hdrs:
         h.update(f.encode())
@@ -42,13 +37,7 @@ def build_private(cflags=(), tag="runner"):
     os.makedirs(cache, exist_ok=True)
     found = glob.glob(os.path.join(cache, name + "*.so"))
     if not found:
-        ffi = FFI()
-        api = [os.path.join(ROOT, "ccore", "include", "tinylls_api.h"), os.path.join(CSRC, "tl_host_api.h")]
-        ffi.cdef("\n".join(open(p, encoding="utf-8").read() for p in api))
-        ffi.set_source(name, '#include "tinylls.h"\n#include "tl_host_api.h"\n', sources=srcs,
-                       include_dirs=[os.path.join(ROOT, "ccore", "include"), os.path.join(ROOT, "ccore", "src"), CSRC],
-                       extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra", "-pthread", *cflags],
-                       extra_link_args=["-pthread"])
+        ffi = _build_ffi.make_ffi(name, cflags=cflags, relative=False)
         found = [ffi.compile(tmpdir=os.path.join(cache, "build_" + name), target=os.path.join(cache, name + ".*"))]
     spec = importlib.util.spec_from_file_location(name, found[0])
     mod = importlib.util.module_from_spec(spec)
