@@ -1,11 +1,12 @@
 """Where the reference data lives: $TINYLLS_SHARED, else <repo>/../shared. It is read in place,
-never copied into the repository; a test that needs a missing file skips and names it."""
+never copied into the repository; a test that needs a missing file skips naming it, and fails
+naming it under CI=true (tools.missing)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
+from tools import missing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,8 +16,8 @@ def shared_root() -> Path:
 
 
 def shared_path(rel: str | os.PathLike) -> Path:
-    """A path under the shared folder, or skip naming the missing path."""
+    """A path under the shared folder, or skip (fail under CI) naming the missing path."""
     p = shared_root() / rel
     if not p.exists():
-        pytest.skip(f"reference data {p} is missing (set TINYLLS_SHARED to the shared folder)")
+        missing(f"reference data {p} is missing (set TINYLLS_SHARED to the shared folder)")
     return p

@@ -2,7 +2,6 @@
 untouched, determinism, and the no-floating-point rule for ccore."""
 import glob
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from host import nets
 from host.core import CModel, TinyllsError, ffi, lib
 from host.model import weights_sha256
+from tools import need
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,9 +141,9 @@ def test_pinned_training_hash():
     assert got == PINNED_SHA256
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_ccore_compiles_without_floating_point(tmp_path):
     """-mgeneral-regs-only makes gcc reject any float/double use on x86-64."""
+    need("gcc", "gcc")
     srcs = sorted(glob.glob(os.path.join(ROOT, "ccore", "src", "*.c")))
     assert len(srcs) >= 10
     for src in srcs:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
+from tools import need_module
 from PIL import Image
 
 import host.datasets as hd
@@ -19,10 +21,8 @@ from host.datasets import shards, synthetic
 
 @pytest.fixture(scope="module")
 def eembc_dir(shared_dir: Path) -> Path:
-    d = shared_dir / "datasets" / "vww01-eembc"
-    if not (d / "datasets" / "vww01" / "y_labels.csv").is_file():
-        pytest.skip(f"EEMBC vww01 set missing: {d / 'datasets' / 'vww01' / 'y_labels.csv'}")
-    return d
+    shared_path(Path("datasets") / "vww01-eembc" / "datasets" / "vww01" / "y_labels.csv")
+    return shared_dir / "datasets" / "vww01-eembc"
 
 
 @pytest.mark.shared
@@ -269,7 +269,7 @@ def test_synthetic_options() -> None:
 
 def test_synthetic_not_linearly_trivial_but_figure_matters() -> None:
     """Pixel statistics alone do not give the label away; the figure does."""
-    sk = pytest.importorskip("sklearn.linear_model", reason="needs scikit-learn (test extra)")
+    sk = need_module("sklearn.linear_model", "needs scikit-learn (pip install '.[test]')")
     tr, va = synthetic.make(400, seed=11), synthetic.make(200, seed=11, stream=1)
 
     def pool(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_path
 
 from host import recipes
 from host.model import Layer, Model
@@ -51,10 +52,7 @@ def test_recipe_sets_every_layer():
 @pytest.fixture(scope="module")
 def study(shared_dir):
     """Pretrained, last-layer-only and recipe accuracies on the 200 test images (seed means)."""
-    tflite, data = shared_dir / VWW_TFLITE, shared_dir / VWW_DATA
-    for path in (tflite, data):
-        if not path.exists():
-            pytest.skip(f"fine-tuning floors need {path} (shared reference data) and it is missing")
+    tflite, data = shared_path(VWW_TFLITE), shared_path(VWW_DATA)
     sys.path.insert(0, str(REPO))
     from bench import finetune as ft
     from host.tflite_import import import_tflite

@@ -19,6 +19,18 @@ def random_quant(rng, n):
     return mult, shift
 
 
+def tie_operands(rng, x_shape, w_shape, cout: int, in_zp: int):
+    """Operands of a conv case whose requantization meets exact ties: inputs within 3 of the zero
+    point, weights in {-1, 0, 1} and small biases keep the accumulator small, and the multiplier
+    0.5 (2^30) halves it, so an odd sum is a tie of the doubling high multiply and every other one
+    a candidate tie of the rounding shift. Random multipliers almost never tie, which is how a
+    wrong tie rounding once slipped past the random-shape tests. Returns x, w, bias, mult, shift."""
+    x = np.clip(in_zp + rng.integers(-3, 4, size=x_shape), -128, 127).astype(np.int8)
+    w = rng.integers(-1, 2, size=w_shape).astype(np.int8)
+    bias = rng.integers(-50, 51, size=cout).astype(np.int32)
+    return x, w, bias, np.full(cout, 1 << 30, np.int32), rng.integers(-2, 1, size=cout).astype(np.int32)
+
+
 def conv_case(rng, depthwise=False, pointwise=False):
     h, w = rng.integers(1, 13, size=2)
     cin = int(rng.integers(1, 9))
@@ -38,8 +50,12 @@ def conv_case(rng, depthwise=False, pointwise=False):
     in_zp, out_zp = (int(v) for v in rng.integers(-128, 128, size=2))
     lo = int(rng.integers(-128, 0))
     hi = int(rng.integers(lo, 128))
+    ties = rng.random() < 0.4
+    if ties:
+        x, wt, bias, mult, shift = tie_operands(rng, x.shape, wshape, cout, in_zp)
+        lo, hi = -128, 127
     return dict(x=x, w=wt, bias=bias, mult=mult, shift=shift, in_zp=in_zp, out_zp=out_zp, k=k, s=s,
-                pad=pad, out=(int(oh), int(ow), cout), lo=lo, hi=hi)
+                pad=pad, out=(int(oh), int(ow), cout), lo=lo, hi=hi, ties=ties)
 
 
 def run_c(kind, c):
@@ -65,7 +81,7 @@ def run_c(kind, c):
 
 @pytest.mark.parametrize("kind", ["conv", "dw", "pw"])
 def test_conv_kernels_match_numpy(kind):
-    checked = 0
+    checked = tie_cases = 0
     for seed in RNG_SEEDS:
         rng = np.random.default_rng(seed)
         c = conv_case(rng, depthwise=kind == "dw", pointwise=kind == "pw")
@@ -77,7 +93,8 @@ def test_conv_kernels_match_numpy(kind):
         got = run_c(kind, c)
         np.testing.assert_array_equal(got, want, err_msg=f"{kind} case seed {seed}: {c['x'].shape} k{c['k']} s{c['s']}")
         checked += 1
-    assert checked >= 20
+        tie_cases += c["ties"]
+    assert checked >= 20 and tie_cases >= 5
 
 
 def test_fc_matches_numpy():

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from tools import need_module
 
 from host import nets
 from host.core import CModel
@@ -18,8 +19,7 @@ SCORED = 3               # accuracy = mean test accuracy after each of the last 
 
 
 def digits_split():
-    datasets = pytest.importorskip("sklearn.datasets", reason="the digits parity test needs scikit-learn "
-                                   "(pip install '.[test]')")
+    datasets = need_module("sklearn.datasets", "the digits parity test needs scikit-learn (pip install '.[test]')")
     from sklearn.model_selection import train_test_split
 
     d = datasets.load_digits()
@@ -66,6 +66,41 @@ def test_default_simulation_learns(tmp_path):
     s = json.loads(out.read_text())
     print(f"default simulate: val {s['val_accuracy']:.3f}, train {s['train_accuracy']:.3f}, {s['seconds']:.0f} s")
     assert s["val_accuracy"] >= 0.85
+    # The hidden layers learn too, not only the classifier: a classifier-only run leaves every
+    # hidden layer's own LLS head at chance (0.50; measured: mean 0.48 over the last ten), the
+    # default run lifts them (measured on the 2-core machine: mean 0.65, the best 0.89).
+    hidden = [a for a in s["per_layer_accuracy"][:-1] if a is not None]
+    assert np.mean(hidden[-10:]) >= 0.60, hidden
+    assert max(hidden) >= 0.80, hidden
     for key in ("train_accuracy", "val_accuracy", "per_layer_accuracy", "scratch_bytes", "bp_activation_bytes",
                 "weights_sha256", "seconds", "samples_per_second"):
         assert key in s
+
+
+@pytest.mark.parametrize("variant", ["m", "mxm"])
+def test_lls_m_and_mxm_learn(variant):
+    """LLS-M (a trainable modulation vector per layer) and LLS-MxM (a classes x classes matrix),
+    3 epochs on digits: every hidden layer's own head climbs from chance (0.10; 0.07-0.15 untrained)
+    and the modulation itself moves. Measured: test 0.92 (m) / 0.94 (mxm); hidden heads
+    0.58 0.91 0.94 (m), 0.75 0.93 0.93 (mxm)."""
+    xtr, xte, ytr, yte = digits_split()
+    model = nets.build("digits", seed=0, calib=xtr[:64], classes=10)
+    nets.set_learning_rates(model, LR, LR, lls_m=1e-3)
+    cm = CModel(model, variant=variant, seed=0)
+    m0 = [None if L.lls_m is None else L.lls_m.copy() for L in model.layers]   # set up by the core
+
+    def scores():
+        r = [cm.infer(model.quantize_input(x), with_local=True) for x in xte]
+        return (float(np.mean([q.pred == y for q, y in zip(r, yte)])),
+                np.mean([q.local_pred == y for q, y in zip(r, yte)], axis=0)[:-1])
+
+    acc0, heads0 = scores()
+    for epoch in range(3):
+        for i in epoch_order(len(ytr), epoch, 0):
+            cm.train_step(model.quantize_input(xtr[i]), int(ytr[i]))
+    acc, heads = scores()
+    print(f"lls-{variant}: test {acc0:.3f} -> {acc:.3f}, hidden heads {heads0.round(2)} -> {heads.round(2)}")
+    assert acc >= 0.88
+    assert all(h0 <= 0.2 for h0 in heads0) and all(h >= 0.45 for h in heads) and heads.mean() >= 0.75
+    moved = [not np.array_equal(L.lls_m, a) for L, a in zip(model.layers, m0) if a is not None]
+    assert moved and all(moved), "the modulation did not learn"

@@ -18,7 +18,6 @@ Coverage (printed by the harness; see FUZZ_SOURCE):
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zlib
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shared_data import shared_path
+from tools import missing, need
 
 from host import int8_ref, modelfile
 from host.model import Layer, Model
@@ -184,7 +184,7 @@ def _lib():
     try:
         from host._tinylls import ffi, lib
     except ImportError as exc:
-        pytest.skip(f"C core extension host._tinylls not built ({exc}); run `pip install -e .`")
+        missing(f"C core extension host._tinylls not built ({exc}); run `pip install -e .`")
     return ffi, lib
 
 
@@ -485,9 +485,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def fuzz_binary(tmp_path_factory) -> Path:
-    cc = shutil.which("gcc")
-    if cc is None:
-        pytest.skip("gcc not found: the sanitizer fuzz harness cannot be built")
+    cc = need("gcc", "gcc")
     d = tmp_path_factory.mktemp("fuzz")
     (d / "fuzz.c").write_text(FUZZ_SOURCE)
     srcs = [str(p) for p in sorted((REPO / "ccore" / "src").rglob("*.c")) if p.name != "tl_modelfile.c"]

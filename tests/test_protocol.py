@@ -237,7 +237,7 @@ def test_no_answer_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def tiny():
-    modelfile = pytest.importorskip("host.modelfile", reason="host.modelfile (issue 3) not available yet")
+    from host import modelfile
     from host import nets
     rng = np.random.default_rng(0)
     calib = rng.integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)

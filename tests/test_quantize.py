@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tools import need
 
 from host import evaluate, int8_ref, modelfile, quantize
 
@@ -58,9 +58,7 @@ def test_known_errors_are_one_line_and_exit_2(tmp_path, capsys):
 def test_export_c_compiles_and_runs_on_the_core(tmp_path, capsys):
     """The exported const array, copied to RAM, loads with tl_modelfile_load and infers the same
     logits as the numpy oracle; built with the project's strict C flags."""
-    cc = shutil.which("gcc")
-    if cc is None:
-        pytest.skip("gcc not found")
+    cc = need("gcc", "gcc")
     model = small_model(seed=4)
     path = tmp_path / "tiny.tlm"
     modelfile.save(model, str(path))

@@ -10,6 +10,34 @@ from host import nets
 from host.core import CModel, ffi as core_ffi, lib as core_lib
 from host.csrc import runner
 from host.model import weights_sha256
+from test_kernels import tie_operands
+from tools import missing
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags as the kernel reports them (the core asks CPUID through
+    __builtin_cpu_supports; Linux names the same bits)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def need_cpu(*flags: str) -> None:
+    """A fast-path test compares two different code paths only where the CPU runs both: without
+    the features it would compare a path with itself and pass for nothing, so it says so (skip;
+    fails under CI, whose machines have them)."""
+    lacking = [f for f in flags if f not in cpu_flags()]
+    if lacking:
+        missing(f"this CPU lacks {' '.join(lacking)}: the fast path under test would not run")
+
+
+X86_FAST = ("avx2",)                                       # tl_x86_avx2()
+X86_AVX512 = ("avx2", "avx512f", "avx512vl", "avx512bw")   # tl_x86_avx512()
 
 
 def mobilenet(seed=0, resolution=48, head="gap", classes=2, act=None):
@@ -74,6 +102,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("name,make,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_fast_build_trains_like_the_generic_build(name, make, cfg, generic):
+    need_cpu(*X86_FAST)
     gffi, glib = generic
     fast, ref = make(), make()
     cf, cr = CModel(fast, seed=5, **cfg), CModel(ref, seed=5, **cfg)
@@ -124,8 +153,12 @@ def conv_case(rng, kind):
     shift = rng.integers(-14, 3, size=cout).astype(np.int32)
     zi, zo = (int(v) for v in rng.integers(-128, 128, size=2))
     lo = int(rng.integers(-128, 0))
-    return dict(x=x, w=wt, bias=bias, mult=mult, shift=shift, prm=[zi, zo, s, s, pad, pad, lo,
-                int(rng.integers(lo, 128)), int(rng.integers(0, 2))], k=k, out=(oh, ow, cout))
+    hi = int(rng.integers(lo, 128))
+    if rng.random() < 0.4:   # exact requantization ties (tests/test_kernels.py: tie_operands)
+        x, wt, bias, mult, shift = tie_operands(rng, x.shape, wt.shape, cout, zi)
+        lo, hi = -128, 127
+    return dict(x=x, w=wt, bias=bias, mult=mult, shift=shift, prm=[zi, zo, s, s, pad, pad, lo, hi,
+                int(rng.integers(0, 2))], k=k, out=(oh, ow, cout))
 
 
 def run_kernel(ffi, lib, kind, c):
@@ -150,6 +183,7 @@ def run_kernel(ffi, lib, kind, c):
 
 @pytest.mark.parametrize("kind", ["conv", "dw", "pw"])
 def test_fast_kernels_match_the_reference_loops(kind, generic):
+    need_cpu(*X86_FAST)
     gffi, glib = generic
     rng = np.random.default_rng(99)
     done = 0
@@ -166,6 +200,7 @@ def test_fast_kernels_match_the_reference_loops(kind, generic):
 def test_avx2_paths_train_like_the_avx512_paths(make):
     """On an AVX-512 host the default build takes the AVX-512 loops where it has them; the same
     core built with -DTL_NO_AVX512 runs their AVX2 twins. Both must land on the same weights."""
+    need_cpu(*X86_AVX512)
     avx2 = runner.build_private(cflags=("-DTL_NO_AVX512",), tag="avx2")
     a, b = make(), make()
     x, y = samples(a, 6)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shared_data import shared_path
+from tools import missing, need_module
 
 from host import int8_ref, modelfile
 from host.tflite_import import TfliteImportError, import_tflite, import_tflite_bytes
@@ -37,7 +38,7 @@ def c_core():
     try:
         from host import core
     except ImportError as exc:
-        pytest.skip(f"C core not built ({exc}); run `pip install -e .`")
+        missing(f"C core not built ({exc}); run `pip install -e .`")
     return core
 
 
@@ -206,10 +207,8 @@ def test_litert_refuses_person_detect():
 
 
 def test_person_detect_is_bit_exact_with_tflite_micro_on_all_800(vww_data):
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
-        pytest.skip("tflite-micro is not installed (pip install tflite-micro): the TFLM reference is missing")
+    runtime = need_module("tflite_micro.python.tflite_micro.runtime",
+                          "tflite-micro is not installed (pip install '.[test]'): the TFLM reference is missing")
     path = shared_path(PD_TFLITE)
     model = import_tflite(str(path), reference="tflm")
     assert model.input_shape == (96, 96, 1) and model.layers[0].kind == "conv"   # depthwise with 1 input channel

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tools import need_module
 from PIL import Image
 
 import host.datasets as hd
@@ -53,7 +54,7 @@ ITEMS = [(42, 1, jpeg((200, 20, 20))), (7, 0, jpeg((20, 200, 20), 64, 64)),
 
 
 def test_tfrecord_round_trip(tmp_path: Path) -> None:
-    tf = pytest.importorskip("tensorflow", reason=NEEDS_TF)
+    tf = need_module("tensorflow", NEEDS_TF)
     write_records(tf, tmp_path / "val.record-00000-of-00002", ITEMS[:2])
     write_records(tf, tmp_path / "val.record-00001-of-00002", ITEMS[2:])
     ds = hd.open(tmp_path)
@@ -68,7 +69,7 @@ def test_tfrecord_round_trip(tmp_path: Path) -> None:
 
 
 def test_tfrecord_splits_and_bad_records(tmp_path: Path) -> None:
-    tf = pytest.importorskip("tensorflow", reason=NEEDS_TF)
+    tf = need_module("tensorflow", NEEDS_TF)
     write_records(tf, tmp_path / "train.record-00000-of-00001", ITEMS[:1])
     write_records(tf, tmp_path / "val.record-00000-of-00001",
                   [ITEMS[1], (99, 3, ITEMS[0][2]), (100, 1, b"\xff\xd8 broken jpeg")])
