@@ -22,7 +22,9 @@ import sys
 
 import numpy as np
 
-from host import modelfile
+from host import cli_common, modelfile
+
+TOOL = "host.quantize"
 
 
 def _summary(model, blob: bytes, notes: list[str]) -> str:
@@ -172,8 +174,8 @@ def cmd_export_c(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m host.quantize", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_common.ArgumentParser(tool=TOOL, description=__doc__.split("\n\n")[0],
+                                  epilog=__doc__.split("\n\n", 2)[2])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("import-tflite", help="full-int8 .tflite -> model file")
     a.add_argument("input", help="the .tflite file")
@@ -217,9 +219,10 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except known as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, exc)
+    except KeyboardInterrupt:
+        return cli_common.interrupted(TOOL)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_common.run_main(TOOL, main))
