@@ -90,11 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="write any readable dataset as tinylls shards",
                        description="Read SRC (eembc, mlperf-folders, tfrecord, shards or "
                        "'synthetic') and write it as tinylls shards.")
-    c.add_argument("src", metavar="SRC")
-    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("src", metavar="SRC", help="dataset to read (anything host.datasets.open reads)")
+    c.add_argument("--out", required=True, type=Path, help="output shard folder")
     c.add_argument("--grey", action="store_true", help="convert to ITU-R 601 luma")
-    c.add_argument("--shard-size", type=int, default=shards.DEFAULT_SHARD_SIZE)
-    c.add_argument("--skip-bad", action="store_true")
+    c.add_argument("--shard-size", type=int, default=shards.DEFAULT_SHARD_SIZE, help="images per shard file")
+    c.add_argument("--skip-bad", action="store_true", help="leave out unreadable items instead of stopping")
     return p
 
 
