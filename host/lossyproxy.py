@@ -190,12 +190,10 @@ def main(argv=None) -> int:
     try:
         while True:
             threading.Event().wait(1.0)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:       # the way to stop it: one line with the traffic summary, 130
+        return cli_common.interrupted(TOOL, f"traffic: {proxy.summary()}")
     finally:
         proxy.close()
-        print(f"lossyproxy: {proxy.summary()}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

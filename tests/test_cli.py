@@ -154,15 +154,35 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "host.simulate: interrupted\n"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_real_signal():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # a shell's background job inherits SIGINT ignored; the child gets the default back, as in a terminal
     p = subprocess.Popen([sys.executable, "-m", "host.cli", "simulate", "--quiet"], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(2.0)   # past interpreter start-up, somewhere in imports, data or training
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, (p.returncode, err)
     assert err.strip() == "tinylls simulate: interrupted", err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_lossyproxy_ctrl_c_is_its_stop(tmp_path):
+    """Ctrl-C is how the proxy is stopped: one line with the traffic summary, status 130."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "host.lossyproxy", "--target", "127.0.0.1:9"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = p.stderr.readline()        # the start-up line, written just before the serving loop
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert first.startswith("lossyproxy: socket://127.0.0.1:"), first
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.strip() == err.strip().splitlines()[0], err          # one line
+    assert err.startswith("host.lossyproxy: interrupted (traffic: {"), err
 
 
 def test_plan_default_net(tmp_path):
