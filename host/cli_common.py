@@ -83,18 +83,23 @@ def run_main(tool: str, main: Callable[[Optional[Sequence[str]]], int],
 
 
 def version() -> str:
-    """The installed package's version (metadata), else host.__version__ (a source checkout)."""
+    """The installed package's version (metadata) when that installation is the `host` package
+    running; else host.__version__ (a source checkout, an editable install of another tree)."""
+    import os
+
+    import host
     try:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
+        from importlib.metadata import PackageNotFoundError, distribution
         try:
-            return dist_version("tinylls")
+            dist = distribution("tinylls")
+            here = os.path.realpath(host.__file__)
+            if os.path.realpath(str(dist.locate_file("host/__init__.py"))) == here:
+                return dist.version
         except PackageNotFoundError:
             pass
     except ImportError:
         pass
-    from host import __version__
-    return __version__
+    return host.__version__
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
