@@ -22,7 +22,10 @@ import time
 
 import numpy as np
 
+from host import cli_common
 from host.model import Model
+
+TOOL = "host.evaluate"
 
 
 def load_model(path: str, reference: str = "litert") -> Model:
@@ -96,13 +99,12 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, *, engine: st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m host.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_common.ArgumentParser(tool=TOOL, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="tinylls model file or full-int8 .tflite")
     p.add_argument("--data", required=True, help="dataset path (anything host.datasets.open reads)")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--dump-logits", metavar="OUT.npy", help="save the int8 logits (N, classes)")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=cli_common.int_at_least(1), help="only the first N images (default: all)")
     p.add_argument("--engine", choices=("c", "ref"), default="c", help="C core (default) or numpy oracle")
     p.add_argument("--reference", choices=("litert", "tflm"), default="litert",
                    help="for a .tflite model: whose arithmetic to reproduce (default litert)")
@@ -129,8 +131,9 @@ def main(argv=None) -> int:
             images, labels = images[: args.limit], labels[: args.limit]
         rep = evaluate(model, images, labels, engine=args.engine, progress=not args.quiet)
     except known as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, exc)
+    except KeyboardInterrupt:
+        return cli_common.interrupted(TOOL)
     logits = rep.pop("logits")
     rep.update(model=args.model, data=args.data, model_name=model.name)
     print(f"accuracy {100 * rep['accuracy']:.2f}% ({rep['correct']}/{rep['n']}) model={args.model} "
@@ -144,4 +147,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_common.run_main(TOOL, main))

@@ -15,7 +15,7 @@ Quantization (TFLite post-training full-int8 conventions):
   * activations: asymmetric, min/max over a calibration set (range widened to include 0),
     scale (max - min) / 255, zero point -128 - round(min / scale); scales rounded to float32;
   * average pooling keeps its input's quantization (TFLite requires it).
-`FloatNet.forward` runs the folded float network in numpy for calibration and for the float
+`KerasNet.forward` runs the folded float network in numpy for calibration and for the float
 accuracy that the int8 model is compared with.
 """
 from __future__ import annotations
@@ -48,7 +48,9 @@ class FloatLayer:
 
 
 @dataclass
-class FloatNet:
+class KerasNet:
+    """The folded float network read from a Keras .h5 (float32, batched forward for calibration).
+    Not host.reference.FloatNet, the float64 twin of a quantized Model that float SGD trains."""
     layers: list[FloatLayer]
     input_shape: tuple
     softmax: bool = False
@@ -141,8 +143,8 @@ def _same_or_valid(padding: str, in_hw, k, stride, where):
     return tuple(out), tuple(pad)
 
 
-def read_h5(path: str) -> FloatNet:
-    """Read a Keras functional/sequential .h5 into a FloatNet with BatchNorm folded."""
+def read_h5(path: str) -> KerasNet:
+    """Read a Keras functional/sequential .h5 into a KerasNet with BatchNorm folded."""
     try:
         import h5py
     except ImportError as exc:     # pragma: no cover - declared dependency
@@ -287,7 +289,7 @@ def read_h5(path: str) -> FloatNet:
         if L.w is not None:
             L.w = L.w.astype(np.float32)
             L.b = L.b.astype(np.float32)
-    return FloatNet(net_layers, shape_in(net_layers), softmax, os.path.splitext(os.path.basename(path))[0])
+    return KerasNet(net_layers, shape_in(net_layers), softmax, os.path.splitext(os.path.basename(path))[0])
 
 
 def shape_in(layers):
@@ -311,7 +313,7 @@ def _act_quant(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
-def quantize(net: FloatNet, calib_pixels: np.ndarray, progress=None) -> Model:
+def quantize(net: KerasNet, calib_pixels: np.ndarray, progress=None) -> Model:
     """Calibrate activation ranges on uint8 (N, H, W, C) pixels and build the int8 Model."""
     if calib_pixels.ndim != 4 or tuple(calib_pixels.shape[1:]) != tuple(net.input_shape):
         raise KerasImportError(f"calibration images have shape {calib_pixels.shape[1:]}, the network takes "

@@ -18,6 +18,10 @@ import socket
 import sys
 import threading
 import time
+
+from host import cli_common
+
+TOOL = "host.lossyproxy"
 from dataclasses import dataclass
 
 END = 0xC0
@@ -166,7 +170,7 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m host.lossyproxy", description=__doc__.split("\n\n")[0])
+    ap = cli_common.ArgumentParser(tool=TOOL, description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", type=_hostport, required=True, help="HOST:PORT to relay to (e.g. QEMU's serial)")
     ap.add_argument("--listen", type=int, default=0, help="port on 127.0.0.1 to listen on (default: any free)")
     ap.add_argument("--flip", type=float, default=1e-3, help="probability of flipping each byte (default 0.001)")
@@ -176,25 +180,21 @@ def main(argv=None) -> int:
     for name in ("flip", "drop"):
         v = getattr(args, name)
         if not 0.0 <= v <= 1.0:
-            print(f"error: --{name} must be a probability in [0, 1], got {v}", file=sys.stderr)
-            return 2
+            return cli_common.fail(TOOL, f"--{name} must be a probability in [0, 1], got {v}")
     try:
         proxy = LossyProxy(args.target, args.flip, args.drop, args.seed, args.listen).start()
     except OSError as e:
-        print(f"error: cannot listen on 127.0.0.1:{args.listen}: {e}", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, f"cannot listen on 127.0.0.1:{args.listen}: {e}")
     print(f"lossyproxy: socket://127.0.0.1:{proxy.port} -> {args.target[0]}:{args.target[1]} "
           f"(flip {args.flip}, drop {args.drop}, seed {args.seed}); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         while True:
             threading.Event().wait(1.0)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:       # the way to stop it: one line with the traffic summary, 130
+        return cli_common.interrupted(TOOL, f"traffic: {proxy.summary()}")
     finally:
         proxy.close()
-        print(f"lossyproxy: {proxy.summary()}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_common.run_main(TOOL, main))

@@ -1,57 +1,12 @@
 """tinylls model files: the one binary a board loads, in place, and every host tool reads.
 
-Byte layout (version 1). Little-endian throughout; "u32"/"i32" are 4-byte integers. Offsets are
-from the first byte of the file. Every tensor section starts on a 4-byte boundary, so a 4-byte
-aligned blob gives aligned int32 arrays that the C core uses where they lie (no copy).
-
-  file header (16 bytes, outside the CRC)
-    0   u8[4]  magic "TLLS"
-    4   u32    format version (1)
-    8   u32    body_len: bytes after this header (file size = 16 + body_len)
-    12  u32    crc32 of the body (zlib.crc32 / tl_crc32: IEEE 802.3, reflected)
-
-  model header (48 bytes, at 16)
-    16  i32    classes                  output size of the last layer, 1..TL_MAX_CLASSES
-    20  i32    in_h, in_w, in_c         input tensor (1, in_h, in_w, in_c) int8
-    32  i32    input_zp
-    36  i32    n_layers                 1..TL_MAX_LAYERS
-    40  u32    layer_table_off          = 64
-    44  u32    layer_entry_bytes        = LAYER_ENTRY_BYTES (160)
-    48  u32    data_off                 first byte of the tensor area
-    52  u32    host_off                 first byte of the host-only area = end of the tensor area
-    56  u32    host_len                 bytes of the host-only area (it runs to the end of the file)
-    60  u32    json_len                 bytes of the JSON document that opens the host-only area
-
-  layer table (n_layers x 160 bytes, at 64): 40 little-endian 4-byte words per layer,
-  in the order of LAYER_FIELDS below. Offsets of absent tensors are 0.
-     0 kind (TL_LAYER_*)  1 act (TL_ACT_*)  2 flags (bit 0 trainable, bit 1 single rounding)
-     3 in_h  4 in_w  5 in_c  6 out_h  7 out_w  8 out_c  9 k_h  10 k_w  11 stride_h  12 stride_w
-    13 pad_top  14 pad_left  15 in_zp  16 out_zp  17 act_min  18 act_max
-    19 leaky_mult  20 leaky_shift  21 lr_mult  22 lr_shift  23 logit_mult  24 logit_shift
-    25 lls_m_lr_mult  26 lls_m_lr_shift  27 lls_m_len (0, classes or classes^2)
-    28 weights_off (int8: conv out_c*k_h*k_w*in_c, dwconv k_h*k_w*out_c, fc out_c*in_h*in_w*in_c)
-    29 bias_off (int32 out_c)  30 out_mult_off  31 out_shift_off  32 upd_mult_off
-    33 upd_shift_off  34 bupd_mult_off  35 bupd_shift_off (each int32 out_c)
-    36 lls_m_off (int32 lls_m_len)  37 scales_off (host only: f64 in_scale, out_scale, w_scale[out_c])
-    38, 39 reserved, 0
-  An avgpool layer has no tensors. Quantized multipliers (mult, shift) mean mult * 2^(shift-31),
-  mult in [2^30, 2^31) or 0, shift in [-31, 30] (host.model.quantize_multiplier):
-    out_mult/shift      QuantizeMultiplier(Layer.requant_real())          (s_in s_w[c] / s_out)
-    upd/bupd_mult/shift Layer.update_reals(is_last)  (lr excluded; too large -> 0, noted)
-    lr_mult/shift       Layer.lr;  lls_m_lr_mult/shift Layer.lls_m_lr;  leaky Layer.leaky_alpha
-    logit_mult/shift    last layer only: its out_scale (softmax input scale)
-
-  tensor area [data_off, host_off): the sections above, each 4-byte aligned, layer by layer.
-  Training writes weights, bias and lls_m in place, and only inside this area (only those of
-  trainable layers). A file kept in flash (tl_modelfile_load_rom, `make -C firmware MODEL=`) has
-  just those copied to RAM: train_ram_bytes() below.
-
-  host-only area [host_off, end): UTF-8 JSON (json_len bytes: {"format", "name", "input_scale",
-  "meta", "layers": [{"name", "lr", "leaky_alpha", "lls_m_lr", "lls_m_shape"}], "notes"}), padding
-  to 8 bytes, then the f64 scale arrays (exact, so a round trip is lossless for any Python float).
-  The C core never reads this area; the CRC covers it.
-
-The C loader is ccore/src/tl_modelfile.c (tl_modelfile_load); it checks everything above.
+The format (byte layout, field rules, versioning) is specified in docs/modelfile.md. In short:
+a 16-byte file header (magic "TLLS", version 1, body_len, CRC32 of the body), a 48-byte model
+header, a table of 160-byte layer entries (LAYER_FIELDS below, in order), the tensor area that
+the C core uses in place and training updates, and a host-only area (JSON, float64 scales) that
+the C core never reads. This module writes (to_bytes, save, strip_host) and reads (read_header,
+from_bytes, load) it; the C loaders are ccore/src/tl_modelfile.c (tl_modelfile_load,
+tl_modelfile_load_rom). train_ram_bytes() is what a board keeping the file in flash copies to RAM.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Host side of the tinylls serial protocol, on the same C codec the firmware runs (via cffi).
 
-Framing, header layout, CRC and the device's command semantics are defined once, in
-ccore/include/tl_proto_api.h and ccore/src/tl_proto*.c. This module adds what only a host needs:
-timeouts, retransmission, chunking and decoding of response payloads.
+The protocol (SLIP framing, header, CRC, commands, errors, retransmission, chunking) is specified
+in docs/protocol.md; the codec and the device's command semantics are C (ccore/include/
+tl_proto_api.h, ccore/src/tl_proto*.c). This module adds what only a host needs: timeouts,
+retransmission, chunking and decoding of response payloads.
 
     link = Link(serial.serial_for_url("socket://127.0.0.1:4321", timeout=0.05))
     link.sync()                      # raises NoAnswerError when nothing answers
@@ -12,7 +13,8 @@ timeouts, retransmission, chunking and decoding of response payloads.
     res = link.train(model.quantize_input(pixels), label)
 
 A retransmitted command carries the same sequence number and bytes; the device answers it from
-its response cache without executing it again, so retrying is always safe.
+its response cache without executing it again, so retrying is always safe (docs/protocol.md,
+"Retransmission").
 """
 from __future__ import annotations
 

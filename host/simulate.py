@@ -44,6 +44,8 @@ class UsageError(Exception):
 def add_training_args(p: argparse.ArgumentParser) -> None:
     """The options that define a training run; host.stream takes the same ones, so a board and
     the simulation given the same values train identically."""
+    from host.cli_common import int_at_least
+
     p.add_argument("--difficulty", type=float, default=DEFAULT_DIFFICULTY,
                    help=f"synthetic data: clutter, noise and figure-size variation in [0, 1] "
                         f"(default {DEFAULT_DIFFICULTY})")
@@ -51,7 +53,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="'synthetic' (default: generated person/no-person scenes) or a dataset path "
                         "(EEMBC VWW folder, MLPerf person/non_person folders, tinylls shards, ...)")
     p.add_argument("--model", help="model file to fine-tune (default: MobileNetV1 from scratch)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help=f"passes over the training set (default {DEFAULT_EPOCHS} from scratch, "
                         "host.recipes.RECIPE_EPOCHS when fine-tuning --model)")
     p.add_argument("--seed", type=int, default=0,
@@ -71,16 +73,19 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.25, help="MobileNet width multiplier (from scratch)")
     p.add_argument("--head", choices=["grid", "gap"], default=DEFAULT_HEAD,
                    help="from scratch: classifier on the flattened last map (grid) or after global pooling")
-    p.add_argument("--limit", type=int, default=0, help="use at most this many training samples")
+    p.add_argument("--limit", type=int_at_least(0), default=0,
+                   help="use at most this many training samples (default 0: all)")
     p.add_argument("--shift", action="store_true",
                    help="'new camera' shift: x' = clip(0.45 x + 10), then a 3x3 box blur (finetune.md)")
-    p.add_argument("--val-limit", type=int, default=0, help="evaluate on at most this many validation samples")
+    p.add_argument("--val-limit", type=int_at_least(0), default=0,
+                   help="evaluate on at most this many validation samples (default 0: all)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m host.simulate",
-        description="Simulate on-device LLS training on the host with the tinylls C core.")
+    from host.cli_common import ArgumentParser
+
+    p = ArgumentParser(tool="host.simulate",
+                       description="Simulate on-device LLS training on the host with the tinylls C core.")
     add_training_args(p)
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.add_argument("--save-model", help="write the trained model to this model file")
@@ -308,11 +313,11 @@ def main(argv=None) -> int:
     try:
         summary = run(args)
     except (UsageError, DataError, TinyllsError, FileNotFoundError, ValueError) as exc:
-        print(f"host.simulate: error: {exc}", file=sys.stderr)
-        return 2
+        from host.cli_common import fail
+        return fail("host.simulate", exc)
     except KeyboardInterrupt:
-        print("host.simulate: interrupted", file=sys.stderr)
-        return 130
+        from host.cli_common import interrupted
+        return interrupted("host.simulate")
     print(f"train accuracy {summary['train_accuracy']:.3f}, validation accuracy {summary['val_accuracy']:.3f}, "
           f"{summary['samples_per_second']:.1f} samples/s, weights sha256 {summary['weights_sha256'][:16]}...")
     if args.json:
@@ -322,4 +327,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from host.cli_common import run_main
+    sys.exit(run_main("host.simulate", main))

@@ -382,8 +382,9 @@ def plot(log_path: str, png_path: str):
 
 def build_parser() -> argparse.ArgumentParser:
     from host.simulate import add_training_args
-    ap = argparse.ArgumentParser(prog="python -m host.stream", description=__doc__.split("\n\n")[0],
-                                 epilog="Exit status: 0 ok, 2 bad input, port or firmware problem.")
+    from host.cli_common import ArgumentParser
+    ap = ArgumentParser(tool="host.stream", description=__doc__.split("\n\n")[0],
+                        epilog="Exit status: 0 ok, 2 bad input, port or firmware problem, 130 Ctrl-C.")
     ap.add_argument("--port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://127.0.0.1:4321); "
                     "or use --qemu")
     ap.add_argument("--qemu", metavar="ELF", help="start qemu-system-arm -M mps2-an386 with this firmware")
@@ -403,18 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from host import protocol
+    from host.cli_common import fail, interrupted
     if bool(args.port) == bool(args.qemu):
-        print("error: give either --port PORT, or --qemu ELF to start the emulated board", file=sys.stderr)
-        return 2
+        return fail("host.stream", "give either --port PORT, or --qemu ELF to start the emulated board")
     for name in ("epochs", "eval_every", "limit", "val_limit"):
         v = getattr(args, name)
         if v is not None and v < 0:
-            print(f"error: --{name.replace('_', '-')} must be >= 0, got {v}", file=sys.stderr)
-            return 2
+            return fail("host.stream", f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if args.chunk is not None and not protocol.CHUNK_MIN <= args.chunk <= protocol.CHUNK_MAX:
-        print(f"error: --chunk must be in [{protocol.CHUNK_MIN}, {protocol.CHUNK_MAX}], got {args.chunk}",
-              file=sys.stderr)
-        return 2
+        return fail("host.stream", f"--chunk must be in [{protocol.CHUNK_MIN}, {protocol.CHUNK_MAX}], got {args.chunk}")
     log_path = args.log
     if args.plot and not log_path:
         log_path = str(Path(args.plot).with_suffix(".jsonl"))
@@ -425,11 +423,9 @@ def main(argv=None) -> int:
             log = open(log_path, "w", encoding="utf-8")
         summary = run(args, log=log, progress=not args.quiet)
     except (StreamError, protocol.ProtocolError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail("host.stream", e)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 2
+        return interrupted("host.stream")
     finally:
         if log is not None:
             log.close()
@@ -446,4 +442,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from host.cli_common import run_main
+    sys.exit(run_main("host.stream", main))

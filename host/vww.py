@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from host import cli_common
 from host.datasets import DataError, detect
 from host.datasets import open as open_dataset
 from host.datasets import shards
 from host.datasets.imaging import RESIZE_MODES
 from host.datasets.parallel import default_workers
+
+TOOL = "host.vww"
 
 
 def _bar(desc: str, quiet: bool):
@@ -39,8 +42,7 @@ def _bar(desc: str, quiet: bool):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m host.vww", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli_common.ArgumentParser(tool=TOOL, description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="build VWW shards from COCO 2014",
@@ -64,12 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--foreground-class", default="person",
                    help="COCO category name that makes label 1 (default person)")
     b.add_argument("--minival-list", type=Path,
-                   help="official mscoco_minival_ids.txt (one COCO image id per line)")
+                   help="official mscoco_minival_ids.txt (one COCO image id per line; default: none)")
     b.add_argument("--workers", type=int, default=None,
                    help=f"decoding processes (default: all cores = {default_workers()})")
     b.add_argument("--shard-size", type=int, default=shards.DEFAULT_SHARD_SIZE,
                    help=f"images per shard file (default {shards.DEFAULT_SHARD_SIZE})")
-    b.add_argument("--limit", type=int, default=None, help="only the first N images by id (trials)")
+    b.add_argument("--limit", type=int, default=None, help="only the first N images by id (trials; default: all)")
     b.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable / missing images (counted and listed in the "
                    "manifest) instead of stopping")
@@ -88,11 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="write any readable dataset as tinylls shards",
                        description="Read SRC (eembc, mlperf-folders, tfrecord, shards or "
                        "'synthetic') and write it as tinylls shards.")
-    c.add_argument("src", metavar="SRC")
-    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("src", metavar="SRC", help="dataset to read (anything host.datasets.open reads)")
+    c.add_argument("--out", required=True, type=Path, help="output shard folder")
     c.add_argument("--grey", action="store_true", help="convert to ITU-R 601 luma")
-    c.add_argument("--shard-size", type=int, default=shards.DEFAULT_SHARD_SIZE)
-    c.add_argument("--skip-bad", action="store_true")
+    c.add_argument("--shard-size", type=int, default=shards.DEFAULT_SHARD_SIZE, help="images per shard file")
+    c.add_argument("--skip-bad", action="store_true", help="leave out unreadable items instead of stopping")
     return p
 
 
@@ -180,12 +182,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"build": _build, "info": _info, "convert": _convert}[args.cmd](args)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, e)
     except KeyboardInterrupt:
-        print("interrupted (a re-run resumes from the finished shards)", file=sys.stderr)
-        return 130
+        return cli_common.interrupted(TOOL, "a re-run resumes from the finished shards")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_common.run_main(TOOL, main))

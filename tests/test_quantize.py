@@ -52,7 +52,8 @@ def test_known_errors_are_one_line_and_exit_2(tmp_path, capsys):
     for fn, argv, needle in cases:
         assert fn(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], (argv, err)
+        tool = "host.quantize" if fn is quantize.main else "host.evaluate"
+        assert len(err) == 1 and err[0].startswith(f"{tool}: error:") and needle in err[0], (argv, err)
 
 
 def test_export_c_compiles_and_runs_on_the_core(tmp_path, capsys):

@@ -179,7 +179,7 @@ def test_rerun_is_idempotent_and_resumes(coco_root: Path, tmp_path: Path) -> Non
 def one_line_error(capsys, argv: list[str]) -> str:
     rc = vww.main(argv)
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert rc == 2 and err.startswith("host.vww: error: ") and "\n" not in err, err
     return err
 
 

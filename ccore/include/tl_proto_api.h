@@ -1,4 +1,4 @@
-/* tinylls serial protocol: the codec and the device-side command dispatcher.
+/* tinylls serial protocol: the codec and the device-side command dispatcher (spec: docs/protocol.md).
  *
  * Plain C with no #include/#if and literal enum values (host/_build_ffi.py hands this text to
  * cffi's cdef), so the host (host/protocol.py) and the firmware run the same code. C users include

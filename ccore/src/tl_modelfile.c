@@ -2,7 +2,7 @@
  * writes into the file); tl_modelfile_load_rom parses one that stays in flash and copies only what
  * training writes (weights, bias, lls_m of trainable layers) to a RAM buffer of exactly that size.
  *
- * The byte layout is documented once, at the top of host/modelfile.py (the writer). In short:
+ * The byte layout is specified once, in docs/modelfile.md (writer: host/modelfile.py). In short:
  *   16-byte file header  magic "TLLS", version, body_len, crc32(body)
  *   48-byte model header classes, input shape, input_zp, n_layers, table/data/host offsets
  *   layer table          n_layers entries of 40 little-endian words (LF_* below)

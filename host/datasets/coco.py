@@ -5,6 +5,10 @@ an image is labelled 1 ("person") when it holds at least one annotation of the f
 category whose COCO `area` field (the segment's area, not the box's) divided by
 width * height of the image is strictly greater than the threshold (0.005 = 0.5 %); otherwise 0.
 Crowd annotations count like any other (as in the original script).
+The instances JSON is read with the standard json module, not pycocotools: the rule needs only
+images (id, size, file name), categories (name -> id) and annotations (image_id, category_id,
+area), the same fields the reference script reads through the COCO API, and reading them here
+names the file, entry and field of any malformed record (tests/test_vww_build.py).
 
 Splits (COCO_ROOT holds `annotations/instances_{train,val}2014.json`, `train2014/`, `val2014/`):
   train    all of train2014; with a minival list also every val2014 image NOT in the list
