@@ -116,3 +116,10 @@ if "test" in env.GetBuildType():
 elf = env.BuildProgram()
 Default(elf)
 env.AddPlatformTarget("size", elf, env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE"), "Program Size")
+
+# `pio run -t upload` for real boards: a raw binary handed to the env's upload_command (e.g.
+# disco_f746ng: st-flash from Debian's stlink-tools)
+if env.GetProjectOption("upload_command", None):
+    firmware_bin = env.Command(os.path.join("$BUILD_DIR", "${PROGNAME}.bin"), elf,
+                               env.VerboseAction("$OBJCOPY -O binary $SOURCE $TARGET", "Building $TARGET"))
+    env.AddPlatformTarget("upload", firmware_bin, env.VerboseAction("$UPLOADCMD", "Uploading $SOURCE"), "Upload")
