@@ -115,7 +115,9 @@ if "test" in env.GetBuildType():
 
 elf = env.BuildProgram()
 Default(elf)
-env.AddPlatformTarget("size", elf, env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE"), "Program Size")
+# `pio run -t size`: the RAM / flash summary against the board's capacities, then every section
+env.AddPlatformTarget("size", elf, [env.VerboseAction(env.CheckUploadSize, "Checking size $SOURCE"),
+                                    env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE")], "Program Size")
 
 # `pio run -t upload` for real boards: a raw binary handed to the env's upload_command (e.g.
 # disco_f746ng: st-flash from Debian's stlink-tools)
