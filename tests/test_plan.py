@@ -61,7 +61,8 @@ def measured(model: Path, build: Path) -> dict:
         link.evaluate(x, with_local=True)
         link.read_weights()
         info = link.info()
-    return {"static": sec.get(".data", 0) + sec[".bss"], "stack": info.stack_used}
+    return {"static": sec.get(".data", 0) + sec[".bss"], "stack": info.stack_used,
+            "flash": sec[".text"] + sec.get(".ARM.exidx", 0) + sec.get(".data", 0)}
 
 
 def test_plan_matches_three_built_configurations(models, tmp_path):
@@ -76,13 +77,14 @@ def test_plan_matches_three_built_configurations(models, tmp_path):
         row = p["boards"]["mps2-an386"]["configs"][0]
         got = measured(path, tmp_path / spec)
         rows.append((spec, row["static_ram_bytes"], got["static"], row["ram_bytes"], got["static"] + got["stack"],
-                     got["stack"]))
-    print("\ntrain  planned static  measured static  planned RAM  measured RAM  stack used")
+                     got["stack"], row["flash_bytes"], got["flash"]))
+    print("\ntrain  planned static  measured static  planned RAM  measured RAM  stack used  planned flash  flash")
     for r in rows:
-        print("%5s  %14d  %15d  %11d  %12d  %10d" % r)
-    for spec, p_static, m_static, p_ram, m_ram, stack in rows:
+        print("%5s  %14d  %15d  %11d  %12d  %10d  %13d  %5d" % r)
+    for spec, p_static, m_static, p_ram, m_ram, stack, p_flash, m_flash in rows:
         assert p_static == m_static, (spec, p_static, m_static)
         assert 0 < stack and 0 <= p_ram - m_ram < plan.STACK_MARGIN, (spec, p_ram, m_ram)
+        assert abs(p_flash - m_flash) <= 1024, (spec, p_flash, m_flash)      # the port's code, +-1 KB
 
 
 def test_plan_cli_reports_every_board_and_the_largest_trainable_set(models, tmp_path):
