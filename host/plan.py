@@ -148,8 +148,9 @@ def print_plan(p: dict, model_name: str):
               f"{b['configs'][0]['flash_capacity']:,} B")
         print(f"  {'train':>6} {'tensors':>9} {'arena':>7} {'static RAM':>11} {'RAM':>9} {'flash':>9}  fits")
         for r in b["configs"]:
-            short = "" if r["fits"] else f"  short {r['ram_short_bytes']:,} B RAM" + (
-                f", {r['flash_short_bytes']:,} B flash" if r["flash_short_bytes"] else "")
+            short = ", ".join(([f"{r['ram_short_bytes']:,} B RAM"] if r["ram_short_bytes"] else [])
+                              + ([f"{r['flash_short_bytes']:,} B flash"] if r["flash_short_bytes"] else []))
+            short = f"  short {short}" if short else ""
             print(f"  {r['train_layers']:>6} {r['train_tensor_bytes']:>9,} {r['arena_bytes']:>7,} "
                   f"{r['static_ram_bytes']:>11,} {r['ram_bytes']:>9,} {r['flash_bytes']:>9,}  "
                   f"{'yes' if r['fits'] else 'no'}{short}")
