@@ -207,3 +207,19 @@ def test_platformio_disco_f746ng_vww_in_flash_fits_320k_sram_and_1m_flash(pio, v
     # a model that does not fit the SRAM fails the link, naming it
     r = make_firmware("disco_f746ng", tmp_path / "big", arena_bytes=200_000, blob_bytes=200_000)
     assert r.returncode != 0 and "320 KB of SRAM" in r.stdout + r.stderr
+
+
+def test_platformio_rv32_virt_bench_trains_every_layer_bit_identically(rv32_tools, tmp_path):
+    """bench/mcu.py --board rv32-virt: MobileNetV1-0.25 96x96, every layer trained, model in flash."""
+    import json
+    sys.path.insert(0, str(ROOT / "bench"))
+    import mcu
+    out = tmp_path / "mcu.json"
+    assert mcu.main(["--board", "rv32-virt", "--steps", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["board"] == "rv32-virt" and r["counter"] == "instructions" and r["model_resident_in_flash"]
+    assert r["weights_bit_identical"]
+    assert r["mcu_train_ram_bytes"] == r["data"] + r["bss"] + r["stack_used_bytes"] <= 300_000
+    assert 0 < r["stack_used_bytes"] <= r["stack_callchain_bytes"]
+    assert r["stack_callchain"][:3] == ["reset_c", "main", "tinylls_app_main"]
+    assert 0 < r["mcu_infer_insn_per_mac"] < 20
