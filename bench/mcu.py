@@ -1,6 +1,7 @@
 """Instruction counts and the RAM of on-board training on an emulated Cortex-M4, as JSON.
 
     python bench/mcu.py [--model vww.tlm] [--steps 3] [--json out.json] [--load-over-uart]
+    python bench/mcu.py --board rv32-virt ...   (RV32IMC under qemu-system-riscv32 -M virt)
     python bench/mcu.py --tflite ../shared/.../vww_96_int8.tflite   (imported on the fly)
 
 Without --model/--tflite it measures the network of issue 6: MobileNetV1-0.25 96x96x3, 2 classes,
@@ -63,9 +64,16 @@ sys.path.insert(0, str(ROOT / "bench"))  # bench/report.py, also when a test imp
 from report import emit  # noqa: E402
 
 STACK_BYTES = 32768            # linker reserve of the build (painted and measured, not counted)
-FPU_EXCEPTION_FRAME = 104      # Cortex-M4F extended exception frame (lazy FP stacking)
 CALLBACKS = ("link_write", "link_counter", "link_stack_used")   # firmware/app/main.c: the only indirect calls
-ISRS = ("UART0RX_Handler", "SysTick_Handler", "HardFault_Handler", "Default_Handler")
+# The emulated boards (make -C firmware BOARD=...): binutils prefix, reset entry of the call graph,
+# interrupt handlers that can nest on the stack, and the exception frame the hardware pushes.
+BOARDS = {
+    "mps2-an386": dict(cross="arm-none-eabi-", root="Reset_Handler",
+                       isrs=("UART0RX_Handler", "SysTick_Handler", "HardFault_Handler", "Default_Handler"),
+                       exception_frame=104),   # Cortex-M4F extended exception frame (lazy FP stacking)
+    # interrupts are never taken (WFI is woken through mie alone); a trap exits QEMU
+    "rv32-virt": dict(cross="riscv64-unknown-elf-", root="reset_c", isrs=(), exception_frame=0),
+}
 # the configuration tl_modelfile_load gives a loaded model (host.core.CModel's defaults)
 FILE_TRAIN_CFG = dict(basis="square", rounding="stochastic", seed=0, basis_seed=0, tau=0.5)
 
@@ -84,22 +92,22 @@ def macs_of(model) -> int:
     return int(total)
 
 
-def size_of(elf: Path) -> dict:
-    out = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True,
+def size_of(elf: Path, cross: str = "arm-none-eabi-") -> dict:
+    out = subprocess.run([cross + "size", "-A", str(elf)], capture_output=True, text=True,
                          check=True).stdout
     sec = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
             sec[parts[0]] = int(parts[1])
-    text = sec.get(".text", 0) + sec.get(".ARM.exidx", 0)
+    text = sec.get(".text", 0) + sec.get(".ARM.exidx", 0) + sec.get(".rodata", 0)
     data, bss = sec.get(".data", 0), sec.get(".bss", 0)
     return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data, "static_ram_bytes": data + bss}
 
 
-def ram_symbols(elf: Path, top: int = 8) -> dict:
-    """The largest .data/.bss symbols (arm-none-eabi-nm), bytes."""
-    out = subprocess.run(["arm-none-eabi-nm", "-S", "--size-sort", str(elf)], capture_output=True, text=True,
+def ram_symbols(elf: Path, top: int = 8, cross: str = "arm-none-eabi-") -> dict:
+    """The largest .data/.bss symbols (<cross>nm), bytes."""
+    out = subprocess.run([cross + "nm", "-S", "--size-sort", str(elf)], capture_output=True, text=True,
                          check=True).stdout
     syms = []
     for line in out.splitlines():
@@ -112,7 +120,7 @@ def ram_symbols(elf: Path, top: int = 8) -> dict:
 
 def stack_usage(build: Path) -> dict:
     frames = []
-    for su in (build / "obj").glob("*.su"):
+    for su in build.rglob("*.su"):
         for line in su.read_text().splitlines():
             m = re.match(r"(.+?)\t(\d+)\t(\S+)", line)
             if m:
@@ -123,14 +131,15 @@ def stack_usage(build: Path) -> dict:
             "stack_reserved_bytes": STACK_BYTES}
 
 
-def stack_callchain(build: Path, root: str = "Reset_Handler") -> dict:
+def stack_callchain(build: Path, root: str = "Reset_Handler", isrs=BOARDS["mps2-an386"]["isrs"],
+                    exception_frame: int = BOARDS["mps2-an386"]["exception_frame"]) -> dict:
     """Deepest call chain from `root` over gcc's -fcallgraph-info=su graphs (one .ci per object).
     Static functions are named file:function, global ones by name; __indirect_call goes to the
     firmware's callbacks; calls into the C library (no .ci) count 0 and are listed."""
     size, edges, dynamic = {}, {}, []
     node_re = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n[^"]*?\\n(\d+) bytes \(([^)]*)\)"')
     edge_re = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
-    for ci in (build / "obj").glob("*.ci"):
+    for ci in build.rglob("*.ci"):
         text = ci.read_text()
         for title, nbytes, kind in node_re.findall(text):
             size[title] = int(nbytes)
@@ -165,20 +174,21 @@ def stack_callchain(build: Path, root: str = "Reset_Handler") -> dict:
         return memo[t]
 
     total, chain = depth(by_name.get(root, root), frozenset())
-    isr = max((depth(by_name[n], frozenset())[0] for n in ISRS if n in by_name), default=0)
-    return {"stack_callchain_bytes": total + isr + FPU_EXCEPTION_FRAME,
+    isr = max((depth(by_name[n], frozenset())[0] for n in isrs if n in by_name), default=0)
+    return {"stack_callchain_bytes": total + isr + exception_frame,
             "stack_callchain": [c.split(":")[-1] for c in chain],
-            "stack_callchain_thread_bytes": total, "stack_callchain_isr_bytes": isr + FPU_EXCEPTION_FRAME,
+            "stack_callchain_thread_bytes": total, "stack_callchain_isr_bytes": isr + exception_frame,
             "stack_callchain_unknown": sorted(external), "stack_dynamic_frames": sorted(dynamic)}
 
 
-def build_firmware(build: Path, path: Path, blob_len: int, arena: int, over_uart: bool) -> Path:
+def build_firmware(build: Path, path: Path, blob_len: int, arena: int, over_uart: bool,
+                   board: str = "mps2-an386") -> Path:
     if over_uart:
         sizes = [f"ARENA_BYTES={arena}", f"BLOB_BYTES={(blob_len + 3) // 4 * 4}"]
     else:
-        sizes = [f"MODEL={path}", f"PYTHON={sys.executable}"]
-    r = subprocess.run(["make", "-s", "-C", str(ROOT / "firmware"), "BOARD=mps2-an386", f"BUILD={build}",
-                        f"STACK_BYTES={STACK_BYTES}", *sizes, f"-j{os.cpu_count() or 2}"],
+        sizes = [f"MODEL={path}"]
+    r = subprocess.run(["make", "-s", "-C", str(ROOT / "firmware"), f"BOARD={board}", f"BUILD={build}",
+                        f"PYTHON={sys.executable}", f"STACK_BYTES={STACK_BYTES}", *sizes],
                        capture_output=True, text=True)
     if r.returncode != 0:
         from host.stream import StreamError
@@ -195,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="inference and training steps to run (median)")
     ap.add_argument("--load-over-uart", action="store_true",
                     help="measure the firmware that receives the model file over the link into RAM instead")
+    ap.add_argument("--board", choices=sorted(BOARDS), default="mps2-an386",
+                    help="emulated board to build and run (default mps2-an386, Cortex-M4F)")
     ap.add_argument("--json", help="also write the JSON here")
     args = ap.parse_args(argv)
     from tqdm import tqdm
@@ -230,7 +242,8 @@ def main(argv=None) -> int:
             arena = host_cm.arena_bytes
             in_bytes = int(np.prod(model.input_shape))
             build = Path(tmp) / "build"
-            elf = build_firmware(build, path, len(blob), arena, args.load_over_uart)
+            bd = BOARDS[args.board]
+            elf = build_firmware(build, path, len(blob), arena, args.load_over_uart, args.board)
             rng = np.random.default_rng(0)
             infer, train = [], []
             with QemuBoard(str(elf)) as board:
@@ -245,8 +258,8 @@ def main(argv=None) -> int:
                 link.evaluate(x, with_local=True)
                 weights = link.read_weights()
                 info = link.info()
-            sizes = size_of(elf)
-            callchain = stack_callchain(build)
+            sizes = size_of(elf, bd["cross"])
+            callchain = stack_callchain(build, bd["root"], bd["isrs"], bd["exception_frame"])
             ram = sizes["static_ram_bytes"] + info.stack_used
             out = {
                 "model": str(args.model or args.tflite or "mobilenet_v1_0.25_96 (host.nets, grid head, seed 0)"),
@@ -274,7 +287,7 @@ def main(argv=None) -> int:
                 "bp_equivalent_ram_bytes": ram - arena + host_cm.bp_activation_bytes,
                 "sections": {k: sizes[k] for k in ("text", "data", "bss")},
                 **sizes,
-                "ram_symbols": ram_symbols(elf),
+                "ram_symbols": ram_symbols(elf, cross=bd["cross"]),
                 **stack_usage(build),
                 "stack_callchain_unknown": callchain["stack_callchain_unknown"],
                 "stack_dynamic_frames": callchain["stack_dynamic_frames"],

@@ -35,6 +35,11 @@ import numpy as np
 
 QEMU = "qemu-system-arm"
 QEMU_MACHINE = "mps2-an386"
+# The emulator for a firmware ELF, by its e_machine: (program, Debian package, machine options).
+QEMU_BY_ELF_MACHINE = {
+    40: (QEMU, "qemu-system-arm", ["-M", QEMU_MACHINE, "-semihosting-config", "enable=on,target=native"]),
+    243: ("qemu-system-riscv32", "qemu-system-misc", ["-M", "virt", "-bios", "none"]),   # rv32-virt
+}
 QEMU_CONNECT_TIMEOUT = 10.0   # s: QEMU must open its serial socket within this
 SERIAL_BAUD = 115200          # real boards (firmware/boards/*): 115200 8N1
 
@@ -90,7 +95,7 @@ def free_port() -> int:
 
 
 class QemuBoard:
-    """qemu-system-arm -M mps2-an386 running a firmware ELF, serial on a local TCP port.
+    """QEMU running a firmware ELF (mps2-an386 or rv32-virt, by the ELF's machine), serial on a local TCP port.
 
     `-icount shift=0` makes instruction counts deterministic (the firmware reports them);
     `wait=on` holds the guest until we connect, `nodelay=on` keeps the link fast (~22 KB/s)."""
@@ -98,14 +103,19 @@ class QemuBoard:
     def __init__(self, elf: str, port: int | None = None, extra_args=()):
         if not Path(elf).is_file():
             raise StreamError(f"--qemu {elf}: no such firmware file (build it with `make -C firmware`)")
-        exe = shutil.which(QEMU)
+        with open(elf, "rb") as f:
+            head = f.read(20)
+        e_machine = int.from_bytes(head[18:20], "little") if head[:4] == b"\x7fELF" else None
+        if e_machine not in QEMU_BY_ELF_MACHINE:
+            raise StreamError(f"--qemu {elf}: not an ARM or RISC-V firmware ELF (e_machine {e_machine})")
+        self.qemu, package, machine = QEMU_BY_ELF_MACHINE[e_machine]
+        exe = shutil.which(self.qemu)
         if exe is None:
-            raise StreamError(f"--qemu: {QEMU} not found on PATH (Debian: apt-get install "
-                              f"--no-install-recommends qemu-system-arm)")
+            raise StreamError(f"--qemu: {self.qemu} not found on PATH (Debian: apt-get install "
+                              f"--no-install-recommends {package})")
         self.port = port or free_port()
         self.url = f"socket://127.0.0.1:{self.port}"
-        self.cmd = [exe, "-M", QEMU_MACHINE, "-nographic", "-monitor", "none", "-icount", "shift=0",
-                    "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+        self.cmd = [exe, *machine, "-nographic", "-monitor", "none", "-icount", "shift=0", "-kernel", str(elf),
                     "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on", *extra_args]
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
@@ -116,12 +126,12 @@ class QemuBoard:
         while True:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace").strip()
-                raise StreamError(f"{QEMU} exited with status {self.proc.returncode}: {out[-400:]}")
+                raise StreamError(f"{self.qemu} exited with status {self.proc.returncode}: {out[-400:]}")
             try:
                 return open_port(self.url)
             except StreamError:
                 if time.monotonic() > end:
-                    raise StreamError(f"{QEMU} did not open 127.0.0.1:{self.port} within {timeout:.0f} s") from None
+                    raise StreamError(f"{self.qemu} did not open 127.0.0.1:{self.port} within {timeout:.0f} s") from None
                 time.sleep(0.05)
 
     def close(self) -> int | None:

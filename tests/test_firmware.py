@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from shared_data import shared_path, shared_root
-from tools import need
+from tools import need, need_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_root()
@@ -50,6 +50,7 @@ def tools():
     need("make", "make")
     need("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi")
     need("qemu-system-arm", "qemu-system-arm")
+    need_module("platformio", "make -C firmware builds with PlatformIO (pip install platformio)")
 
 
 def build_firmware(out_dir: Path, **sizes) -> Path:

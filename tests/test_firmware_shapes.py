@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tools import need
+from tools import need, need_module
 
 ROOT = Path(__file__).resolve().parents[1]
 # the host's training configuration, sent to the board with SET_CONFIG
@@ -69,6 +69,7 @@ def test_dsp_kernels_on_awkward_shapes_match_the_host(head, hidden_lr, tmp_path)
     need("make", "make")
     need("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi")
     need("qemu-system-arm", "qemu-system-arm")
+    need_module("platformio", "make -C firmware builds with PlatformIO (pip install platformio)")
     from host import modelfile, protocol
     from host.core import CModel
     from host.model import weights_sha256
