@@ -18,7 +18,7 @@
  */
 #include "tinylls.h"
 #include "tl_bytes.h"
-#include "tl_train.h"
+#include "tl_layer.h"
 
 enum {
     FORMAT_VERSION = 1,
