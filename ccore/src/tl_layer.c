@@ -11,12 +11,12 @@ int32_t tl_layer_out_bytes(const tl_layer *L)
     return L->out_h * L->out_w * L->out_c;
 }
 
-int32_t tl_layer_n_weights(const tl_layer *L)
+int64_t tl_layer_n_weights(const tl_layer *L)
 {
     switch (L->kind) {
-    case TL_LAYER_CONV: return L->out_c * L->k_h * L->k_w * L->in_c;
-    case TL_LAYER_DWCONV: return L->k_h * L->k_w * L->out_c;
-    case TL_LAYER_FC: return L->out_c * L->in_h * L->in_w * L->in_c;
+    case TL_LAYER_CONV: return (int64_t)L->out_c * L->k_h * L->k_w * L->in_c;
+    case TL_LAYER_DWCONV: return (int64_t)L->k_h * L->k_w * L->out_c;
+    case TL_LAYER_FC: return (int64_t)L->out_c * L->in_h * L->in_w * L->in_c;
     default: return 0;
     }
 }

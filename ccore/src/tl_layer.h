@@ -7,8 +7,9 @@
 #include "tl_support.h"
 
 /* tl_layer_in_bytes and tl_layer_out_bytes are public (tinylls_api.h). */
-/* Weights the layer holds: conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in); avgpool 0. */
-int32_t tl_layer_n_weights(const tl_layer *L);
+/* Weights the layer holds: conv (out_c,k_h,k_w,in_c); dwconv (k_h,k_w,out_c); fc (out_c,in); avgpool 0.
+ * int64, so the model file loader can bound it before anything relies on it fitting int32. */
+int64_t tl_layer_n_weights(const tl_layer *L);
 /* 1x1 convolution, stride 1, no padding: its positions are consecutive pixels of both maps. */
 int tl_layer_is_pointwise(const tl_layer *L);
 /* The output positions o in [*o0, *o1) of one axis (n_out outputs, n_in inputs) whose input

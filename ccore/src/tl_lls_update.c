@@ -242,7 +242,7 @@ void tl_lls_update_ref(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
     int16_t *delta = a->delta;
     const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c;
     const int32_t p = classifier ? 1 : L->pool;
-    const int32_t n_w = tl_layer_n_weights(L);
+    const int32_t n_w = (int32_t)tl_layer_n_weights(L);
     const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);
     int64_t acc[TL_UPD_JB];
     for (int32_t c = 0; c < oc; c++) {

@@ -597,7 +597,7 @@ void tl_lls_update_x86(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
     (void)classifier; /* hidden layers only */
     tl_layer *L = &m->layers[i];
     const int32_t *d = a->signal;
-    const int32_t oc = L->out_c, cells = L->pool * L->pool, n_w = tl_layer_n_weights(L);
+    const int32_t oc = L->out_c, cells = L->pool * L->pool, n_w = (int32_t)tl_layer_n_weights(L);
     const int dw_kind = L->kind == TL_LAYER_DWCONV;
     const int32_t N = L->k_h * L->k_w * L->in_c; /* conv weights per output channel */
     const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);

@@ -22,16 +22,11 @@
 static int quant_ok(const int32_t *mult, const int32_t *shift, int32_t n)
 {
     for (int32_t i = 0; i < n; i++)
-        if (mult[i] < 0 || shift[i] < -31 || shift[i] > 30)
+        if (!tl_qmult_ok(mult[i], shift[i]))
             return 0;
     return 1;
 }
 
-/* one scalar quantized multiplier (tl_layer keeps its shift in a byte) */
-static int quant1_ok(int32_t mult, int32_t shift)
-{
-    return quant_ok(&mult, &shift, 1);
-}
 
 static int zp_ok(int32_t zp)
 {
@@ -109,19 +104,19 @@ static tl_status check_layer(const tl_model *m, int32_t i, const tl_layer *L)
         return TL_ERR_MODEL;
     if (!quant_ok(L->out_mult, L->out_shift, L->out_c))
         return TL_ERR_QUANT;
-    if (L->act == TL_ACT_LEAKY && !quant1_ok(L->leaky_mult, L->leaky_shift))
+    if (L->act == TL_ACT_LEAKY && !tl_qmult_ok(L->leaky_mult, L->leaky_shift))
         return TL_ERR_QUANT;
     if (L->trainable) {
         if (!L->upd_mult || !L->upd_shift || !L->bupd_mult || !L->bupd_shift)
             return TL_ERR_MODEL;
         if (!quant_ok(L->upd_mult, L->upd_shift, L->out_c) ||
             !quant_ok(L->bupd_mult, L->bupd_shift, L->out_c) ||
-            !quant1_ok(L->lr_mult, L->lr_shift))
+            !tl_qmult_ok(L->lr_mult, L->lr_shift))
             return TL_ERR_QUANT;
         if (last) {
-            if (L->out_h * L->out_w != 1 || !quant1_ok(L->logit_mult, L->logit_shift))
+            if (L->out_h * L->out_w != 1 || !tl_qmult_ok(L->logit_mult, L->logit_shift))
                 return TL_ERR_UNSUPPORTED;
-        } else if (L->lls_m && !quant1_ok(L->lls_m_lr_mult, L->lls_m_lr_shift)) {
+        } else if (L->lls_m && !tl_qmult_ok(L->lls_m_lr_mult, L->lls_m_lr_shift)) {
             return TL_ERR_QUANT;
         }
     }

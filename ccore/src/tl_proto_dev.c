@@ -16,6 +16,8 @@
 #include "tinylls.h"
 #include "tl_proto_api.h"
 #include "tl_bytes.h"
+#include "tl_slip.h"
+#include "tl_support.h"
 
 /* ---------------------------------------------------------------- helpers */
 static uint32_t counter_now(const tl_proto_dev *dev)
@@ -60,16 +62,13 @@ static void tx_put(tx_frame *t, const uint8_t *p, int32_t n, int32_t crc)
 {
     if (crc)
         t->crc = tl_crc32(t->crc, p, n);
-    for (int32_t i = 0; i < n; i++) {
-        if (t->k > (int32_t)sizeof(t->out) - 3)
+    while (n > 0) { /* leaves one byte of the buffer for the closing END */
+        int32_t used;
+        t->k += tl_slip_escape(p, n, t->out + t->k, (int32_t)sizeof(t->out) - 1 - t->k, &used);
+        p += used;
+        n -= used;
+        if (n > 0)
             tx_flush(t);
-        uint8_t b = p[i];
-        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
-            t->out[t->k++] = TL_SLIP_ESC;
-            t->out[t->k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
-        } else {
-            t->out[t->k++] = b;
-        }
     }
 }
 
@@ -699,12 +698,6 @@ static TL_NOINLINE tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl
     return TL_OK;
 }
 
-/* A quantized multiplier as the model file loader accepts it (tl_modelfile.c quant_mult_ok). */
-static int32_t quant_mult_ok(int32_t mult, int32_t shift)
-{
-    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
-}
-
 static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len < 4)
@@ -717,7 +710,7 @@ static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, ui
         return nak(r, TL_PROTO_ERR_PAYLOAD, (int32_t)want);
     for (int32_t i = 0; i < n; i++) {           /* all checked before any is applied */
         const uint8_t *e = pl + 4 + 16 * i;
-        if (!quant_mult_ok(tl_get_i32(e), tl_get_i32(e + 4)) || !quant_mult_ok(tl_get_i32(e + 8), tl_get_i32(e + 12)))
+        if (!tl_qmult_ok(tl_get_i32(e), tl_get_i32(e + 4)) || !tl_qmult_ok(tl_get_i32(e + 8), tl_get_i32(e + 12)))
             return nak(r, TL_ERR_QUANT, i);
     }
     for (int32_t i = 0; i < n; i++) {

@@ -65,6 +65,14 @@ static inline int32_t tl_requantize_p(const tl_conv_params *p, int32_t x, int32_
     return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize_inl(x, mult, shift);
 }
 
+/* A quantized multiplier (mult, shift) as the API defines it: mult 0 or in [2^30, 2^31) and shift
+ * in QuantizeMultiplier's range [-31, 30]. The one check, for tl_model_prepare, the model file
+ * loader and the protocol's learning-rate command. */
+static inline int tl_qmult_ok(int32_t mult, int32_t shift)
+{
+    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
+}
+
 /* ---------------------------------------------------------------- deterministic randomness */
 /* A counter-based generator: the random word for (seed, step, layer, index) is a pure function of
  * those numbers, so the order in which a kernel visits weights (SIMD, tiling, layer pipelining
