@@ -204,7 +204,8 @@ tl_status tl_model_prepare(tl_model *m);
  * includes a place for the model input (below), whether the caller stages it there or not. */
 int32_t tl_model_arena_bytes(const tl_model *m);
 /* Extra bytes past tl_model_arena_bytes() in which this build's host fast paths keep their working
- * buffers (x86-64: the many-channel training update, ~290 KB): a caller that makes the arena
+ * buffers (x86-64: the 1x1 convolution's packed weights and the many-channel training update,
+ * ~290 KB), instead of on the stack: a caller that makes the arena
  * tl_model_arena_bytes() + this many bytes gets them; with a smaller arena the portable path
  * runs, with the same result bits. 0 on builds without such paths (microcontrollers). */
 int32_t tl_model_fast_scratch_bytes(const tl_model *m);

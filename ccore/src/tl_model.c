@@ -206,11 +206,18 @@ int32_t tl_model_arena_bytes(const tl_model *m)
     return m->arena_bytes;
 }
 
+/* The host fast paths' buffers, shared in time: a layer's forward pass (the 1x1 kernel's packed
+ * weights) is done before its training starts. */
+static int32_t fast_bytes(void)
+{
+    return TL_MAX(tl_lls_fast_bytes(), tl_pwconv_s8_scratch_bytes());
+}
+
 int32_t tl_model_fast_scratch_bytes(const tl_model *m)
 {
     if (!m || m->arena_bytes <= 0)
         return TL_ERR_ARG;
-    return tl_lls_fast_bytes();
+    return fast_bytes();
 }
 
 int32_t tl_model_input_offset(const tl_model *m)
@@ -258,7 +265,7 @@ tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
     a->signal = NULL;
     a->delta = NULL;
     /* room past the plan: the host fast paths' buffers (need is a multiple of 8) */
-    const int32_t fast = tl_lls_fast_bytes();
+    const int32_t fast = fast_bytes();
     const int room = fast > 0 && arena->size - need >= fast;
     a->fast = room ? a->act + need : NULL;
     a->fast_size = room ? fast : 0;
@@ -284,7 +291,8 @@ int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 }
 
 /* ---------------------------------------------------------------- forward */
-tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
+/* tl_layer_forward with the arena's fast buffers (scratch, or NULL) for the kernels that use them */
+static tl_status layer_forward(const tl_layer *L, const int8_t *in, int8_t *out, const tl_ctx *scratch)
 {
     const tl_conv_params p = {L->in_zp, L->out_zp, L->stride_h, L->stride_w,
                               L->pad_top, L->pad_left, L->act_min, L->act_max, L->single_rounding != 0};
@@ -296,7 +304,7 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
     case TL_LAYER_CONV: {
         const tl_dims f = {L->out_c, L->k_h, L->k_w, L->in_c};
         if (tl_layer_is_pointwise(L))
-            s = tl_pwconv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+            s = tl_pwconv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         else
             s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         break;
@@ -328,15 +336,23 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
     return TL_OK;
 }
 
+tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
+{
+    return layer_forward(L, in, out, NULL);
+}
+
 /* ---------------------------------------------------------------- infer / train */
 /* Layers [lo, hi) on a split arena: tl_model_step_layers without its checks. */
 static tl_status step_layers(tl_model *m, tl_arena *a, int32_t lo, int32_t hi, const int8_t *in, int32_t label,
                              int32_t train, int32_t with_local, tl_result *res, const int8_t **last_out)
 {
+    tl_ctx fast;
+    fast.buf = a->fast;
+    fast.size = a->fast_size;
     for (int32_t i = lo; i < hi; i++) {
         tl_layer *L = &m->layers[i];
         int8_t *out = tl_arena_output(a, m, i);
-        tl_status s = tl_layer_forward(L, in, out);
+        tl_status s = layer_forward(L, in, out, a->fast ? &fast : NULL);
         if (s != TL_OK)
             return s;
         if (i == m->n_layers - 1) {

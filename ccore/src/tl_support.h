@@ -95,6 +95,16 @@ static inline uint32_t tl_rand4(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
     return tl_mix32(h ^ d);
 }
 
+/* ---------------------------------------------------------------- kernels with host scratch */
+/* tl_pwconv_s8 with caller-owned scratch for the host's x86 path (its packed weights, 128 KB):
+ * with scratch NULL or smaller than tl_pwconv_s8_scratch_bytes() (0 where no path needs any) the
+ * other paths run, with the same result bits. tl_pwconv_s8 is this with no scratch. */
+int32_t tl_pwconv_s8_scratch_bytes(void);
+tl_status tl_pwconv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                           const tl_dims *in_dims, const int8_t *in,
+                           const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                           const tl_dims *out_dims, int8_t *out);
+
 /* ---------------------------------------------------------------- fixed-point math (tl_fixmath.c) */
 /* exp(x) for x <= 0 given in Q16, result in Q24 (1.0 = 2^24). Max error ~2 LSB. */
 int32_t tl_exp_q16_to_q24(int32_t x_q16);

@@ -328,22 +328,17 @@ tl_status tl_host_infer_batch(tl_model *m, const int8_t *inputs, int32_t n, int3
 {
     if (!m || n < 0 || (n > 0 && (!inputs || !preds)))
         return TL_ERR_ARG;
-    const int32_t bytes = tl_model_arena_bytes(m);
-    if (bytes < 0)
-        return bytes;
-    void *mem = malloc((size_t)bytes + 16);
-    if (!mem)
-        return TL_ERR_ARENA;
-    tl_ctx ctx;
-    ctx.buf = (void *)(((uintptr_t)mem + 7u) & ~(uintptr_t)7u);
-    ctx.size = bytes;
-    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
-    tl_result res;
-    tl_status st = TL_OK;
-    for (int32_t j = 0; j < n && st == TL_OK; j++) {
-        st = tl_model_infer(m, &ctx, inputs + (size_t)j * (size_t)in_bytes, 0, &res);
-        preds[j] = res.pred;
+    stage_ctx s;
+    tl_status st = stage_init(&s, m);
+    if (st != TL_OK) {
+        free(s.arena_mem);
+        return st;
     }
-    free(mem);
+    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
+    for (int32_t j = 0; j < n && st == TL_OK; j++) {
+        st = tl_model_infer(m, &s.arena, inputs + (size_t)j * (size_t)in_bytes, 0, &s.res);
+        preds[j] = s.res.pred;
+    }
+    free(s.arena_mem);
     return st;
 }
