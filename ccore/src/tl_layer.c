@@ -26,12 +26,3 @@ int tl_layer_is_pointwise(const tl_layer *L)
     return L->kind == TL_LAYER_CONV && L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 &&
            L->stride_w == 1 && L->pad_top == 0 && L->pad_left == 0;
 }
-
-void tl_valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1)
-{
-    const int32_t off = f - pad; /* input = o * stride + off */
-    int32_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-    int32_t hi = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / stride + 1;
-    *o0 = TL_MIN(lo, n_out);
-    *o1 = TL_MAX(*o0, TL_MIN(hi, n_out));
-}

@@ -13,7 +13,16 @@ int64_t tl_layer_n_weights(const tl_layer *L);
 /* 1x1 convolution, stride 1, no padding: its positions are consecutive pixels of both maps. */
 int tl_layer_is_pointwise(const tl_layer *L);
 /* The output positions o in [*o0, *o1) of one axis (n_out outputs, n_in inputs) whose input
- * coordinate o * stride - pad + f lies in [0, n_in): where filter tap f touches the image. */
-void tl_valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0, int32_t *o1);
+ * coordinate o * stride - pad + f lies in [0, n_in): where filter tap f touches the image.
+ * Inline: the update calls it per channel and tap, where a call costs more than the body. */
+static inline void tl_valid_range(int32_t n_out, int32_t n_in, int32_t stride, int32_t pad, int32_t f, int32_t *o0,
+                                  int32_t *o1)
+{
+    const int32_t off = f - pad; /* input = o * stride + off */
+    int32_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int32_t hi = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / stride + 1;
+    *o0 = TL_MIN(lo, n_out);
+    *o1 = TL_MAX(*o0, TL_MIN(hi, n_out));
+}
 
 #endif /* TL_LAYER_H */

@@ -75,9 +75,7 @@ int64_t tl_scale_update(int64_t acc, int32_t mult, int32_t shift, int32_t E, int
 void tl_upd_apply_one(const tl_upd_row *u, int64_t acc, int32_t idx);
 /* n weights at idx0, idx0 + stride, ... with gradients acc[0..n). */
 void tl_upd_apply_row(const tl_upd_row *u, const int64_t *acc, int32_t n, int32_t idx0, int32_t stride);
-/* Channel c's tl_upd_row, and its bias update (or preview) from acc_b = sum of its deltas. */
-tl_upd_row tl_upd_channel(const tl_model *m, const tl_layer *L, int32_t c, int32_t Ec, uint32_t prefix,
-                          int64_t *dw_preview);
+/* Channel c's bias update (or preview) from acc_b = sum of its deltas. */
 void tl_upd_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b, int32_t Ec, uint32_t rnd_key,
                  int64_t *db_preview);
 /* Channel c's delta map (out_h x out_w int16) from its signals d (p*p cells; the classifier: one),
@@ -110,6 +108,28 @@ static inline int32_t tl_upd_channel_shift(const int32_t *d, int32_t n)
 static inline int32_t tl_upd_cell_signal(int32_t d, int32_t rs)
 {
     return (int32_t)TL_CLAMP(tl_shr_round(d, rs), -32767, 32767);
+}
+
+/* The product of the layer's learning rate and a per-channel factor, both quantized multipliers. */
+static inline void tl_upd_combine(int32_t m1, int32_t s1, int32_t m2, int32_t s2, int32_t *m, int32_t *s)
+{
+    *m = (int32_t)tl_shr_round((int64_t)m1 * m2, 31);
+    *s = s1 + s2;
+}
+
+/* Everything but the gradient that channel c's weight update needs (inline: it is per channel on
+ * every path). */
+static inline tl_upd_row tl_upd_channel(const tl_model *m, const tl_layer *L, int32_t c, int32_t Ec, uint32_t prefix,
+                                        int64_t *dw_preview)
+{
+    tl_upd_row u;
+    u.weights = L->weights;
+    u.dw_preview = dw_preview;
+    u.Ec = Ec;
+    u.rounding = m->cfg.rounding;
+    u.prefix = prefix;
+    tl_upd_combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
+    return u;
 }
 
 /* ---------------------------------------------------------------- the dispatch point (tl_lls_path.c) */

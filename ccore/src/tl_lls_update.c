@@ -48,12 +48,6 @@ int64_t tl_scale_update(int64_t acc, int32_t mult, int32_t shift, int32_t E, int
     return fl + (rnd < top ? 1 : 0);
 }
 
-/* The product of the layer's learning rate and a per-channel factor, both quantized multipliers. */
-static void combine(int32_t m1, int32_t s1, int32_t m2, int32_t s2, int32_t *m, int32_t *s)
-{
-    *m = (int32_t)tl_shr_round((int64_t)m1 * m2, 31);
-    *s = s1 + s2;
-}
 
 /* ---------------------------------------------------------------- one channel */
 /* One weight: tl_scale_update and the saturating subtraction (or the preview). */
@@ -136,26 +130,12 @@ static TL_HOST_CLONES int64_t tap_corr(const int16_t *delta, int32_t ow, const i
     return dsum;
 }
 
-/* Everything but the gradient that channel c's weight update needs. */
-tl_upd_row tl_upd_channel(const tl_model *m, const tl_layer *L, int32_t c, int32_t Ec, uint32_t prefix,
-                          int64_t *dw_preview)
-{
-    tl_upd_row u;
-    u.weights = L->weights;
-    u.dw_preview = dw_preview;
-    u.Ec = Ec;
-    u.rounding = m->cfg.rounding;
-    u.prefix = prefix;
-    combine(L->upd_mult[c], L->upd_shift[c], L->lr_mult, L->lr_shift, &u.wm, &u.ws);
-    return u;
-}
-
 void tl_upd_bias(const tl_model *m, tl_layer *L, int32_t c, int64_t acc_b, int32_t Ec, uint32_t rnd_key,
                  int64_t *db_preview)
 {
     int32_t bm, bs;
     int64_t q16;
-    combine(L->bupd_mult[c], L->bupd_shift[c], L->lr_mult, L->lr_shift, &bm, &bs);
+    tl_upd_combine(L->bupd_mult[c], L->bupd_shift[c], L->lr_mult, L->lr_shift, &bm, &bs);
     const int64_t db = tl_scale_update(acc_b, bm, bs, Ec, m->cfg.rounding, tl_mix32(rnd_key), db_preview ? &q16 : NULL);
     if (db_preview)
         db_preview[c] = -q16;
