@@ -26,11 +26,6 @@ typedef struct {
     int32_t fast_size;
 } tl_arena;
 
-/* tl_model.c: the arena of a prepared model, and layer `layer`'s output tensor in it (also points
- * a's scratch at this layer's share). */
-tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
-int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer);
-
 /* ---------------------------------------------------------------- the head (tl_lls.c) */
 /* Local LLS head of hidden layer i on its output `out`: prediction and loss (label >= 0), and
  * with update != 0 the layer's weight update from its input `in`. With dw/db preview pointers
