@@ -8,7 +8,7 @@
  *                     x86-64) and the loader picks one by CPUID. Integer results never depend on the
  *                     choice; a machine without AVX2 runs the baseline clone, never an illegal op.
  *   TL_HOST_WIDE      1 where TL_HOST_CLONES is on: hidden layers' weight gradients are computed for
- *                     16 output channels at once with AVX2 (tl_train_wide.c) when the CPU has it.
+ *                     16 output channels at once with AVX2 (tl_lls_x86.c) when the CPU has it.
  *   TL_FORCE_GENERIC  (define on the command line) disables every fast path: plain C99 loops only.
  *                     Tests build both ways and require identical bits.
  *
@@ -43,7 +43,7 @@
 #if !defined(TL_FORCE_GENERIC) && !defined(TL_NO_CLONES) && defined(__GNUC__) && defined(__x86_64__) && \
     defined(__SSE2__) && defined(__ELF__) && defined(__linux__)
 #define TL_HOST_CLONES __attribute__((target_clones("avx2", "default")))
-/* the many-channel weight-gradient path of tl_train_wide.c (AVX2 intrinsics, checked at run time) */
+/* the many-channel weight-gradient path of tl_lls_x86.c (AVX2 intrinsics, checked at run time) */
 #define TL_HOST_WIDE 1
 #else
 #define TL_HOST_CLONES

@@ -29,7 +29,7 @@ typedef struct {
 
 /* The rounding shifts r = 31 + Ec - ws the loops below take: r <= 63 ("small": floor and fraction
  * from both words of the product) or r in [64, TL_UPD_R_MAX] ("big": the high word alone; then
- * |prod| < 2^62 makes the floor 0 or -1). scale_update shifts prod right by r - 62 first when
+ * |prod| < 2^62 makes the floor 0 or -1). tl_scale_update shifts prod right by r - 62 first when
  * r > 62, which leaves the same floor and the same 32 fraction bits below bit r. */
 #define TL_UPD_R_MAX 94
 
@@ -80,7 +80,7 @@ static inline __attribute__((always_inline)) void apply_row_dsp_loop(const tl_up
     }
 }
 
-/* kept out of update_layer: inlined there, its loop invariants spill */
+/* kept out of tl_lls_update_dsp: inlined there, its loop invariants spill */
 static __attribute__((noinline)) void apply_row_dsp(const tl_upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
                                                     int32_t stride)
 {
@@ -396,9 +396,9 @@ static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32
     }
 }
 
-/* update_layer's delta map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
+/* tl_upd_delta_map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
  * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
- * out its outputs (stride oc). Kept out of update_layer for its registers; the rounding shift of
+ * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
  * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' as a sign mask. Returns
  * the bias gradient sum; *nonzero as the portable loop. */
 static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,

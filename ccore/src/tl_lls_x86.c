@@ -524,7 +524,7 @@ static inline TL_AVX2 int64_t hsum_s64(__m256i v)
 }
 
 /* x, -x or 0 by the square wave's phase ph = inc t (mod 2^32): -x in the second half-turn, 0 at
- * the two zero crossings (ph = 0 or 2^31), as tl_train.c's basis_value. */
+ * the two zero crossings (ph = 0 or 2^31), as tl_lls.c's basis_value. */
 static inline TL_AVX2 __m256i square_sel(__m256i x, __m256i ph)
 {
     const __m256i sign = _mm256_srai_epi32(ph, 31);
@@ -550,7 +550,7 @@ TL_AVX2 int64_t tl_wide_square_proj(const int32_t *P, int32_t T, uint32_t inc)
     return S;
 }
 
-/* g_t = sum_c (+-w_c or 0) for t < T (tl_train.c's g_at on the square basis), eight t at a time;
+/* g_t = sum_c (+-w_c or 0) for t < T (tl_lls.c's g_at on the square basis), eight t at a time;
  * every |w_c| <= INT32_MAX / 2 (tl_train_hidden clamps them), so each selected term fits int32. */
 TL_AVX2 void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, int32_t T, int64_t *g)
 {
