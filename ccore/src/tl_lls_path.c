@@ -27,15 +27,15 @@ static int have_fast(const tl_arena *a)
 void tl_lls_pool(const tl_layer *L, const int8_t *out, int32_t *P)
 {
 #if TL_HOST_WIDE
-    if (L->out_c * L->pool * L->pool <= TL_LLS_MAX_T && tl_x86_avx2()) {
+    if (L->out_c * L->pool * L->pool <= TL_LLS_MAX_T && tl_x86_avx2())
         tl_wide_pool(L, out, P);
-        return;
-    }
+    else
+        tl_lls_pool_ref(L, out, P);
 #elif TL_HAVE_DSP
     tl_lls_pool_dsp(L, out, P);
-    return;
-#endif
+#else
     tl_lls_pool_ref(L, out, P);
+#endif
 }
 
 int64_t tl_lls_square_proj(const int32_t *P, int32_t T, uint32_t inc)
@@ -71,14 +71,15 @@ int64_t *tl_lls_square_g(const tl_arena *a, const uint32_t *inc, const int32_t *
 void tl_lls_update(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in, const int8_t *out, int32_t E,
                    int classifier, int64_t *dw_preview, int64_t *db_preview)
 {
+    /* spelled so that a build links only the paths it can take (the DSP build: no portable loop) */
 #if TL_HOST_WIDE
-    if (!classifier && have_fast(a) && tl_wide_usable(&m->layers[i])) {
+    if (!classifier && have_fast(a) && tl_wide_usable(&m->layers[i]))
         tl_lls_update_x86(m, i, a, in, out, E, classifier, dw_preview, db_preview);
-        return;
-    }
+    else
+        tl_lls_update_ref(m, i, a, in, out, E, classifier, dw_preview, db_preview);
 #elif TL_HAVE_DSP
     tl_lls_update_dsp(m, i, a, in, out, E, classifier, dw_preview, db_preview);
-    return;
-#endif
+#else
     tl_lls_update_ref(m, i, a, in, out, E, classifier, dw_preview, db_preview);
+#endif
 }
