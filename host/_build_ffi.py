@@ -53,7 +53,9 @@ def make_ffi(module_name="host._tinylls", cflags=(), relative=True):
         '#include "tinylls.h"\n' + "".join(
             f'#include "{os.path.basename(h)}"\n' for h in api if not h.endswith("tinylls_api.h")),
         sources=[path(s) for s in srcs],
-        include_dirs=[path(INCLUDE), path(CSRC), path(os.path.join(ROOT, "ccore", "src"))],
+        # ccore/src is not on the path: host C sees only the public headers (ccore's own files
+        # find their private headers next to themselves)
+        include_dirs=[path(INCLUDE), path(CSRC)],
         extra_compile_args=BASE_CFLAGS + list(cflags),
         extra_link_args=["-pthread"] + [f for f in cflags if f.startswith("-fsanitize")],
     )

@@ -94,9 +94,11 @@ def test_errors_leave_the_weights_untouched():
     for label in (-1, 2, 1000):
         assert lib.tl_model_train_step(cm._m, cm._arena, xp, label, res) == lib.TL_ERR_LABEL
     assert lib.tl_model_train_step(cm._m, cm._arena, ffi.NULL, 0, res) == lib.TL_ERR_ARG
-    cm._layers[3].in_c += 1                                     # a malformed model
-    assert lib.tl_model_train_step(cm._m, cm._arena, xp, 0, res) == lib.TL_ERR_SHAPE
+    cm._layers[3].in_c += 1                                     # a malformed model: prepare (once,
+    assert lib.tl_model_prepare(cm._m) == lib.TL_ERR_SHAPE      # not per step) rejects it and leaves
+    assert lib.tl_model_train_step(cm._m, cm._arena, xp, 0, res) == lib.TL_ERR_ARG  # it unprepared
     cm._layers[3].in_c -= 1
+    assert lib.tl_model_prepare(cm._m) == lib.TL_OK
     assert weights_sha256(model) == before
     with pytest.raises(TinyllsError, match="label 2"):
         cm.train_step(x, 2)

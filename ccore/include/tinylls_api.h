@@ -152,7 +152,7 @@ typedef struct {
     const int32_t *out_mult;       /* (out_c) requantization: s_in * s_w[c] / s_out */
     const int32_t *out_shift;      /* (out_c) */
     /* training (ignored by inference) */
-    const int32_t *upd_mult;       /* (out_c) weight-update scale, lr excluded: see tl_lls.c */
+    const int32_t *upd_mult;       /* (out_c) weight-update scale, lr excluded: see tl_lls_update.c */
     const int32_t *upd_shift;      /* (out_c) */
     const int32_t *bupd_mult;      /* (out_c) bias-update scale, lr excluded */
     const int32_t *bupd_shift;     /* (out_c) */
@@ -179,6 +179,7 @@ typedef struct {
     int32_t classes;               /* output size of the last layer */
     tl_train_cfg cfg;
     uint32_t step;                 /* training steps taken; advances the rounding stream */
+    int32_t arena_bytes;           /* the arena plan, set by tl_model_prepare; 0: not prepared */
 } tl_model;
 
 typedef struct {
@@ -195,11 +196,19 @@ typedef struct {
 } tl_ctx;
 
 /* Checks every layer (shapes chain, kinds, quant ranges, classes) and fills derived fields
- * (pool). Must be called once before the calls below; they re-check cheaply. */
+ * (pool, arena_bytes): prepare once, step many. Must be called before the calls below and again
+ * after any change to the model's shape or quantization fields (they are not re-validated per
+ * step); the calls below return TL_ERR_ARG for a model that is not prepared. */
 tl_status tl_model_prepare(tl_model *m);
 /* Exact scratch bytes tl_model_train_step / tl_model_infer need; < 0 is an error code. The plan
  * includes a place for the model input (below), whether the caller stages it there or not. */
 int32_t tl_model_arena_bytes(const tl_model *m);
+/* Extra bytes past tl_model_arena_bytes() in which this build's host fast paths keep their working
+ * buffers (x86-64: the 1x1 convolution's packed weights and the many-channel training update,
+ * ~290 KB), instead of on the stack: a caller that makes the arena
+ * tl_model_arena_bytes() + this many bytes gets them; with a smaller arena the portable path
+ * runs, with the same result bits. 0 on builds without such paths (microcontrollers). */
+int32_t tl_model_fast_scratch_bytes(const tl_model *m);
 /* Byte offset in the arena (8-aligned) where the input tensor may be staged: neither layer 0's
  * output nor its training scratch reaches [offset, offset + input bytes), so input = arena + offset
  * is valid for tl_model_infer / tl_model_train_step. Layer 1 overwrites it: stage it again before
@@ -210,6 +219,9 @@ int32_t tl_model_bp_activation_bytes(const tl_model *m);
 /* Largest single layer's input + output bytes (the O(n_max) yardstick). */
 int32_t tl_model_max_layer_bytes(const tl_model *m);
 
+/* Bytes of a layer's input tensor (in_h * in_w * in_c) and output tensor (out_h * out_w * out_c). */
+int32_t tl_layer_in_bytes(const tl_layer *L);
+int32_t tl_layer_out_bytes(const tl_layer *L);
 /* One layer's forward pass: in is its input tensor, out its output tensor (may not overlap). */
 tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out);
 /* Forward pass; with with_local != 0 also every layer's LLS local prediction. */
@@ -219,6 +231,18 @@ tl_status tl_model_infer(tl_model *m, const tl_ctx *arena, const int8_t *input, 
  * forward pass. On error nothing has been written to the weights. */
 tl_status tl_model_train_step(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
                               tl_result *res);
+/* Layers [lo, hi) of one forward pass (train = 0) or training step (train != 0, label in
+ * [0, classes)): the layer loop of tl_model_infer / tl_model_train_step, for callers that split
+ * a step across threads (the host runner's layer pipeline gives each stage its own arena).
+ *   in       layer lo's input tensor (anywhere; for lo = 0 the model input)
+ *   with_local  also run the local heads of hidden layers that do not train
+ *   res      this range's local_pred / local_loss_q16 entries, and pred / logits when hi is
+ *            n_layers; nothing else is written
+ *   out      receives layer hi - 1's output tensor, which lies in the arena
+ * The rounding stream is the one of step m->step, which this call does not advance. */
+tl_status tl_model_step_layers(tl_model *m, const tl_ctx *arena, int32_t lo, int32_t hi, const int8_t *in,
+                               int32_t label, int32_t train, int32_t with_local, tl_result *res,
+                               const int8_t **out);
 
 /* The learning signal of one layer without touching it: the update, before rounding, that
  * train_step would apply to its weights (n_weights values) and bias (out_c values), in units of

@@ -5,7 +5,8 @@
  *   even i: [ out_i | wacc | signal | delta | ...free... | in_i = out_{i-1} ]
  *   odd i:  [ in_i = out_{i-1} | wacc | signal | delta | ...free... | out_i ]
  * wacc holds one output channel's weight gradients while a 1x1 layer trains; signal and delta
- * hold the layer's LLS learning signal (see tl_train.c).
+ * hold the layer's LLS learning signal (see tl_lls.c). On hosts the caller may append
+ * tl_model_fast_scratch_bytes() to the arena: the x86 training path keeps its buffers there.
  * Activations are double-ended: even layers write their output at the start of the activation
  * region, odd layers at its end, so a layer's input (the previous output) and its output never
  * overlap as long as in + out <= region. The region is therefore max over layers of in + out:
@@ -15,48 +16,17 @@
  * input inside the arena instead of in a buffer of its own. A caller may also pass an input that
  * lies outside the arena (the host does). Layer 1 writes its output over that place: the staged
  * input is gone after a step. */
-#include "tl_support.h"
-#include "tl_train.h"
-
-static int32_t tensor_bytes(int32_t h, int32_t w, int32_t c)
-{
-    return h * w * c;
-}
-
-int32_t tl_layer_in_bytes(const tl_layer *L)
-{
-    return tensor_bytes(L->in_h, L->in_w, L->in_c);
-}
-
-int32_t tl_layer_out_bytes(const tl_layer *L)
-{
-    return tensor_bytes(L->out_h, L->out_w, L->out_c);
-}
-
-int32_t tl_layer_n_weights(const tl_layer *L)
-{
-    switch (L->kind) {
-    case TL_LAYER_CONV: return L->out_c * L->k_h * L->k_w * L->in_c;
-    case TL_LAYER_DWCONV: return L->k_h * L->k_w * L->out_c;
-    case TL_LAYER_FC: return L->out_c * L->in_h * L->in_w * L->in_c;
-    default: return 0;
-    }
-}
+#include "tl_lls.h"
 
 /* ---------------------------------------------------------------- validation */
 static int quant_ok(const int32_t *mult, const int32_t *shift, int32_t n)
 {
     for (int32_t i = 0; i < n; i++)
-        if (mult[i] < 0 || shift[i] < -31 || shift[i] > 30)
+        if (!tl_qmult_ok(mult[i], shift[i]))
             return 0;
     return 1;
 }
 
-/* one scalar quantized multiplier (tl_layer keeps its shift in a byte) */
-static int quant1_ok(int32_t mult, int32_t shift)
-{
-    return quant_ok(&mult, &shift, 1);
-}
 
 static int zp_ok(int32_t zp)
 {
@@ -134,29 +104,32 @@ static tl_status check_layer(const tl_model *m, int32_t i, const tl_layer *L)
         return TL_ERR_MODEL;
     if (!quant_ok(L->out_mult, L->out_shift, L->out_c))
         return TL_ERR_QUANT;
-    if (L->act == TL_ACT_LEAKY && !quant1_ok(L->leaky_mult, L->leaky_shift))
+    if (L->act == TL_ACT_LEAKY && !tl_qmult_ok(L->leaky_mult, L->leaky_shift))
         return TL_ERR_QUANT;
     if (L->trainable) {
         if (!L->upd_mult || !L->upd_shift || !L->bupd_mult || !L->bupd_shift)
             return TL_ERR_MODEL;
         if (!quant_ok(L->upd_mult, L->upd_shift, L->out_c) ||
             !quant_ok(L->bupd_mult, L->bupd_shift, L->out_c) ||
-            !quant1_ok(L->lr_mult, L->lr_shift))
+            !tl_qmult_ok(L->lr_mult, L->lr_shift))
             return TL_ERR_QUANT;
         if (last) {
-            if (L->out_h * L->out_w != 1 || !quant1_ok(L->logit_mult, L->logit_shift))
+            if (L->out_h * L->out_w != 1 || !tl_qmult_ok(L->logit_mult, L->logit_shift))
                 return TL_ERR_UNSUPPORTED;
-        } else if (L->lls_m && !quant1_ok(L->lls_m_lr_mult, L->lls_m_lr_shift)) {
+        } else if (L->lls_m && !tl_qmult_ok(L->lls_m_lr_mult, L->lls_m_lr_shift)) {
             return TL_ERR_QUANT;
         }
     }
     return TL_OK;
 }
 
+static int32_t plan_arena(const tl_model *m);
+
 tl_status tl_model_prepare(tl_model *m)
 {
     if (!m || !m->layers)
         return TL_ERR_ARG;
+    m->arena_bytes = 0; /* not prepared until every check below passed */
     if (m->n_layers < 1 || m->n_layers > TL_MAX_LAYERS)
         return TL_ERR_MODEL;
     if (m->classes < 1 || m->classes > TL_MAX_CLASSES)
@@ -185,16 +158,11 @@ tl_status tl_model_prepare(tl_model *m)
                 return TL_ERR_MODEL;
         }
     }
+    m->arena_bytes = plan_arena(m);
     return TL_OK;
 }
 
 /* ---------------------------------------------------------------- planning */
-int tl_layer_is_pointwise(const tl_layer *L)
-{
-    return L->kind == TL_LAYER_CONV && L->k_h == 1 && L->k_w == 1 && L->stride_h == 1 &&
-           L->stride_w == 1 && L->pad_top == 0 && L->pad_left == 0;
-}
-
 /* The training scratch layer i needs while it is the current layer (bytes, 8-aligned parts):
  * int64 wacc[in_c] (1x1 layers), int32 signal[T], int16 delta[out_h * out_w]. */
 static int32_t scratch_bytes(const tl_model *m, int32_t i, int32_t *wacc, int32_t *signal, int32_t *delta)
@@ -220,17 +188,36 @@ static int32_t io_bytes(const tl_model *m, int32_t i)
     return ((in + 7) & ~7) + ((tl_layer_out_bytes(&m->layers[i]) + 7) & ~7);
 }
 
-int32_t tl_model_arena_bytes(const tl_model *m)
+/* The arena plan of a validated model (tl_model_prepare stores it in m->arena_bytes). */
+static int32_t plan_arena(const tl_model *m)
 {
-    tl_status s = tl_model_prepare((tl_model *)m);
-    if (s != TL_OK)
-        return s;
     int32_t need = 8;
     for (int32_t i = 0; i < m->n_layers; i++) {
         int32_t w, g, d;
         need = TL_MAX(need, io_bytes(m, i) + scratch_bytes(m, i, &w, &g, &d));
     }
     return need;
+}
+
+int32_t tl_model_arena_bytes(const tl_model *m)
+{
+    if (!m || m->arena_bytes <= 0)
+        return TL_ERR_ARG; /* not prepared */
+    return m->arena_bytes;
+}
+
+/* The host fast paths' buffers, shared in time: a layer's forward pass (the 1x1 kernel's packed
+ * weights) is done before its training starts. */
+static int32_t fast_bytes(void)
+{
+    return TL_MAX(tl_lls_fast_bytes(), tl_pwconv_s8_scratch_bytes());
+}
+
+int32_t tl_model_fast_scratch_bytes(const tl_model *m)
+{
+    if (!m || m->arena_bytes <= 0)
+        return TL_ERR_ARG;
+    return fast_bytes();
 }
 
 int32_t tl_model_input_offset(const tl_model *m)
@@ -263,7 +250,8 @@ int32_t tl_model_max_layer_bytes(const tl_model *m)
     return r;
 }
 
-tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
+/* The arena of a prepared model (checked against its plan) and its fast part. */
+static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
 {
     if (!arena || !arena->buf || ((uintptr_t)arena->buf & 7u))
         return TL_ERR_ARG;
@@ -277,13 +265,18 @@ tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
     a->wacc = NULL;
     a->signal = NULL;
     a->delta = NULL;
+    /* room past the plan: the host fast paths' buffers (need is a multiple of 8) */
+    const int32_t fast = fast_bytes();
+    const int room = fast > 0 && arena->size - need >= fast;
+    a->fast = room ? a->act + need : NULL;
+    a->fast_size = room ? fast : 0;
     return TL_OK;
 }
 
 /* Layer i's output sits at the start of the arena for even i and at its end for odd i, so it never
  * meets its input (the previous output, at the other end); the layer's training scratch goes in
  * the gap between them, which the planner made large enough. */
-int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
+static int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 {
     const int32_t in = layer == 0 ? 0 : (tl_layer_in_bytes(&m->layers[layer]) + 7) & ~7;
     const int32_t out = (tl_layer_out_bytes(&m->layers[layer]) + 7) & ~7;
@@ -299,7 +292,8 @@ int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 }
 
 /* ---------------------------------------------------------------- forward */
-tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
+/* tl_layer_forward with the arena's fast buffers (scratch, or NULL) for the kernels that use them */
+static tl_status layer_forward(const tl_layer *L, const int8_t *in, int8_t *out, const tl_ctx *scratch)
 {
     const tl_conv_params p = {L->in_zp, L->out_zp, L->stride_h, L->stride_w,
                               L->pad_top, L->pad_left, L->act_min, L->act_max, L->single_rounding != 0};
@@ -311,7 +305,7 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
     case TL_LAYER_CONV: {
         const tl_dims f = {L->out_c, L->k_h, L->k_w, L->in_c};
         if (tl_layer_is_pointwise(L))
-            s = tl_pwconv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+            s = tl_pwconv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         else
             s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         break;
@@ -343,14 +337,67 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
     return TL_OK;
 }
 
+tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
+{
+    return layer_forward(L, in, out, NULL);
+}
+
 /* ---------------------------------------------------------------- infer / train */
+/* Layers [lo, hi) on a split arena: tl_model_step_layers without its checks. */
+static tl_status step_layers(tl_model *m, tl_arena *a, int32_t lo, int32_t hi, const int8_t *in, int32_t label,
+                             int32_t train, int32_t with_local, tl_result *res, const int8_t **last_out)
+{
+    tl_ctx fast;
+    fast.buf = a->fast;
+    fast.size = a->fast_size;
+    for (int32_t i = lo; i < hi; i++) {
+        tl_layer *L = &m->layers[i];
+        int8_t *out = tl_arena_output(a, m, i);
+        tl_status s = layer_forward(L, in, out, a->fast ? &fast : NULL);
+        if (s != TL_OK)
+            return s;
+        if (i == m->n_layers - 1) {
+            s = tl_train_classifier(m, i, a, in, out, label, train && L->trainable, &res->pred,
+                                    &res->local_loss_q16[i], NULL, NULL);
+            res->local_pred[i] = res->pred;
+            for (int32_t c = 0; c < m->classes; c++)
+                res->logits[c] = out[c];
+        } else if (L->kind != TL_LAYER_AVGPOOL && (with_local || (train && L->trainable))) {
+            s = tl_train_hidden(m, i, a, in, out, label, train && L->trainable, &res->local_pred[i],
+                                &res->local_loss_q16[i], NULL, NULL);
+        }
+        if (s != TL_OK)
+            return s;
+        in = out;
+    }
+    *last_out = in;
+    return TL_OK;
+}
+
+tl_status tl_model_step_layers(tl_model *m, const tl_ctx *arena, int32_t lo, int32_t hi, const int8_t *in,
+                               int32_t label, int32_t train, int32_t with_local, tl_result *res,
+                               const int8_t **out)
+{
+    if (!m || !in || !res || !out)
+        return TL_ERR_ARG;
+    tl_arena a;
+    tl_status s = tl_arena_split(m, arena, &a);
+    if (s != TL_OK)
+        return s;
+    if (lo < 0 || hi > m->n_layers || lo >= hi)
+        return TL_ERR_ARG;
+    if (train && (label < 0 || label >= m->classes))
+        return TL_ERR_LABEL;
+    return step_layers(m, &a, lo, hi, in, label, train, with_local, res, out);
+}
+
 static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
                      int32_t train, int32_t with_local, tl_result *res)
 {
     if (!m || !input || !res)
         return TL_ERR_ARG;
     tl_arena a;
-    tl_status s = tl_arena_split(m, arena, &a); /* also re-validates the model */
+    tl_status s = tl_arena_split(m, arena, &a); /* a prepared model and a large enough arena */
     if (s != TL_OK)
         return s;
     if (train && (label < 0 || label >= m->classes))
@@ -368,28 +415,10 @@ static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int3
         res->local_pred[i] = -1;
         res->local_loss_q16[i] = -1;
     }
-    const int8_t *in = input;
-    for (int32_t i = 0; i < m->n_layers; i++) {
-        tl_layer *L = &m->layers[i];
-        int8_t *out = tl_arena_output(&a, m, i);
-        s = tl_layer_forward(L, in, out);
-        if (s != TL_OK)
-            return s;
-        const int last = i == m->n_layers - 1;
-        if (last) {
-            s = tl_train_classifier(m, i, &a, in, out, label, train && L->trainable,
-                                    &res->pred, &res->local_loss_q16[i], NULL, NULL);
-            res->local_pred[i] = res->pred;
-            for (int32_t c = 0; c < m->classes; c++)
-                res->logits[c] = out[c];
-        } else if (L->kind != TL_LAYER_AVGPOOL && (with_local || (train && L->trainable))) {
-            s = tl_train_hidden(m, i, &a, in, out, label, train && L->trainable,
-                                &res->local_pred[i], &res->local_loss_q16[i], NULL, NULL);
-        }
-        if (s != TL_OK)
-            return s;
-        in = out;
-    }
+    const int8_t *out;
+    s = step_layers(m, &a, 0, m->n_layers, input, label, train, with_local, res, &out);
+    if (s != TL_OK)
+        return s;
     if (train)
         m->step++;
     return TL_OK;
@@ -430,8 +459,10 @@ tl_status tl_layer_update_preview(const tl_model *m, int32_t layer, const tl_ctx
     if (s != TL_OK)
         return s;
     int32_t pred, loss;
-    tl_model *mm = (tl_model *)m; /* preview mode writes nothing to the model */
+    /* preview mode writes nothing to the model: the head takes a copy of the struct, whose layer
+     * table it only reads */
+    tl_model mm = *m;
     if (layer == m->n_layers - 1)
-        return tl_train_classifier(mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
-    return tl_train_hidden(mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
+        return tl_train_classifier(&mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
+    return tl_train_hidden(&mm, layer, &a, layer_input, out, label, 1, &pred, &loss, dw_q16, db_q16);
 }

@@ -18,7 +18,7 @@
  */
 #include "tinylls.h"
 #include "tl_bytes.h"
-#include "tl_train.h"
+#include "tl_layer.h"
 
 enum {
     FORMAT_VERSION = 1,
@@ -55,12 +55,6 @@ enum {
 
 /* ---------------------------------------------------------------- range checks */
 
-static int quant_mult_ok(int32_t mult, int32_t shift)
-{
-    /* A quantized multiplier is 0 or in [2^30, 2^31); shifts span QuantizeMultiplier's range. */
-    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
-}
-
 static int zp_ok(int32_t zp)
 {
     return zp >= -128 && zp <= 127;
@@ -79,7 +73,7 @@ static int section_ok(uint32_t off, uint32_t count, uint32_t elem, uint32_t lo, 
 static int quant_arrays_ok(const uint8_t *blob, uint32_t mult_off, uint32_t shift_off, int32_t n)
 {
     for (int32_t c = 0; c < n; c++) {
-        if (!quant_mult_ok(tl_get_i32(blob + mult_off + 4u * (uint32_t)c), tl_get_i32(blob + shift_off + 4u * (uint32_t)c)))
+        if (!tl_qmult_ok(tl_get_i32(blob + mult_off + 4u * (uint32_t)c), tl_get_i32(blob + shift_off + 4u * (uint32_t)c)))
             return 0;
     }
     return 1;
@@ -141,27 +135,20 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
         !window_ok(L->in_w, L->out_w, L->k_w, L->stride_w, L->pad_left))
         return TL_ERR_SHAPE;
 
-    int64_t n_weights = 0;
     switch (L->kind) {
     case TL_LAYER_CONV:
-        n_weights = (int64_t)L->out_c * L->k_h * L->k_w * L->in_c;
-        break;
-    case TL_LAYER_DWCONV:
-        if (L->in_c != L->out_c)
-            return TL_ERR_SHAPE;
-        n_weights = (int64_t)L->k_h * L->k_w * L->out_c;
         break;
     case TL_LAYER_FC:
         if (L->out_h != 1 || L->out_w != 1 || L->k_h != 1 || L->k_w != 1 || L->stride_h != 1 ||
             L->stride_w != 1 || L->pad_top != 0 || L->pad_left != 0)
             return TL_ERR_SHAPE;
-        n_weights = (int64_t)L->out_c * in_n;
         break;
-    default: /* TL_LAYER_AVGPOOL */
+    default: /* TL_LAYER_DWCONV, TL_LAYER_AVGPOOL */
         if (L->in_c != L->out_c)
             return TL_ERR_SHAPE;
         break;
     }
+    const int64_t n_weights = tl_layer_n_weights(L);
     if (n_weights > MAX_TENSOR_ELEMS)
         return TL_ERR_SHAPE;
     /* Worst case of the int32 accumulator before the bias: taps * |x - zp| * |w| <= taps * 255 * 128.
@@ -188,8 +175,8 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     /* TFLite int8 average pooling averages raw values: input and output share quantization. */
     if (L->kind == TL_LAYER_AVGPOOL && in_zp != out_zp)
         return TL_ERR_QUANT;
-    if (!quant_mult_ok(L->leaky_mult, leaky_shift) || !quant_mult_ok(L->lr_mult, lr_shift) ||
-        !quant_mult_ok(L->logit_mult, logit_shift) || !quant_mult_ok(L->lls_m_lr_mult, lls_m_lr_shift))
+    if (!tl_qmult_ok(L->leaky_mult, leaky_shift) || !tl_qmult_ok(L->lr_mult, lr_shift) ||
+        !tl_qmult_ok(L->logit_mult, logit_shift) || !tl_qmult_ok(L->lls_m_lr_mult, lls_m_lr_shift))
         return TL_ERR_QUANT;
     L->in_zp = (int16_t)in_zp;
     L->out_zp = (int16_t)out_zp;

@@ -3,6 +3,7 @@
 #include "tinylls.h"
 #include "tl_proto_api.h"
 #include "tl_bytes.h"
+#include "tl_slip.h"
 
 /* ---------------------------------------------------------------- decoder */
 tl_status tl_proto_dec_init(tl_proto_dec *d)
@@ -140,31 +141,48 @@ tl_status tl_proto_build(uint8_t op, uint8_t flags, uint16_t seq, const uint8_t 
     return TL_OK;
 }
 
+int32_t tl_slip_escape(const uint8_t *in, int32_t n, uint8_t *out, int32_t cap, int32_t *used)
+{
+    int32_t i = 0, k = 0;
+    for (; i < n; i++) {
+        const uint8_t b = in[i];
+        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
+            if (k + 2 > cap)
+                break;
+            out[k++] = TL_SLIP_ESC;
+            out[k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
+        } else {
+            if (k + 1 > cap)
+                break;
+            out[k++] = b;
+        }
+    }
+    *used = i;
+    return k;
+}
+
+/* END, the escaped frame, END into out[0, cap): the frame may lie at the end of out itself (see
+ * tl_proto_encode). */
+static tl_status slip_frame(const uint8_t *frame, int32_t n, uint8_t *out, int32_t cap, int32_t *out_len)
+{
+    if (cap < 2)
+        return TL_PROTO_ERR_BUF;
+    int32_t used;
+    const int32_t k = 1 + tl_slip_escape(frame, n, out + 1, cap - 2, &used);
+    if (used < n)
+        return TL_PROTO_ERR_BUF;
+    out[0] = TL_SLIP_END;
+    out[k] = TL_SLIP_END;
+    *out_len = k + 1;
+    return TL_OK;
+}
+
 tl_status tl_proto_slip_encode(const uint8_t *frame, int32_t n, uint8_t *out, int32_t cap,
                                int32_t *out_len)
 {
     if (!frame || !out || !out_len || n < 0)
         return TL_ERR_ARG;
-    int32_t k = 0;
-    if (cap < 2)
-        return TL_PROTO_ERR_BUF;
-    out[k++] = TL_SLIP_END;
-    for (int32_t i = 0; i < n; i++) {
-        uint8_t b = frame[i];
-        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
-            if (k + 2 > cap - 1)
-                return TL_PROTO_ERR_BUF;
-            out[k++] = TL_SLIP_ESC;
-            out[k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
-        } else {
-            if (k + 1 > cap - 1)
-                return TL_PROTO_ERR_BUF;
-            out[k++] = b;
-        }
-    }
-    out[k++] = TL_SLIP_END;
-    *out_len = k;
-    return TL_OK;
+    return slip_frame(frame, n, out, cap, out_len);
 }
 
 tl_status tl_proto_encode(uint8_t op, uint8_t flags, uint16_t seq, const uint8_t *payload, int32_t len,
@@ -184,20 +202,7 @@ tl_status tl_proto_encode(uint8_t op, uint8_t flags, uint16_t seq, const uint8_t
     tl_status s = tl_proto_build(op, flags, seq, payload, len, frame, n, &got);
     if (s != TL_OK)
         return s;
-    int32_t k = 0;
-    out[k++] = TL_SLIP_END;
-    for (int32_t i = 0; i < n; i++) {
-        uint8_t b = frame[i];
-        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
-            out[k++] = TL_SLIP_ESC;
-            out[k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
-        } else {
-            out[k++] = b;
-        }
-    }
-    out[k++] = TL_SLIP_END;
-    *out_len = k;
-    return TL_OK;
+    return slip_frame(frame, n, out, cap, out_len);
 }
 
 /* ---------------------------------------------------------------- names */

@@ -16,6 +16,8 @@
 #include "tinylls.h"
 #include "tl_proto_api.h"
 #include "tl_bytes.h"
+#include "tl_slip.h"
+#include "tl_support.h"
 
 /* ---------------------------------------------------------------- helpers */
 static uint32_t counter_now(const tl_proto_dev *dev)
@@ -60,16 +62,13 @@ static void tx_put(tx_frame *t, const uint8_t *p, int32_t n, int32_t crc)
 {
     if (crc)
         t->crc = tl_crc32(t->crc, p, n);
-    for (int32_t i = 0; i < n; i++) {
-        if (t->k > (int32_t)sizeof(t->out) - 3)
+    while (n > 0) { /* leaves one byte of the buffer for the closing END */
+        int32_t used;
+        t->k += tl_slip_escape(p, n, t->out + t->k, (int32_t)sizeof(t->out) - 1 - t->k, &used);
+        p += used;
+        n -= used;
+        if (n > 0)
             tx_flush(t);
-        uint8_t b = p[i];
-        if (b == TL_SLIP_END || b == TL_SLIP_ESC) {
-            t->out[t->k++] = TL_SLIP_ESC;
-            t->out[t->k++] = b == TL_SLIP_END ? TL_SLIP_ESC_END : TL_SLIP_ESC_ESC;
-        } else {
-            t->out[t->k++] = b;
-        }
     }
 }
 
@@ -111,116 +110,7 @@ static TL_NOINLINE void send_small(tl_proto_dev *dev, uint8_t op, uint8_t flags,
         send_frame(dev, frame, n);
 }
 
-/* ---------------------------------------------------------------- weights stream */
-/* The READ_WEIGHTS byte stream is the concatenation, layer by layer, of weights (int8), bias
- * (int32 little-endian) and lls_m (int32 little-endian) where present: host.model.weights_sha256
- * hashes the same bytes. walk() copies [offset, offset + n) into out (if not NULL) and/or folds
- * it into *crc (if not NULL), and returns the stream's total size in *total. */
-static int32_t layer_weight_count(const tl_layer *L)
-{
-    switch (L->kind) {
-    case TL_LAYER_CONV: return L->out_c * L->k_h * L->k_w * L->in_c;
-    case TL_LAYER_DWCONV: return L->k_h * L->k_w * L->out_c;
-    case TL_LAYER_FC: return L->out_c * L->in_h * L->in_w * L->in_c;
-    default: return 0;
-    }
-}
-
-static int32_t lls_m_count(const tl_model *m)
-{
-    return m->cfg.variant == TL_LLS_MXM ? m->classes * m->classes : m->classes;
-}
-
-typedef struct {
-    int32_t pos;            /* stream position of the next segment */
-    int32_t lo, hi;         /* requested window [lo, hi) */
-    uint8_t *out;
-    uint32_t *crc;
-} walk_state;
-
-static void walk_bytes(walk_state *w, const int8_t *p, int32_t count)
-{
-    int32_t a = w->lo > w->pos ? w->lo : w->pos;
-    int32_t b = w->hi < w->pos + count ? w->hi : w->pos + count;
-    if (a < b) {
-        if (w->out)
-            for (int32_t i = a; i < b; i++)
-                w->out[i - w->lo] = (uint8_t)p[i - w->pos];
-        if (w->crc)
-            *w->crc = tl_crc32(*w->crc, (const uint8_t *)p + (a - w->pos), b - a);
-    }
-    w->pos += count;
-}
-
-static void walk_words(walk_state *w, const int32_t *p, int32_t count)
-{
-    int32_t bytes = 4 * count;
-    int32_t a = w->lo > w->pos ? w->lo : w->pos;
-    int32_t b = w->hi < w->pos + bytes ? w->hi : w->pos + bytes;
-    for (int32_t i = a; i < b; i++) {
-        int32_t j = i - w->pos;
-        uint8_t v = (uint8_t)((uint32_t)p[j >> 2] >> (8 * (j & 3)));
-        if (w->out)
-            w->out[i - w->lo] = v;
-        if (w->crc)
-            *w->crc = tl_crc32(*w->crc, &v, 1);
-    }
-    w->pos += bytes;
-}
-
-static void walk(const tl_model *m, walk_state *w)
-{
-    for (int32_t l = 0; l < m->n_layers; l++) {
-        const tl_layer *L = &m->layers[l];
-        if (L->weights)
-            walk_bytes(w, L->weights, layer_weight_count(L));
-        if (L->bias)
-            walk_words(w, L->bias, L->out_c);
-        if (L->lls_m)
-            walk_words(w, L->lls_m, lls_m_count(m));
-    }
-}
-
-tl_status tl_proto_weights_size(const tl_model *m, int32_t *size)
-{
-    if (!m || !size || !m->layers)
-        return TL_ERR_ARG;
-    walk_state w = {0, 0, 0, 0, 0};
-    walk(m, &w);
-    *size = w.pos;
-    return TL_OK;
-}
-
-tl_status tl_proto_weights_read(const tl_model *m, int32_t offset, uint8_t *out, int32_t n)
-{
-    int32_t total = 0;
-    if (!out || offset < 0 || n < 0)
-        return TL_ERR_ARG;
-    tl_status s = tl_proto_weights_size(m, &total);
-    if (s != TL_OK)
-        return s;
-    if (offset > total || n > total - offset)
-        return TL_PROTO_ERR_RANGE;
-    walk_state w = {0, offset, offset + n, out, 0};
-    walk(m, &w);
-    return TL_OK;
-}
-
-tl_status tl_proto_weights_crc(const tl_model *m, uint32_t *crc)
-{
-    int32_t total = 0;
-    if (!crc)
-        return TL_ERR_ARG;
-    tl_status s = tl_proto_weights_size(m, &total);
-    if (s != TL_OK)
-        return s;
-    uint32_t c = 0;
-    walk_state w = {0, 0, total, 0, &c};
-    walk(m, &w);
-    *crc = c;
-    return TL_OK;
-}
-
+/* ---------------------------------------------------------------- weights stream view */
 /* The loaded model as the READ_WEIGHTS stream sees it: lls_m arrays are counted with the length
  * the model file gave them (SET_CONFIG may switch an LLS-M/MxM file to PLAIN, which ignores them). */
 static tl_model stream_view(const tl_proto_dev *dev)
@@ -699,12 +589,6 @@ static TL_NOINLINE tl_status cmd_set_config(tl_proto_dev *dev, const uint8_t *pl
     return TL_OK;
 }
 
-/* A quantized multiplier as the model file loader accepts it (tl_modelfile.c quant_mult_ok). */
-static int32_t quant_mult_ok(int32_t mult, int32_t shift)
-{
-    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
-}
-
 static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
 {
     if (len < 4)
@@ -717,7 +601,7 @@ static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, ui
         return nak(r, TL_PROTO_ERR_PAYLOAD, (int32_t)want);
     for (int32_t i = 0; i < n; i++) {           /* all checked before any is applied */
         const uint8_t *e = pl + 4 + 16 * i;
-        if (!quant_mult_ok(tl_get_i32(e), tl_get_i32(e + 4)) || !quant_mult_ok(tl_get_i32(e + 8), tl_get_i32(e + 12)))
+        if (!tl_qmult_ok(tl_get_i32(e), tl_get_i32(e + 4)) || !tl_qmult_ok(tl_get_i32(e + 8), tl_get_i32(e + 12)))
             return nak(r, TL_ERR_QUANT, i);
     }
     for (int32_t i = 0; i < n; i++) {

@@ -19,7 +19,7 @@ static inline int32_t finish(const tl_conv_params *p, const tl_quant *q, const i
 }
 
 #if TL_HOST_WIDE
-#define TL_PW_X86_MAX_W 65536 /* in_c x out_c the packed int16 weights may hold (128 KB of stack) */
+#define TL_PW_X86_MAX_W 65536 /* in_c x out_c the packed int16 weights may hold (128 KB of scratch) */
 #define TL_PW_X86_MAX_C 1024  /* output channels */
 
 /* Host AVX2: VPMADDWD on int16 pairs of input channels, 4 pixels x 16 output channels per tile,
@@ -34,17 +34,19 @@ static inline TL_AVX2 __m256i bcast_pair(const int16_t *x)
     return _mm256_set1_epi32(v);
 }
 
-static TL_AVX2 int pw_x86(const tl_conv_params *p, const tl_quant *q, int32_t pixels, int32_t ic, int32_t oc,
-                          const int8_t *in, const int8_t *filter, const int32_t *bias, int8_t *out)
+static TL_AVX2 int pw_x86(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q, int32_t pixels,
+                          int32_t ic, int32_t oc, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          int8_t *out)
 {
     const int32_t kp = (ic + 1) / 2, ocb = (oc + 15) / 16;
-    if (!tl_x86_avx2() || p->single_rounding || (int64_t)kp * 2 * ocb * 16 > TL_PW_X86_MAX_W || kp > 512 ||
+    if (!scratch || !scratch->buf || scratch->size < tl_pwconv_s8_scratch_bytes() || !tl_x86_avx2() || p->single_rounding || (int64_t)kp * 2 * ocb * 16 > TL_PW_X86_MAX_W || kp > 512 ||
         ocb * 16 > TL_PW_X86_MAX_C)
         return 0;
     for (int32_t c = 0; c < oc; c++)
         if (q->mult[c] < 0)
             return 0;
-    int32_t wp[TL_PW_X86_MAX_W / 2] __attribute__((aligned(32))); /* [block][pair][16] */
+    /* [block][pair][16]: the packed weights, in the caller's scratch (32-aligned inside it) */
+    int32_t *wp = (int32_t *)(((uintptr_t)scratch->buf + 31u) & ~(uintptr_t)31u);
     int32_t zb[TL_PW_X86_MAX_C] __attribute__((aligned(32))); /* bias - in_zp sum w */
     int16_t row[1024 + 2] __attribute__((aligned(32))); /* one widened weight row, read as int32 pairs */
     const int32_t kp8 = (ic / 16) * 8; /* pairs packed eight at a time by transposition */
@@ -407,11 +409,29 @@ static TL_HOST_CLONES void pw_generic(const tl_conv_params *p, const tl_quant *q
 }
 #endif
 
+int32_t tl_pwconv_s8_scratch_bytes(void)
+{
+#if TL_HOST_WIDE
+    return (int32_t)(sizeof(int32_t) * (TL_PW_X86_MAX_W / 2)) + 32;
+#else
+    return 0;
+#endif
+}
+
 tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
                        const tl_dims *in_dims, const int8_t *in,
                        const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
                        const tl_dims *out_dims, int8_t *out)
 {
+    return tl_pwconv_s8_ctx(NULL, p, q, in_dims, in, filter_dims, filter, bias, out_dims, out);
+}
+
+tl_status tl_pwconv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                           const tl_dims *in_dims, const int8_t *in,
+                           const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                           const tl_dims *out_dims, int8_t *out)
+{
+    (void)scratch; /* only the x86 path uses it */
     if (!p || !q || !in_dims || !in || !filter_dims || !filter || !out_dims || !out)
         return TL_ERR_ARG;
     const int32_t ic = in_dims->c, oc = out_dims->c;
@@ -438,7 +458,7 @@ tl_status tl_pwconv_s8(const tl_conv_params *p, const tl_quant *q,
         return TL_OK;
     }
 #if TL_HOST_WIDE
-    if (pw_x86(p, q, pixels, ic, oc, in, filter, bias, out))
+    if (pw_x86(scratch, p, q, pixels, ic, oc, in, filter, bias, out))
         return TL_OK;
 #endif
     int32_t zpw[TL_PW_CBLK]; /* in_zp * sum(w) of each channel in the block */

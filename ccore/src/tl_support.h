@@ -65,6 +65,14 @@ static inline int32_t tl_requantize_p(const tl_conv_params *p, int32_t x, int32_
     return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize_inl(x, mult, shift);
 }
 
+/* A quantized multiplier (mult, shift) as the API defines it: mult 0 or in [2^30, 2^31) and shift
+ * in QuantizeMultiplier's range [-31, 30]. The one check, for tl_model_prepare, the model file
+ * loader and the protocol's learning-rate command. */
+static inline int tl_qmult_ok(int32_t mult, int32_t shift)
+{
+    return (mult == 0 || mult >= (1 << 30)) && shift >= -31 && shift <= 30;
+}
+
 /* ---------------------------------------------------------------- deterministic randomness */
 /* A counter-based generator: the random word for (seed, step, layer, index) is a pure function of
  * those numbers, so the order in which a kernel visits weights (SIMD, tiling, layer pipelining
@@ -86,6 +94,16 @@ static inline uint32_t tl_rand4(uint32_t a, uint32_t b, uint32_t c, uint32_t d)
     h = tl_mix32(h ^ (c * 0x9E3779B9u));
     return tl_mix32(h ^ d);
 }
+
+/* ---------------------------------------------------------------- kernels with host scratch */
+/* tl_pwconv_s8 with caller-owned scratch for the host's x86 path (its packed weights, 128 KB):
+ * with scratch NULL or smaller than tl_pwconv_s8_scratch_bytes() (0 where no path needs any) the
+ * other paths run, with the same result bits. tl_pwconv_s8 is this with no scratch. */
+int32_t tl_pwconv_s8_scratch_bytes(void);
+tl_status tl_pwconv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                           const tl_dims *in_dims, const int8_t *in,
+                           const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                           const tl_dims *out_dims, int8_t *out);
 
 /* ---------------------------------------------------------------- fixed-point math (tl_fixmath.c) */
 /* exp(x) for x <= 0 given in Q16, result in Q24 (1.0 = 2^24). Max error ~2 LSB. */

@@ -7,65 +7,62 @@
 #include <time.h>
 
 #include "tinylls.h"
-#include "tl_train.h"
 #include "tl_host_api.h"
 
+#define TL_HOST_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TL_HOST_MAX_STAGES 16
 #define TL_HOST_QUEUE 4 /* samples in flight between two stages */
 
 /* ---------------------------------------------------------------- one stage's layers */
 typedef struct {
     tl_model m;        /* shallow copy: same layers, own step counter */
-    void *arena_mem;
-    tl_arena a;
+    void *arena_mem;   /* this thread's arena: the plan plus the fast paths' buffers (heap, not
+                        * the thread's stack) */
+    tl_ctx arena;
+    tl_result res;     /* the step's per-layer results (only pred is used) */
 } stage_ctx;
 
 static tl_status stage_init(stage_ctx *s, const tl_model *m)
 {
     s->m = *m;
-    const int32_t bytes = tl_model_arena_bytes(m);
-    if (bytes < 0)
-        return bytes;
-    s->arena_mem = malloc((size_t)bytes + 16);
+    s->arena_mem = NULL;
+    const int32_t plan = tl_model_arena_bytes(m), fast = tl_model_fast_scratch_bytes(m);
+    if (plan < 0)
+        return plan;
+    if (fast < 0)
+        return fast;
+    s->arena_mem = malloc((size_t)plan + (size_t)fast + 16);
     if (!s->arena_mem)
         return TL_ERR_ARENA;
-    tl_ctx ctx;
-    ctx.buf = (void *)(((uintptr_t)s->arena_mem + 7u) & ~(uintptr_t)7u);
-    ctx.size = bytes;
-    return tl_arena_split(&s->m, &ctx, &s->a);
+    s->arena.buf = (void *)(((uintptr_t)s->arena_mem + 7u) & ~(uintptr_t)7u);
+    s->arena.size = plan + fast;
+    return TL_OK;
 }
 
-/* Layers [lo, hi) of one training step on sample `step`; returns the last layer's output. */
+/* Layers [lo, hi) of one training step on sample `step` (tl_model_step_layers, one layer per call
+ * when ns times them); returns the last layer's output. */
 static tl_status run_layers(stage_ctx *s, uint32_t step, int32_t lo, int32_t hi, const int8_t *in,
                             int32_t label, int32_t *pred, const int8_t **last_out, int64_t *ns)
 {
     tl_model *m = &s->m;
     m->step = step;
-    for (int32_t i = lo; i < hi; i++) {
-        struct timespec t0, t1;
-        if (ns)
+    s->res.pred = -1;
+    tl_status st = TL_OK;
+    if (!ns) {
+        st = tl_model_step_layers(m, &s->arena, lo, hi, in, label, 1, 0, &s->res, last_out);
+    } else {
+        *last_out = in;
+        for (int32_t i = lo; i < hi && st == TL_OK; i++) {
+            struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
-        tl_layer *L = &m->layers[i];
-        int8_t *out = tl_arena_output(&s->a, m, i);
-        tl_status st = tl_layer_forward(L, in, out);
-        int32_t p = -1, loss = -1;
-        if (st == TL_OK && i == m->n_layers - 1) {
-            st = tl_train_classifier(m, i, &s->a, in, out, label, L->trainable, &p, &loss, NULL, NULL);
-            if (pred)
-                *pred = p;
-        } else if (st == TL_OK && L->kind != TL_LAYER_AVGPOOL && L->trainable) {
-            st = tl_train_hidden(m, i, &s->a, in, out, label, 1, &p, &loss, NULL, NULL);
-        }
-        if (st != TL_OK)
-            return st;
-        if (ns) {
+            st = tl_model_step_layers(m, &s->arena, i, i + 1, *last_out, label, 1, 0, &s->res, last_out);
             clock_gettime(CLOCK_MONOTONIC, &t1);
             ns[i] += (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
         }
-        in = out;
     }
-    *last_out = in;
-    return TL_OK;
+    if (pred && hi == m->n_layers)
+        *pred = s->res.pred;
+    return st;
 }
 
 /* ---------------------------------------------------------------- queues between stages */
@@ -209,8 +206,8 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     if (n == 0)
         return TL_OK;
     const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
-    int32_t stages = TL_CLAMP(threads, 1, TL_HOST_MAX_STAGES);
-    stages = TL_MIN(stages, m->n_layers);
+    int32_t stages = TL_HOST_MIN(threads < 1 ? 1 : threads, TL_HOST_MAX_STAGES);
+    stages = TL_HOST_MIN(stages, m->n_layers);
     const uint32_t step0 = m->step;
 
     /* the first samples on this thread, timing every layer of the last one for the partition
@@ -224,7 +221,7 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     int64_t ns[TL_MAX_LAYERS] = {0};
     int32_t first = 0;
     if (stages == 1 || !split) {
-        const int32_t warm = stages == 1 ? 1 : TL_MIN(n, 2);
+        const int32_t warm = stages == 1 ? 1 : TL_HOST_MIN(n, 2);
         for (int32_t j = 0; j < warm && st == TL_OK; j++) {
             const int8_t *out;
             int32_t pred = -1;
@@ -331,22 +328,17 @@ tl_status tl_host_infer_batch(tl_model *m, const int8_t *inputs, int32_t n, int3
 {
     if (!m || n < 0 || (n > 0 && (!inputs || !preds)))
         return TL_ERR_ARG;
-    const int32_t bytes = tl_model_arena_bytes(m);
-    if (bytes < 0)
-        return bytes;
-    void *mem = malloc((size_t)bytes + 16);
-    if (!mem)
-        return TL_ERR_ARENA;
-    tl_ctx ctx;
-    ctx.buf = (void *)(((uintptr_t)mem + 7u) & ~(uintptr_t)7u);
-    ctx.size = bytes;
-    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
-    tl_result res;
-    tl_status st = TL_OK;
-    for (int32_t j = 0; j < n && st == TL_OK; j++) {
-        st = tl_model_infer(m, &ctx, inputs + (size_t)j * (size_t)in_bytes, 0, &res);
-        preds[j] = res.pred;
+    stage_ctx s;
+    tl_status st = stage_init(&s, m);
+    if (st != TL_OK) {
+        free(s.arena_mem);
+        return st;
     }
-    free(mem);
+    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
+    for (int32_t j = 0; j < n && st == TL_OK; j++) {
+        st = tl_model_infer(m, &s.arena, inputs + (size_t)j * (size_t)in_bytes, 0, &s.res);
+        preds[j] = s.res.pred;
+    }
+    free(s.arena_mem);
     return st;
 }

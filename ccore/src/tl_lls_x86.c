@@ -1,6 +1,7 @@
-/* The host's weight gradients of a hidden conv / depthwise layer, many output channels at once.
+/* The x86-64 path of LLS training (hosts): a hidden conv / depthwise layer's update, many output
+ * channels at once, and the head's pooling and square-basis sums in vectors.
  *
- * tl_train.c's update builds one output channel's delta map and correlates it with the input one
+ * tl_lls_update.c builds one output channel's delta map and correlates it with the input one
  * filter tap at a time: O(out_h * out_w) scratch, the right shape for a microcontroller, but on a
  * host every (channel, tap) pair is a scalar pass over the map. Here a block of TL_WIDE_C channels
  * gets its deltas at once (D, positions x channels, int16) and the gradient becomes integer
@@ -9,7 +10,7 @@
  *                        image, column n = (fy, fx, j) - the weights' own layout;
  *   depthwise:           G[tap][c] = sum_p D[p][c] (x(tap(p), c) - in_zp) over the tap's valid
  *                        positions.
- * sum d (x - zp) is the integer tl_train.c forms as sum d x - zp sum d, so the gradients, and
+ * sum d (x - zp) is the integer tl_lls_update.c forms as sum d x - zp sum d, so the gradients, and
  * every weight after the update, are bit-identical to the per-channel path (tests pin it:
  * TL_FORCE_GENERIC builds take the per-channel path only).
  *
@@ -21,10 +22,9 @@
  * AVX2, eight with AVX-512). Where the CPU has AVX512-VNNI the inner products use VPDPWSSD.
  * Built only where tl_config.h sets TL_HOST_WIDE (x86-64 Linux hosts); AVX2 is checked at run
  * time and the callers fall back to the portable path without it. Each function computes the
- * same integers as the tl_train.c code it replaces (tests/test_speed_paths.py). */
-#include "tl_config.h"
-#include "tl_train.h"
-
+ * same integers as the tl_lls.c / tl_lls_update.c code it replaces (tests/test_speed_paths.py).
+ * Working buffers (~290 KB) come from the caller's arena (tl_arena.fast), not the stack. */
+#include "tl_lls.h"
 #include "tl_x86.h"
 
 #if TL_HOST_WIDE
@@ -48,7 +48,7 @@ int tl_wide_usable(const tl_layer *L)
 /* D[p][cc] = f'(h) * v0 of p's pooling cell, for channels c0 + cc, cc < nc (lanes >= nc are 0);
  * bsum[cc] = sum_p D[p][cc], any[cc] = whether some D[p][cc] != 0. v0 is [cell][TL_WIDE_C].
  * Eight channels per SSE vector; a cell's bias sum is v0 times its count of open positions. */
-TL_AVX2 void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc, const int16_t *v0,
+static TL_AVX2 void tl_wide_deltas(const tl_layer *L, const int8_t *out, int32_t c0, int32_t nc, const int16_t *v0,
                             int16_t *D, int64_t *bsum, int32_t *any)
 {
     const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool;
@@ -181,7 +181,7 @@ static TL_AVX2 void pack_pair(const tl_layer *L, const int8_t *in, int32_t k, in
 
 /* B packed once for every position pair (stride: nn rounded up to 16), for layers whose output
  * channels span several blocks: each block's tl_wide_conv_grad then reads it. */
-TL_AVX2 void tl_wide_pack_b(const tl_layer *L, const int8_t *in, int32_t n0, int32_t nn, int32_t *Ball)
+static TL_AVX2 void tl_wide_pack_b(const tl_layer *L, const int8_t *in, int32_t n0, int32_t nn, int32_t *Ball)
 {
     const int32_t pairs = (L->out_h * L->out_w + 1) / 2, nn16 = (nn + 15) & ~15;
     for (int32_t k = 0; k < pairs; k++)
@@ -190,7 +190,7 @@ TL_AVX2 void tl_wide_pack_b(const tl_layer *L, const int8_t *in, int32_t n0, int
 
 /* G[cc][n] = sum_p D[p][cc] B[p][n0 + n] for the block's 16 channels; B from Ball when given
  * (tl_wide_pack_b), else packed here TL_WIDE_K pairs at a time. */
-TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, const int32_t *Ball,
+static TL_AVX2 void tl_wide_conv_grad(const tl_layer *L, const int8_t *in, const int16_t *D, const int32_t *Ball,
                                int32_t n0, int32_t nn, int64_t *G)
 {
     const int32_t P = L->out_h * L->out_w;
@@ -305,7 +305,7 @@ static TL_AVX2 void dw_tap16(const tl_layer *L, const int8_t *in, const int16_t 
 
 /* ---------------------------------------------------------------- depthwise */
 /* G[tap * TL_WIDE_C + cc] for the 8-channel groups of the block (nc a multiple of 8). */
-TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
+static TL_AVX2 void tl_wide_dw_grad(const tl_layer *L, const int8_t *in, const int16_t *D,
                                                      int32_t c0, int32_t nc, int64_t *G)
 {
     const int32_t ow = L->out_w, oh = L->out_h, ic = L->in_c, iw = L->in_w, ih = L->in_h;
@@ -441,7 +441,7 @@ static TL_AVX512 int32_t apply_x8(int8_t *weights, const int64_t *acc, int32_t n
     return k;
 }
 
-/* tl_train.c's apply_row fast path four weights per vector (AVX2), for n contiguous weights, a
+/* tl_upd_apply_row's fast path four weights per vector (AVX2), for n contiguous weights, a
  * rounding shift r in [1, 62] and a multiplier in [0, 2^31), as long as |acc| < 2^31: w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
  * saturated to [-127, 127]; rnd = tl_mix32(prefix ^ idx), or 2^31 - 1 for round-to-nearest.
  * 64-bit lanes throughout (AVX2 has no 64-bit arithmetic shift: floor(x / 2^r) is computed as
@@ -465,7 +465,7 @@ static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, 
         const __m256i a = _mm256_loadu_si256((const __m256i *)(acc + k));
         if (!_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi64(a, amax), _mm256_cmpgt_epi64(amin, a)),
                                 _mm256_set1_epi64x(-1)))
-            break; /* apply_row's scale_update path takes it from here */
+            break; /* tl_upd_apply_row's tl_scale_update path takes it from here */
         const __m256i prod = _mm256_mul_epi32(a, m);
         const __m256i s = _mm256_cmpgt_epi64(zero, prod);
         const __m256i fl = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(prod, s), rs), s);
@@ -497,7 +497,7 @@ static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, 
 }
 /* The weight update of n contiguous weights: eight per vector where the CPU has AVX-512, then
  * four per vector; returns how many it did (the caller finishes the rest, as apply_x4 says). */
-TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
+static TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
                               int nearest, uint32_t prefix)
 {
     int32_t done = 0;
@@ -524,7 +524,7 @@ static inline TL_AVX2 int64_t hsum_s64(__m256i v)
 }
 
 /* x, -x or 0 by the square wave's phase ph = inc t (mod 2^32): -x in the second half-turn, 0 at
- * the two zero crossings (ph = 0 or 2^31), as tl_train.c's basis_value. */
+ * the two zero crossings (ph = 0 or 2^31), as tl_lls.c's basis_value. */
 static inline TL_AVX2 __m256i square_sel(__m256i x, __m256i ph)
 {
     const __m256i sign = _mm256_srai_epi32(ph, 31);
@@ -550,7 +550,7 @@ TL_AVX2 int64_t tl_wide_square_proj(const int32_t *P, int32_t T, uint32_t inc)
     return S;
 }
 
-/* g_t = sum_c (+-w_c or 0) for t < T (tl_train.c's g_at on the square basis), eight t at a time;
+/* g_t = sum_c (+-w_c or 0) for t < T (tl_lls.c's g_at on the square basis), eight t at a time;
  * every |w_c| <= INT32_MAX / 2 (tl_train_hidden clamps them), so each selected term fits int32. */
 TL_AVX2 void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, int32_t T, int64_t *g)
 {
@@ -575,6 +575,85 @@ TL_AVX2 void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, 
             s += (q << 1) ? wc : 0;
         }
         g[t] = s;
+    }
+}
+/* ---------------------------------------------------------------- one layer */
+/* tl_upd_apply_row over n contiguous weights, four per vector through tl_wide_apply where its
+ * preconditions hold (no preview, r in [1, 62]), whatever it leaves by tl_upd_apply_row. */
+static void apply_row_wide(const tl_upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
+{
+    const int32_t r = 31 + u->Ec - u->ws;
+    int32_t done = 0;
+    if (!u->dw_preview && r >= 1 && r <= 62 && u->wm >= 0)
+        done = tl_wide_apply(u->weights, acc, n, idx0, u->wm, r, u->rounding == TL_ROUND_NEAREST, u->prefix);
+    tl_upd_apply_row(u, acc + done, n - done, idx0 + done, 1);
+}
+
+/* tl_lls_update_ref of a hidden conv / depthwise layer: the same integers, TL_WIDE_C output
+ * channels at a time (the caller checked tl_wide_usable and a->fast). */
+void tl_lls_update_x86(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in, const int8_t *out, int32_t E,
+                       int classifier, int64_t *dw_preview, int64_t *db_preview)
+{
+    (void)classifier; /* hidden layers only */
+    tl_layer *L = &m->layers[i];
+    const int32_t *d = a->signal;
+    const int32_t oc = L->out_c, cells = L->pool * L->pool, n_w = (int32_t)tl_layer_n_weights(L);
+    const int dw_kind = L->kind == TL_LAYER_DWCONV;
+    const int32_t N = L->k_h * L->k_w * L->in_c; /* conv weights per output channel */
+    const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);
+    /* the working buffers, 8-aligned parts of a->fast (TL_WIDE_FAST_BYTES) */
+    int64_t *G = (int64_t *)a->fast;                                /* (TL_WIDE_C, TL_WIDE_N) */
+    int32_t *Ball_buf = (int32_t *)(void *)(G + TL_WIDE_C * TL_WIDE_N); /* (TL_WIDE_BALL) */
+    int16_t *D = (int16_t *)(void *)(Ball_buf + TL_WIDE_BALL);       /* (TL_WIDE_MAX_P, TL_WIDE_C) */
+    int16_t *v0 = D + TL_WIDE_MAX_P * TL_WIDE_C;                     /* (TL_WIDE_MAX_CELLS, TL_WIDE_C) */
+    /* one n-block and several channel blocks: pack B once for all of them */
+    const int32_t *Ball = NULL;
+    if (!dw_kind && oc > TL_WIDE_C && N <= TL_WIDE_N &&
+        (int64_t)((L->out_h * L->out_w + 1) / 2) * ((N + 15) & ~15) <= TL_WIDE_BALL) {
+        tl_wide_pack_b(L, in, 0, N, Ball_buf);
+        Ball = Ball_buf;
+    }
+    for (int32_t c0 = 0; c0 < oc; c0 += TL_WIDE_C) {
+        const int32_t nc = TL_MIN(TL_WIDE_C, oc - c0);
+        tl_upd_row u[TL_WIDE_C];
+        int32_t Ec[TL_WIDE_C], any[TL_WIDE_C], any_block = 0;
+        int64_t bsum[TL_WIDE_C];
+        for (int32_t k = 0; k < cells * TL_WIDE_C; k++)
+            v0[k] = 0;
+        for (int32_t cc = 0; cc < nc; cc++) {
+            const int32_t c = c0 + cc;
+            const int32_t rs = tl_upd_channel_shift(d + c * cells, cells);
+            Ec[cc] = E - rs;
+            for (int32_t t = 0; t < cells; t++)
+                v0[t * TL_WIDE_C + cc] = (int16_t)tl_upd_cell_signal(d[c * cells + t], rs);
+            u[cc] = tl_upd_channel(m, L, c, Ec[cc], prefix, dw_preview);
+        }
+        tl_wide_deltas(L, out, c0, nc, v0, D, bsum, any);
+        for (int32_t cc = 0; cc < nc; cc++) {
+            any[cc] |= dw_preview != NULL; /* a preview reports every channel, zeros included */
+            any_block |= any[cc];
+        }
+        if (!any_block)
+            continue;
+        if (dw_kind) {
+            const int32_t taps = L->k_h * L->k_w;
+            tl_wide_dw_grad(L, in, D, c0, nc, G);
+            for (int32_t cc = 0; cc < nc; cc++)
+                if (any[cc])
+                    for (int32_t tap = 0; tap < taps; tap++)
+                        tl_upd_apply_row(&u[cc], G + tap * TL_WIDE_C + cc, 1, tap * oc + c0 + cc, 1);
+        } else {
+            for (int32_t n0 = 0; n0 < N; n0 += TL_WIDE_N) {
+                const int32_t nn = TL_MIN(TL_WIDE_N, N - n0);
+                tl_wide_conv_grad(L, in, D, Ball, n0, nn, G);
+                for (int32_t cc = 0; cc < nc; cc++)
+                    if (any[cc])
+                        apply_row_wide(&u[cc], G + cc * nn, nn, (c0 + cc) * N + n0);
+            }
+        }
+        for (int32_t cc = 0; cc < nc; cc++)
+            if (any[cc])
+                tl_upd_bias(m, L, c0 + cc, bsum[cc], Ec[cc], prefix ^ (uint32_t)(n_w + c0 + cc), db_preview);
     }
 }
 #endif /* TL_HOST_WIDE */

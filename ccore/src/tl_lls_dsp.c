@@ -1,0 +1,580 @@
+/* The LLS update (and the head's pooling) on the Cortex-M DSP extension: the integers of
+ * tl_lls_update.c / tl_lls.c, computed two output positions per SMLAD.
+ *
+ *   tl_lls_update_dsp   tl_lls_update_ref's channel loop with these inner steps:
+ *     delta_clamp_dsp   the delta map of a ReLU / ReLU6 / linear hidden layer
+ *     corr_apply_dsp    small 1x1 layers: every gradient fits int32, applied as soon as it is done
+ *     dw3x3_grad        3x3 depthwise: the nine taps of a channel in three passes
+ *     tap_corr_dsp      every other conv tap (tap_corr's correlation), zero point included
+ *     apply_row_dsp     the rounding and saturating subtraction with one SMULL per weight
+ *   tl_lls_pool_dsp     the head's pooled sums, four channels per SXTAB16
+ * Every int32 partial sum is flushed to int64 before it can overflow (bounds at each use), so
+ * only the order of exact additions differs from the portable loops (bench/mcu_perf.py and
+ * tests/test_firmware.py hold the two builds to the same weights). */
+#include "tl_lls.h"
+
+#if TL_HAVE_DSP
+
+/* ---------------------------------------------------------------- the rounding update */
+/* tl_upd_apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]:
+ * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
+ * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
+ * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
+/* The constants of the loop below, as locals (the int8 weight stores may alias *u). */
+typedef struct {
+    int32_t s, mult;
+    uint32_t prefix;
+    int8_t *wt;
+} upd_fast;
+
+/* The rounding shifts r = 31 + Ec - ws the loops below take: r <= 63 ("small": floor and fraction
+ * from both words of the product) or r in [64, TL_UPD_R_MAX] ("big": the high word alone; then
+ * |prod| < 2^62 makes the floor 0 or -1). tl_scale_update shifts prod right by r - 62 first when
+ * r > 62, which leaves the same floor and the same 32 fraction bits below bit r. */
+#define TL_UPD_R_MAX 94
+
+static inline upd_fast upd_fast_of(const tl_upd_row *u)
+{
+    upd_fast f;
+    const int32_t r = 31 + u->Ec - u->ws;
+    f.s = r <= 63 ? r - 32 : r - 64;
+    f.mult = u->wm;
+    f.prefix = u->prefix;
+    f.wt = u->weights;
+    return f;
+}
+
+/* One weight's update from a gradient with |a| < 2^31. */
+static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f, int32_t a, int32_t idx,
+                                                               const int nearest, const int big)
+{
+    if (a == 0) { /* no gradient (sparse inputs make it common): dw = 0 + [rnd < 0] = 0, no hash needed */
+        if (f->wt[idx] < -127)
+            f->wt[idx] = -127;
+        return;
+    }
+    uint32_t lo;
+    int32_t hi;
+    __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
+    const uint32_t top = big ? (uint32_t)(hi >> f->s) : (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
+    const int32_t fl = big ? hi >> 31 : hi >> f->s;
+    const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(f->prefix ^ (uint32_t)idx);
+    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(fl, 10) + (rnd < top ? 1 : 0)), 8);
+    f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
+}
+
+/* always inlined: each call site below is one specialised copy (constant nearest, big) */
+static inline __attribute__((always_inline)) void apply_row_dsp_loop(const tl_upd_row *u, const int64_t *acc, int32_t n,
+                                                                     int32_t idx0, int32_t stride, const int nearest,
+                                                                     const int big)
+{
+    const upd_fast f = upd_fast_of(u);
+    for (int32_t k = 0, idx = idx0; k < n; k++, idx += stride, acc++) {
+        const int64_t a = *acc;
+        const int32_t a32 = (int32_t)a;
+        if ((int32_t)(a >> 32) != (a32 >> 31) || a32 == INT32_MIN) { /* |a| >= 2^31: the general path */
+            tl_upd_apply_one(u, a, idx);
+            continue;
+        }
+        upd_one_fast(&f, a32, idx, nearest, big);
+    }
+}
+
+/* kept out of tl_lls_update_dsp: inlined there, its loop invariants spill */
+static __attribute__((noinline)) void apply_row_dsp(const tl_upd_row *u, const int64_t *acc, int32_t n, int32_t idx0,
+                                                    int32_t stride)
+{
+    const int big = 31 + u->Ec - u->ws > 63; /* one copy of the loop per case, each without the tests */
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 1, 1);
+        else
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 1, 0);
+    } else {
+        if (big)
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 0, 1);
+        else
+            apply_row_dsp_loop(u, acc, n, idx0, stride, 0, 0);
+    }
+}
+
+#define TL_UPD_PAIRS (TL_UPD_FLUSH / 2) /* position pairs per int32 partial sum */
+/* The channels left over from the groups of four (one to three; depthwise: one), all in one pass
+ * over the positions: the two positions' inputs of a channel are single bytes, packed with PKHBT.
+ * s[k] gets sum delta x of channel k. */
+static inline void corr_tail(const int16_t *delta, int32_t ow, const int8_t *in, int32_t row_bytes, int32_t sh,
+                             int32_t step, int32_t oy0, int32_t oy1, int32_t ox0, int32_t npair, int odd,
+                             int32_t off, const int nt, int64_t *s)
+{
+    int64_t s0 = 0, s1 = 0, s2 = 0;
+    for (int32_t oy = oy0; oy < oy1; oy++) {
+        const int16_t *drow = delta + oy * ow + ox0;
+        const int8_t *xrow = in + (oy * sh * row_bytes + off + ox0 * step);
+        for (int32_t k0 = 0; k0 < npair; k0 += TL_UPD_PAIRS) {
+            const int32_t k1 = TL_MIN(npair, k0 + TL_UPD_PAIRS);
+            const int8_t *xp = xrow + 2 * k0 * step;
+            int32_t a0 = 0, a1 = 0, a2 = 0;
+            for (int32_t k = k0; k < k1; k++, xp += 2 * step) {
+                const int32_t dd = (int32_t)tl_rd32(drow + 2 * k);
+                if (dd == 0)
+                    continue;
+                a0 = __smlad(dd, tl_pk_bt(xp[0], xp[step]), a0);
+                if (nt > 1)
+                    a1 = __smlad(dd, tl_pk_bt(xp[1], xp[step + 1]), a1);
+                if (nt > 2)
+                    a2 = __smlad(dd, tl_pk_bt(xp[2], xp[step + 2]), a2);
+            }
+            s0 += a0;
+            s1 += a1;
+            s2 += a2;
+        }
+        if (odd) {
+            const int32_t dv = drow[2 * npair];
+            const int8_t *xp = xrow + 2 * npair * step;
+            s0 += dv * xp[0];
+            if (nt > 1)
+                s1 += dv * xp[1];
+            if (nt > 2)
+                s2 += dv * xp[2];
+        }
+    }
+    s[0] = s0;
+    if (nt > 1)
+        s[1] = s1;
+    if (nt > 2)
+        s[2] = s2;
+}
+
+/* tap_corr on the DSP extension: two output positions per SMLAD. The int16 deltas of positions
+ * ox, ox+1 are adjacent in the map (one word: d0 | d1 << 16); the int8 inputs of the two positions
+ * are unpacked with SXTB16 and paired per channel with PKHBT / PKHTB, so each SMLAD adds
+ * d0 x0[j] + d1 x1[j]. Four input channels per pass stay in registers over the rectangle; every
+ * int32 partial sum takes at most TL_UPD_FLUSH products (128 pairs) before it goes to int64: exact.
+ * The one to three channels left over from the groups of four go through corr_tail together, the
+ * odd last position of a row through plain products. Unlike tap_corr it stores the finished
+ * gradient, zero point included: acc[j] = sum delta (x - zp) = sum delta x - zp sum delta. */
+static void tap_corr_dsp(const int16_t *delta, int32_t ow, const int8_t *in, int32_t iw, int32_t ic,
+                         int32_t sh, int32_t sw, int32_t oy0, int32_t oy1, int32_t ox0, int32_t ox1,
+                         int32_t y_off, int32_t x_off, int32_t j0, int32_t nj, int32_t zp, int64_t *acc)
+{
+    const int32_t step = sw * ic; /* bytes between the inputs of neighbouring positions */
+    const int32_t npair = (ox1 - ox0) / 2;
+    const int odd = (ox1 - ox0) & 1;
+    int64_t dsum = 0;
+    for (int32_t oy = oy0; oy < oy1; oy++) { /* a row sums at most 4096 deltas: int32 is exact */
+        const int16_t *drow = delta + oy * ow + ox0;
+        int32_t r = 0;
+        for (int32_t k = 0; k < npair; k++)
+            r = __smlad((int32_t)tl_rd32(drow + 2 * k), 0x00010001, r);
+        if (odd)
+            r += drow[2 * npair];
+        dsum += r;
+    }
+    const int64_t zpd = (int64_t)zp * dsum;
+    int32_t j = 0;
+    for (; j + 3 < nj; j += 4) {
+        int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int32_t oy = oy0; oy < oy1; oy++) {
+            const int16_t *drow = delta + oy * ow + ox0;
+            const int8_t *xrow = in + (oy * sh + y_off) * iw * ic + (ox0 * sw + x_off) * ic + j0 + j;
+            for (int32_t k0 = 0; k0 < npair; k0 += TL_UPD_PAIRS) {
+                const int32_t k1 = TL_MIN(npair, k0 + TL_UPD_PAIRS);
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                const int8_t *xp = xrow + 2 * k0 * step;
+                for (int32_t k = k0; k < k1; k++, xp += 2 * step) {
+                    const int32_t dd = (int32_t)tl_rd32(drow + 2 * k);
+                    if (dd == 0)
+                        continue;
+                    /* bytes [x0_0 x0_1 x1_0 x1_1] and [x0_2 x0_3 x1_2 x1_3]: SXTB16 of these gives the
+                     * per-channel position pairs directly (two packs instead of four) */
+                    const uint32_t x0 = tl_rd32(xp), x1 = tl_rd32(xp + step);
+                    const uint32_t lo = (uint32_t)tl_pk_bt((int32_t)x0, (int32_t)x1);
+                    const uint32_t hi = (uint32_t)tl_pk_tb((int32_t)x0, (int32_t)x1);
+                    a0 = __smlad(dd, (int32_t)__sxtb16(lo), a0); /* channel j */
+                    a1 = __smlad(dd, tl_sxtb16_ror8(lo), a1);    /* channel j+1 */
+                    a2 = __smlad(dd, (int32_t)__sxtb16(hi), a2); /* channel j+2 */
+                    a3 = __smlad(dd, tl_sxtb16_ror8(hi), a3);    /* channel j+3 */
+                }
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                s3 += a3;
+            }
+            if (odd) {
+                const int32_t dv = drow[2 * npair];
+                const int8_t *xp = xrow + 2 * npair * step;
+                s0 += dv * (int32_t)xp[0];
+                s1 += dv * (int32_t)xp[1];
+                s2 += dv * (int32_t)xp[2];
+                s3 += dv * (int32_t)xp[3];
+            }
+        }
+        acc[j] = s0 - zpd;
+        acc[j + 1] = s1 - zpd;
+        acc[j + 2] = s2 - zpd;
+        acc[j + 3] = s3 - zpd;
+    }
+    if (j < nj) {
+        const int32_t nt = nj - j, off = y_off * iw * ic + x_off * ic;
+        const int8_t *inj = in + j0 + j;
+        if (nt == 1)
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 1, acc + j);
+        else if (nt == 2)
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 2, acc + j);
+        else
+            corr_tail(delta, ow, inj, iw * ic, sh, step, oy0, oy1, ox0, npair, odd, off, 3, acc + j);
+        for (; j < nj; j++)
+            acc[j] -= zpd;
+    }
+}
+
+
+/* The nine tap gradients of one channel of a 3x3 depthwise layer (the tap-by-tap path walks the
+ * map nine times with a call per tap, and small maps are mostly overhead): acc[t] = sum delta(pos)
+ * x(pos, t), dsum[t] = sum delta(pos), both over the positions whose tap t = fy * 3 + fx falls
+ * inside the image. in points at the channel (stride ch between pixels). One pass per tap row fy
+ * over the rows valid for it, three sums: the columns valid for all three taps two positions per
+ * SMLAD (the deltas of neighbouring positions are one word; their inputs are paired with PKHBT),
+ * the few edge columns one product at a time with their own validity. Every int32 partial sum
+ * takes at most TL_UPD_PAIRS SMLADs or products before it goes to int64 (checked per row, so the
+ * caller keeps ow <= TL_UPD_PAIRS): exact. */
+static __attribute__((noinline)) void dw3x3_grad(const int16_t *delta, int32_t oh, int32_t ow, const int8_t *in,
+                                                 int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
+                                                 int32_t pt, int32_t pl, int64_t *acc, int64_t *dsum)
+{
+    const int32_t rs = iw * ch, step = sw * ch;
+    int32_t cx0[3], cx1[3];
+    for (int32_t fx = 0; fx < 3; fx++)
+        tl_valid_range(ow, iw, sw, pl, fx, &cx0[fx], &cx1[fx]);
+    /* the columns valid for every fx */
+    const int32_t mx0 = TL_MAX(TL_MAX(cx0[0], cx0[1]), cx0[2]);
+    const int32_t mx1 = TL_MAX(mx0, TL_MIN(TL_MIN(cx1[0], cx1[1]), cx1[2]));
+    const int32_t npair = (mx1 - mx0) / 2, mend = mx0 + 2 * npair; /* pairs cover [mx0, mend) */
+    for (int32_t fy = 0; fy < 3; fy++) {
+        int32_t ry0, ry1;
+        tl_valid_range(oh, ih, sh, pt, fy, &ry0, &ry1);
+        int64_t s0 = 0, s1 = 0, s2 = 0, d0 = 0, d1 = 0, d2 = 0;
+        int32_t a0 = 0, a1 = 0, a2 = 0, n = 0;
+        for (int32_t oy = ry0; oy < ry1; oy++) {
+            const int16_t *drow = delta + oy * ow;
+            const int8_t *xrow = in + (oy * sh - pt + fy) * rs; /* this row's input, column 0 */
+            const int8_t *xp = xrow + (mx0 * sw - pl) * ch;
+            if (n + ow > TL_UPD_PAIRS) { /* a row adds at most ow SMLADs or products to each sum */
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                a0 = a1 = a2 = n = 0;
+            }
+            n += ow;
+            int32_t r = 0; /* sum of the row's paired deltas (at most 4096: int32 is exact) */
+            for (int32_t k = 0; k < npair; k++, xp += 2 * step) {
+                const int32_t dd = (int32_t)tl_rd32(drow + mx0 + 2 * k);
+                if (dd == 0)
+                    continue;
+                r = __smlad(dd, 0x00010001, r);
+                const int8_t *xq = xp + step;
+                a0 = __smlad(dd, tl_pk_bt(xp[0], xq[0]), a0);
+                a1 = __smlad(dd, tl_pk_bt(xp[ch], xq[ch]), a1);
+                a2 = __smlad(dd, tl_pk_bt(xp[2 * ch], xq[2 * ch]), a2);
+            }
+            d0 += r;
+            d1 += r;
+            d2 += r;
+            /* the other columns: the edges, and an odd last middle column */
+            for (int32_t ox = 0; ox < ow; ox++) {
+                if (ox == mx0)
+                    ox = mend;
+                if (ox >= ow)
+                    break;
+                const int32_t d = drow[ox];
+                if (d == 0)
+                    continue;
+                const int8_t *x = xrow + (ox * sw - pl) * ch;
+                if (ox >= cx0[0] && ox < cx1[0]) {
+                    a0 += d * x[0];
+                    d0 += d;
+                }
+                if (ox >= cx0[1] && ox < cx1[1]) {
+                    a1 += d * x[ch];
+                    d1 += d;
+                }
+                if (ox >= cx0[2] && ox < cx1[2]) {
+                    a2 += d * x[2 * ch];
+                    d2 += d;
+                }
+            }
+        }
+        acc[fy * 3] = s0 + a0;
+        acc[fy * 3 + 1] = s1 + a1;
+        acc[fy * 3 + 2] = s2 + a2;
+        dsum[fy * 3] = d0;
+        dsum[fy * 3 + 1] = d1;
+        dsum[fy * 3 + 2] = d2;
+    }
+}
+
+#define TL_UPD_SMALL 256 /* positions of a map whose 1x1 gradients fit int32: 256 * 32767 * 255 < 2^31 */
+#define TL_UPD_SMALL_IC 258 /* input channels for which (TL_UPD_SMALL - 2) ic, the largest pair offset, fits 16 bits */
+
+/* A 1x1 layer with at most TL_UPD_SMALL positions, one output channel: every weight's gradient
+ * sum delta (x - zp) fits int32 (so no int64 partial sums, no range checks), and is applied as soon
+ * as its group of four input channels is done. The correlation is tap_corr_dsp's (two positions
+ * per SMLAD); an odd last position is the pair (delta, 0). */
+static inline __attribute__((always_inline)) void corr_apply_loop(const int16_t *delta, int32_t np, const int8_t *in,
+                                                                  int32_t ic, int32_t zp, const tl_upd_row *u,
+                                                                  int32_t idx0, const int nearest, const int big)
+{
+    const int32_t npair = np / 2;
+    /* the position pairs with a nonzero delta, listed once (delta words and input offsets) for
+     * all the groups of input channels below */
+    int32_t dl[TL_UPD_SMALL / 2];
+    uint16_t ol[TL_UPD_SMALL / 2]; /* byte offsets 2 k ic < 2^16 (TL_UPD_SMALL_IC): 256 B less stack
+                                     * here, on the deepest training call chain, at no cost (LDRH) */
+    int32_t nl = 0, ds = 0;
+    for (int32_t k = 0; k < npair; k++) {
+        const int32_t dd = (int32_t)tl_rd32(delta + 2 * k);
+        ds = __smlad(dd, 0x00010001, ds);
+        if (dd != 0) {
+            dl[nl] = dd;
+            ol[nl++] = (uint16_t)(2 * k * ic);
+        }
+    }
+    const uint32_t dlast = (np & 1) ? (uint16_t)delta[np - 1] : 0u;
+    ds += (int16_t)dlast;
+    const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
+    const upd_fast f = upd_fast_of(u);
+    int32_t j = 0;
+    for (; j + 3 < ic; j += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int32_t l = 0; l < nl; l++) {
+            const int32_t dd = dl[l];
+            const int8_t *xp = in + j + ol[l];
+            const uint32_t x0 = tl_rd32(xp), x1 = tl_rd32(xp + ic);
+            const uint32_t lo = (uint32_t)tl_pk_bt((int32_t)x0, (int32_t)x1);
+            const uint32_t hi = (uint32_t)tl_pk_tb((int32_t)x0, (int32_t)x1);
+            a0 = __smlad(dd, (int32_t)__sxtb16(lo), a0);
+            a1 = __smlad(dd, tl_sxtb16_ror8(lo), a1);
+            a2 = __smlad(dd, (int32_t)__sxtb16(hi), a2);
+            a3 = __smlad(dd, tl_sxtb16_ror8(hi), a3);
+        }
+        if (dlast) {
+            const uint32_t x0 = tl_rd32(in + j + 2 * npair * ic);
+            const uint32_t lo = (uint32_t)tl_pk_bt((int32_t)x0, (int32_t)x0);
+            const uint32_t hi = (uint32_t)tl_pk_tb((int32_t)x0, (int32_t)x0);
+            a0 = __smlad((int32_t)dlast, (int32_t)__sxtb16(lo), a0);
+            a1 = __smlad((int32_t)dlast, tl_sxtb16_ror8(lo), a1);
+            a2 = __smlad((int32_t)dlast, (int32_t)__sxtb16(hi), a2);
+            a3 = __smlad((int32_t)dlast, tl_sxtb16_ror8(hi), a3);
+        }
+        upd_one_fast(&f, a0 - zpd, idx0 + j, nearest, big);
+        upd_one_fast(&f, a1 - zpd, idx0 + j + 1, nearest, big);
+        upd_one_fast(&f, a2 - zpd, idx0 + j + 2, nearest, big);
+        upd_one_fast(&f, a3 - zpd, idx0 + j + 3, nearest, big);
+    }
+    for (; j < ic; j++) { /* input channels left over from the groups of four */
+        int32_t a = 0;
+        for (int32_t k = 0; k < np; k++)
+            a += (int32_t)delta[k] * in[k * ic + j];
+        upd_one_fast(&f, a - zpd, idx0 + j, nearest, big);
+    }
+}
+
+static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32_t np, const int8_t *in, int32_t ic,
+                                                     int32_t zp, const tl_upd_row *u, int32_t idx0)
+{
+    const int big = 31 + u->Ec - u->ws > 63;
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1, 1);
+        else
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 1, 0);
+    } else {
+        if (big)
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0, 1);
+        else
+            corr_apply_loop(delta, np, in, ic, zp, u, idx0, 0, 0);
+    }
+}
+
+/* tl_upd_delta_map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
+ * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
+ * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
+ * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' as a sign mask. Returns
+ * the bias gradient sum; *nonzero as the portable loop. */
+static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
+    const int32_t lo1 = lo + 1, hi1 = hi - 1; /* open iff lo1 <= h <= hi1 */
+    int64_t acc_b = 0;
+    int32_t nz = 0;
+    if (bh == 1 && bw == 1) { /* one position per cell (p = oh = ow): cell t is position t */
+        int32_t sum = 0;      /* at most 64 cells of |v0| <= 32767 */
+        for (int32_t t = 0; t < p * p; t++) {
+            const int32_t dv = d[t];
+            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
+            v0 = TL_CLAMP(v0, -32767, 32767);
+            const int32_t h = out[t * oc];
+            const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
+            delta[t] = (int16_t)v;
+            sum += v;
+            nz |= v;
+        }
+        *nonzero = nz;
+        return sum;
+    }
+    for (int32_t cy = 0; cy < p; cy++) {
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int32_t dv = d[cy * p + cx];
+            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs); /* tl_shr_round */
+            v0 = TL_CLAMP(v0, -32767, 32767);
+            int32_t open = bh * bw; /* minus one per closed position below */
+            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                const int8_t *h = out + (oy * ow + cx * bw) * oc;
+                int16_t *drow = delta + oy * ow + cx * bw;
+                for (int32_t k = 0; k < bw; k++, h += oc) {
+                    /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
+                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
+                    drow[k] = (int16_t)(v0 & ~closed);
+                    open += closed;
+                }
+            }
+            acc_b += (int64_t)v0 * open;
+            nz |= open ? v0 : 0;
+        }
+    }
+    *nonzero = nz;
+    return acc_b;
+}
+
+/* Step 1 of tl_train_hidden for one row of one pooling cell: Pc[c * pp] += sum of the bw pixels'
+ * channel c - zpb. Four channels per word, summed in int16 lanes by SXTAB16 (bw <= 255). */
+static __attribute__((noinline)) void pool_row_dsp(const int8_t *h, int32_t oc, int32_t bw, int32_t zpb, int32_t pp,
+                                                   int32_t *Pc)
+{
+    int32_t c = 0;
+    for (; c + 3 < oc; c += 4) {
+        uint32_t e = 0, o = 0; /* (c, c+2) and (c+1, c+3) */
+        const int8_t *hc = h + c;
+        for (int32_t k = 0; k < bw; k++, hc += oc) {
+            uint32_t v;
+            __builtin_memcpy(&v, hc, 4);
+            e = __sxtab16(e, v);
+            o = tl_sxtab16_ror8(o, v);
+        }
+        Pc[c * pp] += (int16_t)e - zpb;
+        Pc[(c + 1) * pp] += (int16_t)o - zpb;
+        Pc[(c + 2) * pp] += ((int32_t)e >> 16) - zpb;
+        Pc[(c + 3) * pp] += ((int32_t)o >> 16) - zpb;
+    }
+    for (; c < oc; c++) {
+        const int8_t *hc = h + c;
+        int32_t s = 0;
+        for (int32_t k = 0; k < bw; k++, hc += oc)
+            s += *hc;
+        Pc[c * pp] += s - zpb;
+    }
+}
+
+/* tl_lls_pool_ref with the rows of a cell summed four channels per word (bw <= 255). */
+void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
+{
+    const int32_t p = L->pool, oh = L->out_h, ow = L->out_w, oc = L->out_c;
+    const int32_t bh = oh / p, bw = ow / p, T = oc * p * p;
+    if (bw > 255) { /* int16 lanes: at most 255 * 128 */
+        tl_lls_pool_ref(L, out, P);
+        return;
+    }
+    for (int32_t t = 0; t < T; t++)
+        P[t] = 0;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t cy = oy / bh;
+        for (int32_t cx = 0; cx < p; cx++)
+            pool_row_dsp(out + (oy * ow + cx * bw) * oc, oc, bw, bw * L->out_zp, p * p, P + cy * p + cx);
+    }
+}
+
+/* ---------------------------------------------------------------- one layer */
+void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in, const int8_t *out, int32_t E,
+                       int classifier, int64_t *dw_preview, int64_t *db_preview)
+{
+    tl_layer *L = &m->layers[i];
+    const int32_t *d = a->signal;
+    int16_t *delta = a->delta;
+    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c;
+    const int32_t p = classifier ? 1 : L->pool;
+    const int32_t bh = oh / p, bw = ow / p;
+    const int32_t n_w = (int32_t)tl_layer_n_weights(L);
+    const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);
+    const int leaky = L->act == TL_ACT_LEAKY;
+    int64_t acc[TL_UPD_JB];
+    for (int32_t c = 0; c < oc; c++) {
+        /* as tl_lls_update_ref: the channel's own block exponent, its delta map and bias sum */
+        const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
+        const int32_t rs = tl_upd_channel_shift(d + t0, nt);
+        const int32_t Ec = E - rs;
+        int64_t acc_b;
+        int32_t nonzero = 0;
+        if (!classifier && !leaky)
+            acc_b = delta_clamp_dsp(d + t0, p, rs, out + c, ow, oc, bh, bw, L->act_min, L->act_max, delta, &nonzero);
+        else
+            acc_b = tl_upd_delta_map(L, d + t0, rs, out + c, classifier, delta, &nonzero);
+        if (!nonzero && !dw_preview)
+            continue;
+        const tl_upd_row u = tl_upd_channel(m, L, c, Ec, prefix, dw_preview);
+        const int32_t kh = L->k_h, kw = L->k_w;
+        if (L->kind == TL_LAYER_FC) {
+            tl_upd_fc(L, &u, c, delta[0], in);
+            tl_upd_bias(m, L, c, acc_b, Ec, prefix ^ (uint32_t)(n_w + c), db_preview);
+            continue;
+        }
+        const int dw_kind = L->kind == TL_LAYER_DWCONV;
+        const int32_t ic = L->in_c, iw = L->in_w, ih = L->in_h;
+        const int32_t n_ci = dw_kind ? 1 : ic;
+        /* a 1x1 layer's positions are consecutive pixels of both maps: one long row (its int32
+         * delta sum stays exact up to 2^16 positions) instead of oh short ones */
+        const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
+        const int32_t r_upd = 31 + u.Ec - u.ws;
+        const int fast_round = !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX;
+        if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && fast_round) {
+            corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
+        } else if (dw_kind && kh == 3 && kw == 3 && ow <= TL_UPD_PAIRS) {
+            int64_t g[9], gs[9];
+            dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left, g, gs);
+            for (int32_t t = 0; t < 9; t++)
+                g[t] -= (int64_t)L->in_zp * gs[t];
+            if (fast_round)
+                apply_row_dsp(&u, g, 9, c, oc);
+            else
+                tl_upd_apply_row(&u, g, 9, c, oc);
+        } else {
+            for (int32_t fy = 0; fy < kh; fy++) {
+                int32_t oy0, oy1;
+                tl_valid_range(oh, ih, L->stride_h, L->pad_top, fy, &oy0, &oy1);
+                for (int32_t fx = 0; fx < kw; fx++) {
+                    int32_t ox0, ox1;
+                    tl_valid_range(ow, iw, L->stride_w, L->pad_left, fx, &ox0, &ox1);
+                    for (int32_t j0 = 0; j0 < n_ci; j0 += TL_UPD_JB) {
+                        const int32_t nj = TL_MIN(TL_UPD_JB, n_ci - j0);
+                        if (flat)
+                            tap_corr_dsp(delta, oh * ow, in, oh * ow, ic, 1, 1, 0, 1, 0, oh * ow, 0, 0, j0, nj,
+                                         L->in_zp, acc);
+                        else
+                            tap_corr_dsp(delta, ow, in, iw, ic, L->stride_h, L->stride_w, oy0, oy1, ox0, ox1,
+                                         fy - L->pad_top, fx - L->pad_left, dw_kind ? c : j0, nj, L->in_zp, acc);
+                        if (dw_kind)
+                            tl_upd_apply_row(&u, acc, 1, (fy * kw + fx) * oc + c, 1);
+                        else if (fast_round)
+                            apply_row_dsp(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0, 1);
+                        else
+                            tl_upd_apply_row(&u, acc, nj, ((c * kh + fy) * kw + fx) * ic + j0, 1);
+                    }
+                }
+            }
+        }
+        tl_upd_bias(m, L, c, acc_b, Ec, prefix ^ (uint32_t)(n_w + c), db_preview);
+    }
+}
+
+#endif /* TL_HAVE_DSP */
