@@ -278,3 +278,90 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
                                 int32_t *ram_bytes, tl_layer *layers, int32_t max_layers, tl_model *out);
 /* CRC-32 (IEEE 802.3, reflected, init/xorout 0xFFFFFFFF), as zlib.crc32; crc = 0 to start. */
 uint32_t tl_crc32(uint32_t crc, const uint8_t *data, int32_t n);
+
+/* ---------------------------------------------------------------- checkpoints (tl_checkpoint.c)
+ * The trained state survives power loss in a NOR flash region the board provides through tl_flash
+ * (erase a sector -> every byte 0xFF; program may only clear bits, 1 -> 0, within one page; read).
+ *
+ * Layout: the region is cut in two equal slots A (offset 0) and B (offset half, rounded down to a
+ * sector), independent of the model. A slot is [commit record: first TL_CKPT_RECORD_BYTES bytes of
+ * its first page][payload from offset page_bytes]. Payload: per layer (all n_layers) i32 lr_mult,
+ * lr_shift, lls_m_lr_mult, lls_m_lr_shift; then per trainable layer weights (int8), bias (int32 LE),
+ * lls_m (int32 LE, lls_variant's length) where present. The commit record (28 u32 LE): magic
+ * TL_CKPT_MAGIC, version, generation, payload_bytes, payload_crc, step, epoch, index, model_size,
+ * model_crc, basis, variant, rounding, seed, basis_seed, inv_tau_q8, lls_variant, every, n_layers,
+ * tag[8], then crc32 of the 27 words before it.
+ * Save (write order): the target is the slot not holding the newest valid checkpoint; erase its
+ * sectors (the one holding its record first), program the payload page by page from the tensors
+ * in RAM (no copy), read it back and compare with RAM, then program the commit record, read it back.
+ * The other slot is never touched, so at every instant the previous checkpoint stays valid; the
+ * new one is valid only once its record is complete (record CRC and payload CRC both check). */
+enum {
+    TL_CKPT_MAGIC = 1262701652,        /* "TLCK" little-endian (0x4B434C54) */
+    TL_CKPT_VERSION = 1,
+    TL_CKPT_RECORD_WORDS = 28,
+    TL_CKPT_RECORD_BYTES = 112,
+    TL_CKPT_MAX_PAGE = 256,            /* largest page_bytes: the writer's one stack buffer */
+    TL_CKPT_TAG_WORDS = 8
+};
+enum {                                 /* tl_ckpt_slot.state */
+    TL_CKPT_SLOT_BLANK = 0,            /* record area erased (never written, or erased for a save) */
+    TL_CKPT_SLOT_VALID = 1,            /* record and payload CRCs check */
+    TL_CKPT_SLOT_CORRUPT = 2           /* something written that does not check (torn save, bit flip) */
+};
+enum {                                 /* what a restore found (tl_ckpt_restore's *found) */
+    TL_CKPT_NONE = 0,                  /* no flash, or both slots blank: the model is untouched */
+    TL_CKPT_RESTORED = 1,              /* the newest valid slot was restored */
+    TL_CKPT_ALL_CORRUPT = 2,           /* no valid slot, at least one corrupt: untouched (original) */
+    TL_CKPT_OTHER_MODEL = 3            /* the newest valid slot belongs to another model or layout */
+};
+enum {                                 /* checkpoint errors (core range) */
+    TL_ERR_FLASH = -14,                /* the flash callback failed, or a read-back differs */
+    TL_ERR_FLASH_SIZE = -15            /* the state does not fit one slot */
+};
+
+typedef struct {
+    uint32_t size;                     /* region bytes (a multiple of sector_bytes, >= 2 sectors) */
+    uint32_t sector_bytes;             /* erase unit, power of two */
+    uint32_t page_bytes;               /* program unit, power of two, TL_CKPT_RECORD_BYTES..TL_CKPT_MAX_PAGE,
+                                          <= sector_bytes */
+    /* addresses are region offsets; each returns 0 on success */
+    int32_t (*erase)(void *user, uint32_t addr);                                  /* whole sector */
+    int32_t (*program)(void *user, uint32_t addr, const uint8_t *data, int32_t n); /* within a page */
+    int32_t (*read)(void *user, uint32_t addr, uint8_t *out, int32_t n);
+    void *user;
+} tl_flash;
+
+/* Everything of a checkpoint but the tensors and rates. */
+typedef struct {
+    uint32_t generation;               /* save: set to the one written; restore: the one read */
+    uint32_t step;                     /* training steps: the stochastic rounding stream position */
+    uint32_t epoch, index;             /* data cursor: epoch, position in that epoch's order */
+    uint32_t model_size, model_crc;    /* identity of the model file */
+    tl_train_cfg cfg;
+    int32_t lls_variant;               /* TL_LLS_* giving the length of the lls_m arrays */
+    uint32_t every;                    /* automatic checkpoint interval in steps (0 off) */
+    uint32_t tag[8];                   /* (TL_CKPT_TAG_WORDS) the host's description of the run, opaque */
+} tl_ckpt_state;
+
+typedef struct {
+    int32_t state;                     /* TL_CKPT_SLOT_* */
+    uint32_t generation, step, payload_crc, payload_bytes;
+    uint32_t model_crc;
+} tl_ckpt_slot;
+
+/* Bytes of the payload for model m (lls_m counted with lls_variant); < 0 error. */
+int32_t tl_ckpt_payload_bytes(const tl_model *m, int32_t lls_variant);
+/* Reads both slots' records and checks their CRCs (the payload CRC too): slots[2]. */
+tl_status tl_ckpt_scan(const tl_flash *f, tl_ckpt_slot *slots);
+/* Writes m's trainable tensors, rates and st (step, cfg taken from st, not m) to the slot after
+ * the newest valid one (slots: from tl_ckpt_scan, updated on return; st->generation receives the
+ * new generation). On any error the previous checkpoint is still valid. */
+tl_status tl_ckpt_save(const tl_flash *f, const tl_model *m, tl_ckpt_state *st, tl_ckpt_slot *slots);
+/* Restores the newest valid slot whose identity (model_size, model_crc, n_layers, payload size)
+ * matches st->model_size / model_crc and m: tensors, rates, cfg and step into m (prepared again),
+ * the rest into st. *found: TL_CKPT_*. The payload CRC is checked before anything is written. */
+tl_status tl_ckpt_restore(const tl_flash *f, tl_model *m, tl_ckpt_state *st, int32_t lls_variant,
+                          tl_ckpt_slot *slots, int32_t *found);
+/* Erases both slots' record sectors (forgets every checkpoint). */
+tl_status tl_ckpt_erase(const tl_flash *f, tl_ckpt_slot *slots);

@@ -18,6 +18,8 @@ const char *tl_strerror(tl_status s)
     case TL_ERR_MAGIC: return "not a tinylls model file (bad magic)";
     case TL_ERR_FROZEN: return "no trainable layer in the model";
     case TL_ERR_RAM: return "RAM for the trainable tensors too small (see tl_modelfile_load_rom)";
+    case TL_ERR_FLASH: return "flash operation failed or read back differs (checkpoint)";
+    case TL_ERR_FLASH_SIZE: return "checkpoint larger than one flash slot";
     default: return "unknown status code";
     }
 }
