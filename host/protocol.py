@@ -175,6 +175,7 @@ class Info:
     rom_size: int = 0         # model file compiled into the firmware (flash): size, CRC32; 0: none
     rom_crc: int = 0
     stack_used: int = 0       # the board's stack high-water mark since boot (bytes; 0: not measured)
+    checkpoint: dict | None = None  # protocol 4: checkpoint flash, cursor, tag and slots (_parse_ckpt)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -182,6 +183,22 @@ class Info:
 
 _INFO = struct.Struct("<HH11I4i2I16s16s3i2Ii")
 _INFO_V3 = struct.Struct("<3I")             # protocol 3: rom_size, rom_crc, stack_used after _INFO
+_INFO_V4 = struct.Struct("<IIiIIII8I8I")    # protocol 4: checkpoint words after _INFO_V3
+CKPT_ACTIONS = {"save": lib.TL_PROTO_CKPT_SAVE, "restore": lib.TL_PROTO_CKPT_RESTORE,
+                "erase": lib.TL_PROTO_CKPT_ERASE}
+CKPT_FOUND = {lib.TL_CKPT_NONE: "none", lib.TL_CKPT_RESTORED: "restored",
+              lib.TL_CKPT_ALL_CORRUPT: "all corrupt (original weights)",
+              lib.TL_CKPT_OTHER_MODEL: "another model's"}
+CKPT_SLOT_STATES = {lib.TL_CKPT_SLOT_BLANK: "blank", lib.TL_CKPT_SLOT_VALID: "valid",
+                    lib.TL_CKPT_SLOT_CORRUPT: "corrupt"}
+
+
+def _parse_ckpt(v) -> dict:
+    """INFO's checkpoint words (protocol 4) as a dict."""
+    slots = [dict(state=CKPT_SLOT_STATES.get(v[15 + 4 * k], str(v[15 + 4 * k])), generation=v[16 + 4 * k],
+                  step=v[17 + 4 * k], crc=v[18 + 4 * k]) for k in range(2)]
+    return dict(flash=bool(v[0] & 1), found=CKPT_FOUND.get(v[1], str(v[1])), found_code=v[1], status=v[2],
+                saves=v[3], every=v[4], epoch=v[5], index=v[6], tag=list(v[7:15]), slots=slots)
 CONFIG_FIELDS = ("basis", "variant", "rounding", "seed", "basis_seed", "inv_tau_q8")   # SET_CONFIG order
 _CONFIG = struct.Struct("<3i2Ii")
 _LR = struct.Struct("<4i")                 # one layer of SET_LR
@@ -379,6 +396,8 @@ class Link:
         v = _INFO.unpack_from(p)
         rom_size, rom_crc, stack_used = (_INFO_V3.unpack_from(p, _INFO.size)
                                          if len(p) >= _INFO.size + _INFO_V3.size else (0, 0, 0))
+        v4_at = _INFO.size + _INFO_V3.size
+        ckpt = _parse_ckpt(_INFO_V4.unpack_from(p, v4_at)) if len(p) >= v4_at + _INFO_V4.size else None
         self.last_info = Info(
             proto=v[0], n_layers=v[1], loaded=bool(v[2] & lib.TL_PROTO_INFO_LOADED), arena_needed=v[3],
             arena_cap=v[4], blob_cap=v[5], input_cap=v[6], free_ram=v[7], model_size=v[8], model_crc=v[9],
@@ -389,7 +408,7 @@ class Link:
             config=dict(zip(CONFIG_FIELDS, v[21:27])),
             input_in_arena=bool(v[2] & lib.TL_PROTO_INFO_INPUT_IN_ARENA),
             model_in_flash=bool(v[2] & lib.TL_PROTO_INFO_MODEL_IN_FLASH),
-            rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used)
+            rom_size=rom_size, rom_crc=rom_crc, stack_used=stack_used, checkpoint=ckpt)
         # data frames carry a u32 offset (READ_WEIGHTS answers 12 bytes of head): stay within the
         # largest payload this device accepts
         self.chunk_max = max(CHUNK_MIN, min(CHUNK_MAX, self.last_info.max_payload - 12))
@@ -491,6 +510,19 @@ class Link:
     def reset(self):
         self.command(OP["RESET"])
 
+    def checkpoint(self, action: str = "save") -> int:
+        """CHECKPOINT: "save" (-> generation written), "restore" (-> TL_CKPT_* found), "erase"."""
+        p = self.command(OP["CHECKPOINT"], struct.pack("<I", CKPT_ACTIONS[action]))
+        return struct.unpack_from("<I", p)[0]
+
+    def ckpt_config(self, every: int = 0, epoch: int = 0, index: int = 0, tag=(0,) * 8) -> None:
+        """CKPT_CONFIG: automatic checkpoint interval (steps, 0 off), data cursor of the next TRAIN,
+        the run's tag (8 u32, stored in checkpoints)."""
+        tag = [int(t) & 0xFFFFFFFF for t in tag]
+        if len(tag) != lib.TL_CKPT_TAG_WORDS:
+            raise ValueError(f"tag: {lib.TL_CKPT_TAG_WORDS} words")
+        self.command(OP["CKPT_CONFIG"], struct.pack("<III8I", int(every), int(epoch), int(index), *tag))
+
 
 def check_unslip(wire: bytes) -> bytes:
     """The unescaped frame inside one SLIP packet (for tracing what we send)."""
@@ -509,9 +541,10 @@ class SimulatedPort:
     without a board; `drop_rx` / `flip` hooks let them damage traffic deterministically."""
 
     def __init__(self, blob_cap: int = 4 << 20, arena_cap: int = 1 << 20, input_cap: int = 1 << 18,
-                 max_layers: int = 64, board: str = "host-sim", rom: bytes | None = None):
+                 max_layers: int = 64, board: str = "host-sim", rom: bytes | None = None, flash=None):
         """input_cap 0 stages the input in the arena (as the firmware does); rom: a model file the
-        device holds in "flash" (its trainable tensors go to the blob buffer)."""
+        device holds in "flash" (its trainable tensors go to the blob buffer); flash: a
+        host.flashsim.NorFlash for checkpoints (kept across SimulatedPorts: a reboot)."""
         self._keep = []
         self.blob = ffi.new("uint32_t[]", (blob_cap + 3) // 4)
         self.layers = ffi.new("tl_layer[]", max_layers)
@@ -550,6 +583,9 @@ class SimulatedPort:
         cfg.board = self.board
         cfg.rom = ffi.cast("uint8_t *", self.rom)
         cfg.rom_size = len(rom) if rom else 0
+        self.flash = flash
+        cfg.flash = flash.tl_flash() if flash is not None else ffi.NULL
+        self._flash_c = cfg.flash
         self.dev = ffi.new("tl_proto_dev *")
         st = lib.tl_proto_dev_init(self.dev, cfg)
         if st != 0:

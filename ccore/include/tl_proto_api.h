@@ -24,9 +24,11 @@
 
 /* ---------------------------------------------------------------- sizes */
 enum {
-    TL_PROTO_VERSION = 3,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
+    TL_PROTO_VERSION = 4,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
                                           3: model in flash (LOAD_BEGIN answers resident), input
-                                          staged in the arena, INFO ends with rom/stack words */
+                                          staged in the arena, INFO ends with rom/stack words;
+                                          4: checkpoints in flash (CHECKPOINT, CKPT_CONFIG, INFO
+                                          ends with the checkpoint words) */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
     TL_PROTO_MAX_PAYLOAD = 1036,       /* largest payload either side accepts: what the largest
@@ -36,8 +38,8 @@ enum {
     TL_PROTO_MAX_DATA = 1024,          /* data bytes of one LOAD_DATA / INPUT / READ_WEIGHTS frame */
     TL_PROTO_MAX_FRAME = 1048,         /* HDR + MAX_PAYLOAD + CRC, unescaped */
     TL_PROTO_MAX_WIRE = 2098,          /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
-    TL_PROTO_MAX_RESP = 152            /* HDR + the largest answer the device keeps for repeats
-                                          (INFO: 144 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
+    TL_PROTO_MAX_RESP = 244            /* HDR + the largest answer the device keeps for repeats
+                                          (INFO: 236 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
                                           layers); READ_WEIGHTS data is re-read, not kept */
 };
 
@@ -69,7 +71,15 @@ enum {
                                   *    i32 inv_tau_q8 (the loaded model's training configuration),
                                   *    u32 rom_size, u32 rom_crc (model file in flash, 0 if none),
                                   *    u32 stack_used (stack high-water mark in bytes since boot,
-                                  *    0 if the board does not measure it)                      */
+                                  *    0 if the board does not measure it),
+                                  *    (protocol 4) u32 ckpt_flags (bit0: the board has checkpoint
+                                  *    flash), u32 ckpt_found (TL_CKPT_* of the last restore: at
+                                  *    boot or by CHECKPOINT), i32 ckpt_status (status of the last
+                                  *    save, 0 = ok), u32 ckpt_saves (since boot), u32 every,
+                                  *    u32 epoch, u32 index (data cursor), u32 tag[8] (the run's
+                                  *    tag: CKPT_CONFIG's, or the restored checkpoint's), then per
+                                  *    slot A, B: u32 state (TL_CKPT_SLOT_*), u32 generation,
+                                  *    u32 step, u32 payload_crc                                */
     TL_PROTO_OP_LOAD_BEGIN = 2,  /* u32 size, u32 crc32 of the model file -> u32 resident: 1 when
                                   * (size, crc) is the model file in flash: then send no
                                   * LOAD_DATA (NAK TL_PROTO_ERR_IN_FLASH), LOAD_END copies its
@@ -90,13 +100,34 @@ enum {
                                   * (NAK TL_PROTO_ERR_CONFIG, detail = index of the bad field; or a
                                   * core code from tl_model_prepare), nothing changes on a NAK.
                                   * variant may be PLAIN or the one the file's lls_m arrays hold. */
-    TL_PROTO_OP_SET_LR = 12      /* u32 n_layers, then per layer i32 lr_mult, i32 lr_shift,
+    TL_PROTO_OP_SET_LR = 12,     /* u32 n_layers, then per layer i32 lr_mult, i32 lr_shift,
                                   * i32 lls_m_lr_mult, i32 lls_m_lr_shift -> nothing. Learning
                                   * rates of every layer as quantized multipliers (a schedule sends
                                   * one before each epoch). n_layers must be the model's
                                   * (TL_PROTO_ERR_PAYLOAD, detail: expected payload bytes); each pair
                                   * is checked as the model file loader checks it (NAK TL_ERR_QUANT,
                                   * detail = layer index); nothing changes on a NAK.           */
+    TL_PROTO_OP_CHECKPOINT = 13, /* u32 action -> u32 value. Action TL_PROTO_CKPT_SAVE: writes a
+                                  * checkpoint now (value: its generation); RESTORE: restores the
+                                  * newest valid checkpoint of the loaded model (weights, biases,
+                                  * lls_m, rates, training config, step, cursor, every, tag; value:
+                                  * TL_CKPT_*, the model is untouched unless TL_CKPT_RESTORED);
+                                  * ERASE: forgets both slots (value 0). NAK TL_PROTO_ERR_NO_FLASH
+                                  * without checkpoint flash, TL_PROTO_ERR_NO_MODEL for SAVE or
+                                  * RESTORE without a model, a core code (TL_ERR_FLASH...) when the
+                                  * flash fails: the previous checkpoint is then still valid.  */
+    TL_PROTO_OP_CKPT_CONFIG = 14 /* u32 every, u32 epoch, u32 index, u32 tag[8] -> nothing. every:
+                                  * automatic checkpoint after each TRAIN that makes the step
+                                  * counter a multiple of it (0 = off; saved before TRAIN answers,
+                                  * its status in INFO ckpt_status, never a NAK of the TRAIN);
+                                  * (epoch, index): the data cursor of the next TRAIN, which
+                                  * advances index by one; tag: the host's description of the run,
+                                  * stored in checkpoints. Needs no model or flash.             */
+};
+enum {                                 /* CHECKPOINT actions */
+    TL_PROTO_CKPT_SAVE = 0,
+    TL_PROTO_CKPT_RESTORE = 1,
+    TL_PROTO_CKPT_ERASE = 2
 };
 /* result of TRAIN / EVAL: u32 insn (counter units of this step), u32 steps, i32 pred,
  * u16 classes, u16 n_layers, i8 logits[classes], i8 local_pred[n_layers] (-1: no local head). */
@@ -128,7 +159,8 @@ enum {
     TL_PROTO_ERR_BUF = -116,           /* output buffer too small (codec) */
     TL_PROTO_ERR_CONFIG = -117,        /* SET_CONFIG value out of range or not possible with the
                                           loaded model (detail: field index, 0 = basis .. 5 = inv_tau_q8) */
-    TL_PROTO_ERR_IN_FLASH = -118       /* LOAD_DATA after a LOAD_BEGIN of the model held in flash */
+    TL_PROTO_ERR_IN_FLASH = -118,      /* LOAD_DATA after a LOAD_BEGIN of the model held in flash */
+    TL_PROTO_ERR_NO_FLASH = -119       /* CHECKPOINT on a board without checkpoint flash */
 };
 
 enum {                                 /* INFO flags */
@@ -216,6 +248,8 @@ typedef struct {
                                           the same (size, CRC) without data */
     int32_t rom_size;
     uint32_t (*stack_used)(void *user);/* stack high-water mark in bytes (INFO), NULL: not measured */
+    const tl_flash *flash;             /* checkpoint flash region or NULL: with a model in flash
+                                          (rom), tl_proto_dev_init restores its newest checkpoint */
 } tl_proto_dev_cfg;
 
 typedef struct {
@@ -261,7 +295,12 @@ typedef struct {
     int32_t resp_weights_n;            /* resp_weights_n bytes of the weight stream from resp_weights_off,
                                           read from the model (which no command changed since)
                                           whenever the answer is sent; 0 for every other answer */
-    uint8_t resp[152];                 /* (TL_PROTO_MAX_RESP) last response without its CRC (sent
+    tl_ckpt_state ckpt;                /* cursor, interval, tag and the last save/restore's words */
+    tl_ckpt_slot ckpt_slots[2];        /* what the flash holds (scanned at init, kept up to date) */
+    int32_t ckpt_found;                /* TL_CKPT_* of the last restore */
+    int32_t ckpt_status;               /* status of the last save */
+    uint32_t ckpt_saves;
+    uint8_t resp[244];                 /* (TL_PROTO_MAX_RESP) last response without its CRC (sent
                                           with it): header and payload, unescaped */
 } tl_proto_dev;
 

@@ -228,6 +228,7 @@ const char *tl_proto_strerror(tl_status s)
     case TL_PROTO_ERR_BUF: return "TL_PROTO_ERR_BUF: output buffer too small";
     case TL_PROTO_ERR_CONFIG: return "TL_PROTO_ERR_CONFIG: training configuration out of range or not possible with this model";
     case TL_PROTO_ERR_IN_FLASH: return "TL_PROTO_ERR_IN_FLASH: the firmware holds this model in flash: no LOAD_DATA, send LOAD_END";
+    case TL_PROTO_ERR_NO_FLASH: return "TL_PROTO_ERR_NO_FLASH: this board has no checkpoint flash";
     default: return tl_strerror(s);     /* core codes: one table, in the core */
     }
 }
@@ -247,6 +248,8 @@ const char *tl_proto_op_name(int32_t op)
     case TL_PROTO_OP_RESET: return "RESET";
     case TL_PROTO_OP_SET_CONFIG: return "SET_CONFIG";
     case TL_PROTO_OP_SET_LR: return "SET_LR";
+    case TL_PROTO_OP_CHECKPOINT: return "CHECKPOINT";
+    case TL_PROTO_OP_CKPT_CONFIG: return "CKPT_CONFIG";
     default: return "UNKNOWN";
     }
 }

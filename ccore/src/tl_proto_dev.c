@@ -123,6 +123,38 @@ static tl_model stream_view(const tl_proto_dev *dev)
 /* ---------------------------------------------------------------- init */
 static tl_status load_rom(tl_proto_dev *dev, int32_t *detail);
 
+/* ---------------------------------------------------------------- checkpoints */
+/* The newest valid checkpoint of the loaded model into it (dev->ckpt_found says what was found). */
+static TL_NOINLINE tl_status ckpt_restore(tl_proto_dev *dev)
+{
+    tl_ckpt_state st = dev->ckpt;
+    st.model_size = dev->model_size;
+    st.model_crc = dev->model_crc;
+    int32_t found = TL_CKPT_NONE;
+    tl_status s = tl_ckpt_restore(dev->cfg.flash, &dev->model, &st, dev->file_variant, dev->ckpt_slots, &found);
+    if (s != TL_OK)
+        return s;
+    dev->ckpt_found = found;
+    if (found == TL_CKPT_RESTORED)
+        dev->ckpt = st;
+    return TL_OK;
+}
+
+static TL_NOINLINE tl_status ckpt_save(tl_proto_dev *dev)
+{
+    tl_ckpt_state *st = &dev->ckpt;
+    st->step = dev->model.step;
+    st->model_size = dev->model_size;
+    st->model_crc = dev->model_crc;
+    st->cfg = dev->model.cfg;
+    st->lls_variant = dev->file_variant;
+    tl_status s = tl_ckpt_save(dev->cfg.flash, &dev->model, st, dev->ckpt_slots);
+    dev->ckpt_status = s;
+    if (s == TL_OK)
+        dev->ckpt_saves++;
+    return s;
+}
+
 tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
 {
     if (!dev || !cfg || !cfg->write || !cfg->blob || cfg->blob_cap <= 0 || !cfg->layers
@@ -140,11 +172,20 @@ tl_status tl_proto_dev_init(tl_proto_dev *dev, const tl_proto_dev_cfg *cfg)
         p[i] = 0;
     dev->cfg = *cfg;
     tl_status s = tl_proto_dec_init(&dev->dec);
-    if (s != TL_OK || !cfg->rom)
+    if (s != TL_OK)
         return s;
+    if (cfg->flash) {               /* a flash that cannot even be read is no flash */
+        if (tl_ckpt_scan(cfg->flash, dev->ckpt_slots) != TL_OK)
+            dev->cfg.flash = 0;
+    }
+    if (!cfg->rom)
+        return TL_OK;
     dev->rom_crc = tl_crc32(0, cfg->rom, cfg->rom_size);
     int32_t detail = 0;
-    return load_rom(dev, &detail);
+    s = load_rom(dev, &detail);
+    if (s == TL_OK && dev->cfg.flash)
+        ckpt_restore(dev);          /* power back: the newest checkpoint of the model in flash */
+    return s;
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -259,6 +300,22 @@ static TL_NOINLINE tl_status cmd_info(tl_proto_dev *dev, uint32_t len, resp_buf 
     r_u32(r, (uint32_t)dev->cfg.rom_size);
     r_u32(r, dev->rom_crc);
     r_u32(r, dev->cfg.stack_used ? dev->cfg.stack_used(dev->cfg.user) : 0u);
+    r_u32(r, dev->cfg.flash ? 1u : 0u);
+    r_u32(r, (uint32_t)dev->ckpt_found);
+    r_u32(r, (uint32_t)dev->ckpt_status);
+    r_u32(r, dev->ckpt_saves);
+    r_u32(r, dev->ckpt.every);
+    r_u32(r, dev->ckpt.epoch);
+    r_u32(r, dev->ckpt.index);
+    for (int32_t i = 0; i < TL_CKPT_TAG_WORDS; i++)
+        r_u32(r, dev->ckpt.tag[i]);
+    for (int32_t k = 0; k < 2; k++) {
+        const tl_ckpt_slot *sl = &dev->ckpt_slots[k];
+        r_u32(r, (uint32_t)sl->state);
+        r_u32(r, sl->generation);
+        r_u32(r, sl->step);
+        r_u32(r, sl->payload_crc);
+    }
     return TL_OK;
 }
 
@@ -472,7 +529,14 @@ static TL_NOINLINE tl_status cmd_train(tl_proto_dev *dev, const uint8_t *pl, uin
         return s;
     if (label < 0 || label >= dev->model.classes)
         return nak(r, TL_PROTO_ERR_LABEL, dev->model.classes);
-    return run_step(dev, label, 1, r);
+    s = run_step(dev, label, 1, r);
+    if (s != TL_OK)
+        return s;
+    dev->ckpt.index++;
+    /* saved before the answer: once the host has it, the checkpoint holding this step is durable */
+    if (dev->cfg.flash && dev->ckpt.every != 0 && dev->model.step % dev->ckpt.every == 0)
+        ckpt_save(dev);
+    return TL_OK;
 }
 
 static TL_NOINLINE tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
@@ -616,6 +680,47 @@ static TL_NOINLINE tl_status cmd_set_lr(tl_proto_dev *dev, const uint8_t *pl, ui
     return TL_OK;
 }
 
+static TL_NOINLINE tl_status cmd_checkpoint(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 4)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 4);
+    uint32_t action = tl_get_u32(pl), value = 0;
+    if (action > TL_PROTO_CKPT_ERASE)
+        return nak(r, TL_PROTO_ERR_RANGE, TL_PROTO_CKPT_ERASE);
+    if (!dev->cfg.flash)
+        return nak(r, TL_PROTO_ERR_NO_FLASH, 0);
+    if (action != TL_PROTO_CKPT_ERASE && !dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    tl_status s;
+    if (action == TL_PROTO_CKPT_SAVE) {
+        s = ckpt_save(dev);
+        value = dev->ckpt.generation;
+    } else if (action == TL_PROTO_CKPT_RESTORE) {
+        s = ckpt_restore(dev);
+        value = (uint32_t)dev->ckpt_found;
+    } else {
+        s = tl_ckpt_erase(dev->cfg.flash, dev->ckpt_slots);
+    }
+    if (s != TL_OK)
+        return nak(r, s, 0);
+    r_u32(r, TL_OK);
+    r_u32(r, value);
+    return TL_OK;
+}
+
+static TL_NOINLINE tl_status cmd_ckpt_config(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 12 + 4 * TL_CKPT_TAG_WORDS)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 12 + 4 * TL_CKPT_TAG_WORDS);
+    dev->ckpt.every = tl_get_u32(pl);
+    dev->ckpt.epoch = tl_get_u32(pl + 4);
+    dev->ckpt.index = tl_get_u32(pl + 8);
+    for (int32_t i = 0; i < TL_CKPT_TAG_WORDS; i++)
+        dev->ckpt.tag[i] = tl_get_u32(pl + 12 + 4 * i);
+    r_u32(r, TL_OK);
+    return TL_OK;
+}
+
 /* Sends the answer kept in dev->resp (again, for a repeated command): its bytes, for READ_WEIGHTS
  * the window of the weight stream read from the model (no command can have changed it since),
  * then the CRC32 of all of it. */
@@ -641,7 +746,7 @@ static TL_NOINLINE void send_response(tl_proto_dev *dev)
 static int32_t is_slow(uint8_t op)
 {
     return op == TL_PROTO_OP_TRAIN || op == TL_PROTO_OP_EVAL || op == TL_PROTO_OP_LOAD_END
-           || op == TL_PROTO_OP_INFO;
+           || op == TL_PROTO_OP_INFO || op == TL_PROTO_OP_CHECKPOINT;
 }
 
 tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
@@ -696,6 +801,8 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
     case TL_PROTO_OP_RESET: s = cmd_reset(dev, h.len, &r); break;
     case TL_PROTO_OP_SET_CONFIG: s = cmd_set_config(dev, pl, h.len, &r); break;
     case TL_PROTO_OP_SET_LR: s = cmd_set_lr(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_CHECKPOINT: s = cmd_checkpoint(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_CKPT_CONFIG: s = cmd_ckpt_config(dev, pl, h.len, &r); break;
     default:
         dev->stats.unknown_ops++;
         s = nak(&r, TL_PROTO_ERR_UNKNOWN_OP, h.op);
