@@ -13,6 +13,8 @@ alive while C uses it).
 """
 from __future__ import annotations
 
+import struct
+
 from ._tinylls import ffi, lib
 
 
@@ -135,10 +137,45 @@ class NorFlash:
         return f
 
 
+# ---------------------------------------------------------------- the mps2-an386 flash file
+FLASH_FILE = "tinylls-flash.bin"          # firmware/boards/mps2-an386/flash.c, in QEMU's directory
+TRAILER = ("magic", "erases", "programs", "bytes_programmed", "cut_at", "ops", "violations", "cuts",
+           "sector_bytes", "page_bytes")
+TRAILER_BYTES = 64
+TRAILER_MAGIC = 0x53464C54                # "TLFS"
+POWER_CUT_EXIT = 0x50                     # QEMU's exit status when the emulated flash cut the power
+
+
+def make_flash_file(path, size: int, sector_bytes: int = 4096, page_bytes: int = 256) -> None:
+    """An erased emulated flash for the mps2-an386 firmware: size bytes of 0xFF + the trailer."""
+    assert size % sector_bytes == 0
+    words = [TRAILER_MAGIC, 0, 0, 0, 0, 0, 0, 0, sector_bytes, page_bytes]
+    with open(path, "wb") as f:
+        f.write(b"\xff" * size + struct.pack(f"<{TRAILER_BYTES // 4}I", *(words + [0] * (16 - len(words)))))
+
+
+def read_flash_file(path) -> tuple[bytes, dict]:
+    """(flash bytes, trailer counters) of an emulated flash file."""
+    data = open(path, "rb").read()
+    words = struct.unpack_from(f"<{len(TRAILER)}I", data, len(data) - TRAILER_BYTES)
+    return data[:-TRAILER_BYTES], dict(zip(TRAILER, words))
+
+
+def set_flash_cut(path, after_ops: int) -> int:
+    """Arms the power cut of an emulated flash file at its `after_ops`-th next erase/program
+    (0 disarms); returns the absolute op number."""
+    _, t = read_flash_file(path)
+    cut = t["ops"] + after_ops if after_ops else 0
+    with open(path, "r+b") as f:
+        f.seek(-TRAILER_BYTES + 4 * TRAILER.index("cut_at"), 2)
+        f.write(struct.pack("<I", cut))
+    return cut
+
+
 def region_bytes_for(payload_bytes: int, sector_bytes: int = 4096, page_bytes: int = 256) -> int:
     """Smallest region whose two slots each hold a record page plus the payload."""
     per_slot = -(-(page_bytes + payload_bytes) // sector_bytes) * sector_bytes
     return 2 * per_slot
 
 
-__all__ = ["NorFlash", "PowerCut", "region_bytes_for", "lib"]
+__all__ = ["NorFlash", "PowerCut", "region_bytes_for", "make_flash_file", "read_flash_file", "set_flash_cut", "lib"]

@@ -100,7 +100,9 @@ class QemuBoard:
     `-icount shift=0` makes instruction counts deterministic (the firmware reports them);
     `wait=on` holds the guest until we connect, `nodelay=on` keeps the link fast (~22 KB/s)."""
 
-    def __init__(self, elf: str, port: int | None = None, extra_args=()):
+    def __init__(self, elf: str, port: int | None = None, extra_args=(), cwd=None):
+        """cwd: QEMU's working directory (where the mps2-an386 firmware's semihosting finds its
+        checkpoint flash file, host/flashsim.py)."""
         if not Path(elf).is_file():
             raise StreamError(f"--qemu {elf}: no such firmware file (build it with `make -C firmware`)")
         with open(elf, "rb") as f:
@@ -118,7 +120,7 @@ class QemuBoard:
         self.cmd = [exe, *machine, "-nographic", "-monitor", "none", "-icount", "shift=0", "-kernel", str(elf),
                     "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on", *extra_args]
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, cwd=cwd)
 
     def connect(self, timeout: float = QEMU_CONNECT_TIMEOUT):
         """Opens the serial socket once QEMU listens (wait=on: the guest starts when we connect)."""

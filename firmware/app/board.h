@@ -4,6 +4,7 @@
 #define TINYLLS_BOARD_H
 
 #include <stdint.h>
+#include "tinylls.h"
 
 /* Clocks, serial port (8N1, the port's documented baud rate), counter. Called once. */
 void board_init(void);
@@ -23,5 +24,9 @@ uint32_t board_free_ram(void);
  * overwritten word), or 0 when the port does not measure it. Reported by INFO. */
 uint32_t board_stack_used(void);
 const char *board_name(void);
+/* The NOR flash region kept for checkpoints (tinylls_api.h, tl_flash: erase a sector, program
+ * within a page, read; the region's own offsets), or NULL when the board has none: then CHECKPOINT
+ * is refused and nothing is restored at boot. Called once, after board_init. */
+const tl_flash *board_flash(void);
 
 #endif /* TINYLLS_BOARD_H */

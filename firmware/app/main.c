@@ -98,6 +98,7 @@ static tl_status app_init(void)
     cfg.free_ram = board_free_ram();
     cfg.board = board_name();
     cfg.stack_used = link_stack_used;
+    cfg.flash = board_flash();      /* checkpoints: restored at boot for the model in flash */
 #ifdef TL_FW_MODEL
     cfg.rom = (const uint8_t *)fw_model;
     cfg.rom_size = (int32_t)FW_MODEL_BYTES;

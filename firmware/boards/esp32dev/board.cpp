@@ -67,6 +67,18 @@ extern "C" const char *board_name(void)
     return "esp32dev";
 }
 
+/* Checkpoints: not on this port yet. The way to add them behind the same tl_flash interface:
+ * a data partition of >= 2 x 228 KB (partitions.csv, subtype e.g. 0x40) found with
+ * esp_partition_find_first(); erase = esp_partition_erase_range(part, addr, 4096) (4 KB sectors),
+ * program = esp_partition_write(part, addr, data, n) (NOR: 1 -> 0 only, 256 B pages),
+ * read = esp_partition_read(); sector_bytes 4096, page_bytes 256. Flash encryption changes the
+ * program granularity (16 B blocks, no re-program of a block): keep it off for the data partition.
+ * Until then CHECKPOINT is refused (TL_PROTO_ERR_NO_FLASH). */
+extern "C" const tl_flash *board_flash(void)
+{
+    return nullptr;
+}
+
 void setup()
 {
     tinylls_app_main();

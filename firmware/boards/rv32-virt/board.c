@@ -119,6 +119,13 @@ const char *board_name(void)
     return "rv32-virt";
 }
 
+/* No checkpoint flash on this port (the virt machine's pflash is not wired up): CHECKPOINT is
+ * refused (TL_PROTO_ERR_NO_FLASH). */
+const tl_flash *board_flash(void)
+{
+    return 0;
+}
+
 int main(void)
 {
     extern int tinylls_app_main(void);
