@@ -56,6 +56,26 @@
 #define FLASH_ACR_LATENCY_POS 0         /* [3:0] wait states */
 #define FLASH_ACR_PRFTEN (1u << 8)
 #define FLASH_ACR_ARTEN (1u << 9)
+/* RM0385 3.7: embedded flash interface (single bank, 1 MB: sectors 0-3 32 KB, 4 128 KB, 5-7 256 KB) */
+#define FLASH_KEYR REG(0x40023C04u)
+#define FLASH_KEY1 0x45670123u
+#define FLASH_KEY2 0xCDEF89ABu
+#define FLASH_SR REG(0x40023C0Cu)
+#define FLASH_SR_EOP (1u << 0)
+#define FLASH_SR_OPERR (1u << 1)
+#define FLASH_SR_WRPERR (1u << 4)
+#define FLASH_SR_PGAERR (1u << 5)
+#define FLASH_SR_PGPERR (1u << 6)
+#define FLASH_SR_ERSERR (1u << 7)
+#define FLASH_SR_BSY (1u << 16)
+#define FLASH_SR_ERRORS (FLASH_SR_OPERR | FLASH_SR_WRPERR | FLASH_SR_PGAERR | FLASH_SR_PGPERR | FLASH_SR_ERSERR)
+#define FLASH_CR REG(0x40023C10u)
+#define FLASH_CR_PG (1u << 0)
+#define FLASH_CR_SER (1u << 1)
+#define FLASH_CR_SNB_POS 3                  /* [6:3] sector number */
+#define FLASH_CR_PSIZE_X32 (2u << 8)        /* parallelism x32: 2.7-3.6 V (the DISCO's 3.3 V) */
+#define FLASH_CR_STRT (1u << 16)
+#define FLASH_CR_LOCK (1u << 31)
 
 /* RM0385 6.4 GPIO (port A 0x4002 0000, port B 0x4002 0400) */
 #define GPIOA_BASE 0x40020000u
@@ -97,6 +117,7 @@
 #define SCB_CPACR REG(0xE000ED88u)
 #define SCB_ICIALLU REG(0xE000EF50u)                /* invalidate all instruction caches */
 #define SCB_DCISW REG(0xE000EF60u)                  /* invalidate data cache line by set/way */
+#define SCB_DCIMVAC REG(0xE000EF5Cu)                /* invalidate data cache line by address */
 #define DEMCR REG(0xE000EDFCu)
 #define DEMCR_TRCENA (1u << 24)
 #define DWT_CTRL REG(0xE0001000u)
