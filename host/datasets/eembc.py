@@ -91,7 +91,8 @@ def open_eembc(path: os.PathLike | str, *, skip_bad: bool = False) -> Dataset:
         try:
             if not f.exists():
                 raise DataError(f"{f}: listed in {LABELS} but the file is missing")
-            data = safeio.read_bytes(f, BIN_BYTES, f"{SIDE}x{SIDE}x{CHANNELS} uint8, no header", error=DataError, exact=BIN_BYTES)
+            data = safeio.read_bytes(f, BIN_BYTES, f"{SIDE}x{SIDE}x{CHANNELS} uint8, no header",
+                                     error=DataError, exact=BIN_BYTES)
         except DataError as e:
             if not skip_bad:
                 raise
