@@ -404,7 +404,7 @@ def test_import_tflite_cli_prints_one_error_line_and_exits_2(tmp_path):
     r = _quantize_cli("import-tflite", str(bad), "-o", str(tmp_path / "x.tlm"))
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), r.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"host.quantize: error: {bad}: "), r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "x.tlm").exists()
 
@@ -433,4 +433,4 @@ def test_export_c_reads_the_model_file_bounded(tmp_path, capsys):
     os.mkfifo(fifo)
     rc = _guarded(lambda: quantize.main(["export-c", str(fifo), "-o", str(tmp_path / "c")]), [fifo])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {fifo}: ") and "not a regular file" in err[0], err
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"host.quantize: error: {fifo}: ") and "not a regular file" in err[0], err
