@@ -131,7 +131,7 @@ def test_safeio_read_bytes_checks_kind_and_size_before_reading(tmp_path):
         safeio.read_bytes(fifo, 10, "test file", error=DataError)
     with pytest.raises(DataError, match="not a regular file"):
         safeio.read_bytes("/dev/zero", 10, "test file", error=DataError)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30      # a hang guard (a FIFO read would block forever), not a speed goal
 
 
 def test_safeio_confined_refuses_escapes(tmp_path):
@@ -351,7 +351,6 @@ def test_mutated_tflite_files_raise_only_tflite_import_error():
     """3,000 mutated copies of a valid model: each imports, or raises TfliteImportError naming
     the file; nothing else escapes."""
     buf = tiny_tflite.build()
-    t0 = time.monotonic()
     escapes: dict[str, list[int]] = {}
     n = errors = 0
     for k, mut in _mutants(buf, 3000, seed=18):
@@ -364,11 +363,9 @@ def test_mutated_tflite_files_raise_only_tflite_import_error():
                 escapes.setdefault(f"badmsg {str(e)[:80]}", []).append(k)
         except Exception as e:       # noqa: BLE001 - the point of the test
             escapes.setdefault(f"{type(e).__name__}: {str(e)[:80]}", []).append(k)
-    took = time.monotonic() - t0
     summary = {k: (len(v), v[:3]) for k, v in escapes.items()}
     assert not escapes, f"{sum(len(v) for v in escapes.values())} of {n} escaped: {summary}"
     assert errors > n // 2, errors
-    assert took < 60, took
 
 
 def test_malformed_tflite_errors_name_the_field():
