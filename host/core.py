@@ -6,12 +6,11 @@ point into the model's numpy arrays, so `train_step` updates `model.layers[i].we
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from host.model import Model, quantize_multiplier
 from host.modelfile import derived_quant
+from host.train import Result, layer_rates  # noqa: F401  (Result: the one result type, re-exported)
 
 try:
     from host._tinylls import ffi, lib
@@ -42,14 +41,6 @@ def check(code: int, what: str) -> int:
     if code < 0:
         raise TinyllsError(code, what)
     return code
-
-
-@dataclass
-class Result:
-    pred: int
-    logits: np.ndarray                 # (classes,) int8 classifier outputs
-    local_pred: np.ndarray             # (n_layers,) LLS head argmax per layer, -1 where none
-    local_loss: np.ndarray             # (n_layers,) float, nan where none
 
 
 def _ptr(ctype: str, arr: np.ndarray | None):
@@ -142,13 +133,17 @@ class CModel:
             L.lls_m = _ptr("int32_t *", layer.lls_m)
             L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
 
-    def refresh_learning_rates(self) -> None:
-        """Re-read every layer's `lr` / `lls_m_lr` from the model (for learning-rate schedules)."""
-        for i, layer in enumerate(self.model.layers):
+    def set_learning_rates(self, rates) -> None:
+        """Per layer (lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift), as host.train.layer_rates
+        gives them (a board's SET_LR); frozen layers keep theirs (never used)."""
+        for i, (mult, shift, m_mult, m_shift) in enumerate(rates):
             L = self._layers[i]
             if L.trainable:
-                L.lr_mult, L.lr_shift = quantize_multiplier(layer.lr)
-                L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
+                L.lr_mult, L.lr_shift, L.lls_m_lr_mult, L.lls_m_lr_shift = mult, shift, m_mult, m_shift
+
+    def refresh_learning_rates(self) -> None:
+        """Re-read every layer's `lr` / `lls_m_lr` from the model (for learning-rate schedules)."""
+        self.set_learning_rates(layer_rates(self.model))
 
     # ------------------------------------------------------------------ running
     def _input(self, x: np.ndarray) -> np.ndarray:
@@ -175,6 +170,48 @@ class CModel:
         check(lib.tl_model_infer(self._m, self._arena, ffi.cast("int8_t *", x.ctypes.data),
                                  int(with_local), self._res), "inference")
         return self._result()
+
+    def infer_many(self, x: np.ndarray, with_local: bool = True, threads: int = 1):
+        """Inference on n inputs (n, H, W, C) int8, split over `threads` threads (each with its own
+        arena; the C calls run without the GIL and only read the model). Returns predictions (n,),
+        int8 logits (n, classes) and local head predictions (n, n_layers), -1 where none."""
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.int8 or x.shape[1:] != tuple(self.model.input_shape):
+            raise TinyllsError(lib.TL_ERR_SHAPE, f"inputs are {x.dtype} {x.shape}, the model expects int8 "
+                                                 f"(n, {', '.join(map(str, self.model.input_shape))})")
+        n, layers, classes = len(x), len(self.model.layers), self.model.classes
+        preds = np.zeros(n, np.int64)
+        logits = np.zeros((n, classes), np.int8)
+        local = np.full((n, layers), -1, np.int64)
+
+        def part(lo: int, hi: int) -> None:
+            arena_np = np.zeros((self.arena_bytes + 3) // 4, np.int32)
+            arena = ffi.new("tl_ctx *")
+            arena.buf = ffi.cast("void *", arena_np.ctypes.data)
+            arena.size = self.arena_bytes
+            res = ffi.new("tl_result *")
+            lg = np.frombuffer(ffi.buffer(res.logits), np.int32)
+            lp = np.frombuffer(ffi.buffer(res.local_pred), np.int32)
+            base = x.ctypes.data
+            step = x[0].nbytes if n else 0
+            for j in range(lo, hi):
+                check(lib.tl_model_infer(self._m, arena, ffi.cast("int8_t *", base + j * step), int(with_local),
+                                         res), "inference")
+                preds[j] = res.pred
+                logits[j] = lg[:classes]
+                if with_local:
+                    local[j] = lp[:layers]
+
+        threads = max(1, min(int(threads), n))
+        if threads == 1:
+            part(0, n)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            bounds = np.linspace(0, n, threads + 1).astype(int)
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(part, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+                    f.result()
+        return preds, logits, local
 
     def train_step(self, x: np.ndarray, label: int) -> Result:
         x = self._input(x)
