@@ -1,15 +1,17 @@
 """Pythonic access to the C core (host._tinylls, built by cffi from ccore/).
 
-`CModel(model)` hands a `host.model.Model` to the C core without copying weights: the C structs
-point into the model's numpy arrays, so `train_step` updates `model.layers[i].weights` and
-`.bias` in place and `host.model.weights_sha256(model)` sees the trained weights.
+`CModel(model)` hands a `host.model.Model` to the C core the way a board gets it: the model file
+bytes (host.modelfile.to_bytes) parsed in place by the C loader, tl_modelfile_load, so host and
+board run the very same layer table. The model's weight, bias and LLS modulation arrays then
+become views into those bytes: `train_step` updates `model.layers[i].weights` and `.bias` in
+place and `host.model.weights_sha256(model)` sees the trained weights.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from host import modelfile
 from host.model import Model, quantize_multiplier
-from host.modelfile import derived_quant
 from host.train import Result, layer_rates  # noqa: F401  (Result: the one result type, re-exported)
 
 try:
@@ -60,14 +62,30 @@ class CModel:
         n = len(model.layers)
         if not 1 <= n <= lib.TL_MAX_LAYERS:
             raise ValueError(f"model {model.name!r}: {n} layers, the core supports 1..{lib.TL_MAX_LAYERS}")
-        self._keep: list = []                         # arrays the C structs point into
-        self._layers = ffi.new("tl_layer[]", n)
-        for i, layer in enumerate(model.layers):
-            self._fill(self._layers[i], layer, i == n - 1, variant, model.classes)
-        self._m = ffi.new("tl_model *")
-        self._m.n_layers = n
-        self._m.layers = self._layers
-        self._m.classes = model.classes
+        if variant != "plain":      # the identity modulation: LLS-M/MxM start as plain LLS
+            for layer in model.layers[:-1]:
+                if layer.trainable and layer.has_weights and layer.lls_m is None:
+                    layer.lls_m = (np.full(model.classes, 1 << 16, np.int32) if variant == "m"
+                                   else (np.eye(model.classes, dtype=np.int32) << 16))
+        # The layer table is the one a board builds: tl_modelfile_load on the model file's bytes,
+        # parsed in place in a 4-byte aligned buffer that then holds the trained tensors.
+        try:
+            blob = modelfile.to_bytes(model)
+        except modelfile.ModelFileError:
+            blob = None                              # the direct table below names the problem
+        status = lib.TL_ERR_MODEL
+        if blob is not None:
+            self._blob = np.zeros((len(blob) + 3) // 4, np.uint32).view(np.uint8)[: len(blob)]
+            self._blob[:] = np.frombuffer(blob, np.uint8)
+            self._layers = ffi.new("tl_layer[]", n)
+            self._m = ffi.new("tl_model *")
+            status = lib.tl_modelfile_load(ffi.cast("uint8_t *", self._blob.ctypes.data), len(blob),
+                                           self._layers, n, self._m)
+        self.load_status = int(status)               # tl_modelfile_load's answer (TL_OK: as a board)
+        self.layer_table = "modelfile"               # how the layer table was built
+        if status != lib.TL_OK:
+            self.layer_table, self._blob = "direct", None
+            self._fill_direct(model, variant)
         self._m.cfg.basis = BASES[basis]
         self._m.cfg.variant = VARIANTS[variant]
         self._m.cfg.rounding = ROUNDINGS[rounding]
@@ -75,6 +93,14 @@ class CModel:
         self._m.cfg.basis_seed = basis_seed & 0xFFFFFFFF
         self._m.cfg.inv_tau_q8 = int(round(256 / tau))
         check(lib.tl_model_prepare(self._m), f"model {model.name!r}")
+        # train in place: the model's tensors become views of the loaded file's
+        for i, layer in enumerate(model.layers if self._blob is not None else ()):
+            L = self._layers[i]
+            if layer.has_weights:
+                layer.weights = self._view(L.weights, np.int8, np.shape(layer.weights))
+                layer.bias = self._view(L.bias, np.int32, (layer.out_c,))
+            if L.lls_m != ffi.NULL:
+                layer.lls_m = self._view(L.lls_m, np.int32, np.shape(layer.lls_m))
         self.arena_bytes = check(lib.tl_model_arena_bytes(self._m), "planning the arena")
         self.bp_activation_bytes = check(lib.tl_model_bp_activation_bytes(self._m), "planning")
         self.max_layer_bytes = check(lib.tl_model_max_layer_bytes(self._m), "planning")
@@ -84,7 +110,28 @@ class CModel:
         self._arena.size = self.arena_bytes
         self._res = ffi.new("tl_result *")
 
+    def _view(self, ptr, dtype, shape) -> np.ndarray:
+        """The array at C pointer `ptr` inside the loaded file (a view: it shares the bytes)."""
+        off = int(ffi.cast("uintptr_t", ptr)) - self._blob.ctypes.data
+        count = int(np.prod(shape))
+        return self._blob[off: off + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
     # ------------------------------------------------------------------ struct filling
+    # Only for models the board's loader refuses but the core runs (tl_modelfile_load checks
+    # kernel windows against the unpadded input: k <= in + pad_top, which small MobileNets such as
+    # 32x32 break in their last stride-2 blocks); every other model takes the loader's table.
+    def _fill_direct(self, model: Model, variant: str) -> None:
+        n = len(model.layers)
+        self._keep: list = []                         # arrays the C structs point into
+        self._layers = ffi.new("tl_layer[]", n)
+        for i, layer in enumerate(model.layers):
+            self._fill(self._layers[i], layer, i == n - 1, variant, model.classes)
+        self._m = ffi.new("tl_model *")
+        self._m.n_layers = n
+        self._m.layers = self._layers
+        self._m.classes = model.classes
+        self.set_learning_rates(layer_rates(model))
+
     def _arr(self, values, dtype) -> np.ndarray:
         a = np.ascontiguousarray(values, dtype=dtype)
         self._keep.append(a)
@@ -114,24 +161,19 @@ class CModel:
         L.bias = _ptr("int32_t *", layer.bias)
         # the integers derived from the float scales: one definition, shared with the model files
         # (channel factors too large for a quantized multiplier, e.g. dead channels, become 0)
-        d = derived_quant(layer, is_last)
+        d = modelfile.derived_quant(layer, is_last)
         L.out_mult = _ptr("int32_t *", self._arr(d["out_mult"], np.int32))
         L.out_shift = _ptr("int32_t *", self._arr(d["out_shift"], np.int32))
         if not L.trainable:
             return
         for name in ("upd_mult", "upd_shift", "bupd_mult", "bupd_shift"):
             setattr(L, name, _ptr("int32_t *", self._arr(d[name], np.int32)))
-        L.lr_mult, L.lr_shift = d["lr_mult"], d["lr_shift"]
         if is_last:
             L.logit_mult, L.logit_shift = d["logit_mult"], d["logit_shift"]
         elif variant != "plain":
-            if layer.lls_m is None:   # the identity modulation: starts as plain LLS
-                layer.lls_m = (np.full(classes, 1 << 16, np.int32) if variant == "m"
-                               else (np.eye(classes, dtype=np.int32) << 16))
             layer.lls_m = np.ascontiguousarray(layer.lls_m, np.int32)
             self._keep.append(layer.lls_m)
             L.lls_m = _ptr("int32_t *", layer.lls_m)
-            L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
 
     def set_learning_rates(self, rates) -> None:
         """Per layer (lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift), as host.train.layer_rates
