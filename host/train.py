@@ -31,6 +31,7 @@ from host.model import quantize_multiplier
 
 QUANTIZE_BLOCK = 256          # inputs quantized per numpy call (float64 intermediate: ~55 MB at 96x96x3)
 SIM_CHUNK = 64                # samples per C epoch-runner call: the progress bar's step
+PRECOMPUTE_BYTES = 1 << 30   # training sets up to this size are quantized once per run, larger ones per chunk
 MAX_THREADS = 8               # the runner's pipeline has a stage per thread; few layers pay off beyond this
 
 
@@ -71,7 +72,14 @@ def apply_lr(model, base_lr: list, factor: float) -> None:
 
 
 def quantize(model, images: np.ndarray) -> np.ndarray:
-    """uint8 images (n, H, W, C) -> int8 model inputs, exactly Model.quantize_input per image."""
+    """uint8 images (n, H, W, C) -> int8 model inputs, exactly Model.quantize_input per image
+    (a pixel's value depends on that pixel alone, so uint8 images go through a 256-entry table)."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        lut = model.quantize_input(np.arange(256, dtype=np.uint8))
+        if np.array_equal(lut.astype(np.int16), np.arange(256) - 128):    # q = p - 128: flip the top bit
+            return np.ascontiguousarray(images).view(np.int8) ^ np.int8(-128)
+        return lut.take(images)
     out = np.empty(images.shape, np.int8)
     for s in range(0, len(images), QUANTIZE_BLOCK):
         out[s: s + QUANTIZE_BLOCK] = model.quantize_input(images[s: s + QUANTIZE_BLOCK])
@@ -109,16 +117,19 @@ class SimulatedCore:
 
     def __init__(self, cm, threads: int | None = None, chunk: int = SIM_CHUNK):
         self.cm = cm
-        self.threads = default_threads() if threads is None else max(1, int(threads))
+        self.threads = min(default_threads() if threads is None else max(1, int(threads)), len(cm.model.layers))
         self.train_chunk = chunk
         self.eval_chunk = 0
+        self.split = None         # the pipeline's stage boundaries, measured on the first sample
 
     def set_learning_rates(self, rates) -> None:
         self.cm.set_learning_rates(rates)
 
     def train(self, x, y) -> list[Result]:
         from host.csrc import runner
-        preds = runner.train_epoch(self.cm, x, y, threads=self.threads)
+        if self.threads > 1 and self.split is None and len(x):
+            self.split = stage_split(self.cm, x[:4], y[:4], self.threads)
+        preds = runner.train_epoch(self.cm, x, y, threads=self.threads, split=self.split)
         return [Result(int(p)) for p in preds]
 
     def evaluate(self, x) -> list[Result]:
@@ -127,6 +138,54 @@ class SimulatedCore:
 
     def postfix(self) -> dict:
         return {}
+
+
+def stage_split(cm, xs: np.ndarray, labels: np.ndarray, stages: int, reps: int = 2) -> list[int]:
+    """First layer of each pipeline stage after the first (tl_host_train_epoch's `split`), from the
+    measured cost of every layer (the least of `reps` runs on each of the samples xs, labels): its
+    forward pass plus, where it trains, its update signal (tl_layer_update_preview; nothing is
+    written). Given once for a whole run, the runner
+    skips the sequential warm-up it needs to balance each call by itself, so short chunks cost no
+    more than one long epoch call. The split changes the schedule only, never the weights."""
+    from host.core import ffi, lib
+
+    model = cm.model
+    cost = [float("inf")] * len(model.layers)
+    for x, label in zip(xs, labels):
+        ins = [np.ascontiguousarray(x, np.int8)] + cm.layer_outputs(x)[:-1]
+        for i, layer in enumerate(model.layers):
+            out = np.zeros(layer.out_shape, np.int8)
+            for _ in range(reps):
+                t = time.perf_counter()
+                lib.tl_layer_forward(ffi.addressof(cm._layers, i), ffi.cast("int8_t *", ins[i].ctypes.data),
+                                     ffi.cast("int8_t *", out.ctypes.data))
+                if layer.trainable and layer.has_weights:
+                    cm.update_preview(i, ins[i], int(label))
+                cost[i] = min(cost[i], time.perf_counter() - t)
+    return balance(cost, stages)
+
+
+def balance(cost: Sequence[float], stages: int) -> list[int]:
+    """Cut points splitting `cost` into `stages` contiguous non-empty runs with the smallest
+    largest run (dynamic programming; n <= 64 layers)."""
+    n = len(cost)
+    stages = max(1, min(stages, n))
+    pre = np.concatenate([[0.0], np.cumsum(cost)])
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]     # best[k][j]: first j layers in k stages
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0.0
+    for k in range(1, stages + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                v = max(best[k - 1][i], pre[j] - pre[i])
+                if v < best[k][j]:
+                    best[k][j], cut[k][j] = v, i
+    out, j = [], n
+    for k in range(stages, 1, -1):
+        j = cut[k][j]
+        out.append(j)
+    return out[::-1]
 
 
 # ---------------------------------------------------------------------------- the run
@@ -157,6 +216,8 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
     train_y = np.asarray(train_y)
     val_y = np.asarray(val_y)
     val_q = quantize(model, val_x) if n_val else None
+    # int8 inputs of the whole training set once (as large as the uint8 images), else per chunk
+    train_q = quantize(model, train_x) if np.asarray(train_x).nbytes <= PRECOMPUTE_BYTES else None
     base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
     total = n_train * epochs
     history, evals, train_preds = [], [], []
@@ -214,7 +275,8 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
                         e = min(e, s + eval_every - state["step"] % eval_every)
                     idx = order[s:e]
                     t1 = time.perf_counter()
-                    results = backend.train(quantize(model, train_x[idx]), train_y[idx].astype(np.int32))
+                    xq = train_q[idx] if train_q is not None else quantize(model, train_x[idx])
+                    results = backend.train(xq, train_y[idx].astype(np.int32))
                     train_seconds += time.perf_counter() - t1
                     for i, r in zip(idx, results):
                         state["step"] += 1
