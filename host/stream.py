@@ -11,8 +11,9 @@ Simulate before you flash: the training options (--data, --model, --epochs, --se
 --train-layers, --lr-*, --lr-schedule, --rounding, --limit, --val-limit, --shift, ...) are
 host.simulate's own (`add_training_args`), and the run is built by `host.simulate.prepare`, so
 data, model, trainable layers, base learning rates and training configuration are the objects the
-simulation uses. The board gets that model file, its configuration (SET_CONFIG), and before every
-epoch the learning rates of the schedule (SET_LR); it trains the samples in
+simulation uses, and the run itself is host.train.run, the simulation's own, over a `Board`
+backend. The board gets that model file, its configuration (SET_CONFIG), and before every epoch
+the learning rates of the schedule (SET_LR); it trains the samples in
 host.schedule.epoch_order(n, epoch, --seed) order and evaluates the validation samples after every
 --eval-every training samples and at the end. `python -m host.simulate` with the same training
 options prints the same `weights_sha256`.

@@ -247,7 +247,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
         if record is not None:
             record(rec)
         if log is not None:
-            log(f"step {step}: val {rec['accuracy']:.3f}  local heads " +
+            log(f"epoch {epoch + 1}, step {step}: val {rec['accuracy']:.3f}  local heads " +
                 " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(rec["local_accuracy"], model.layers)))
         return rec
 
