@@ -225,9 +225,9 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
     train_seconds = 0.0
 
     def evaluate(step: int, epoch: int) -> dict:
-        step_eval = eval_chunk = backend.eval_chunk or n_val
+        eval_chunk = backend.eval_chunk or n_val
         results: list[Result] = []
-        with tqdm(total=n_val, desc="eval", unit="img", disable=not progress or step_eval >= n_val,
+        with tqdm(total=n_val, desc="eval", unit="img", disable=not progress or eval_chunk >= n_val,
                   leave=False, file=sys.stderr) as bar:
             for s in range(0, n_val, eval_chunk):
                 part = backend.evaluate(val_q[s: s + eval_chunk])
@@ -251,6 +251,9 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
                 " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(rec["local_accuracy"], model.layers)))
         return rec
 
+    def eval_due(step: int) -> bool:
+        return bool(eval_every) and step % eval_every == 0 and step < total
+
     t0 = time.perf_counter()
     try:
         for epoch in range(epochs):
@@ -264,14 +267,12 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
             order = epoch_order(n_train, epoch, seed)
             correct = 0
             chunk = max(1, backend.train_chunk)
-            if eval_every:                    # a chunk never crosses an evaluation point
-                chunk = min(chunk, eval_every)
             with tqdm(total=n_train, desc=f"epoch {epoch + 1}/{epochs}", unit="img", disable=not progress,
                       file=sys.stderr, dynamic_ncols=True) as bar:
                 s = 0
                 while s < n_train:
                     e = min(n_train, s + chunk)
-                    if eval_every:
+                    if eval_every:            # a chunk never crosses an evaluation point
                         e = min(e, s + eval_every - state["step"] % eval_every)
                     idx = order[s:e]
                     t1 = time.perf_counter()
@@ -291,15 +292,13 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
                     bar.update(e - s)
                     bar.set_postfix(train_acc=f"{correct / e:.3f}", **backend.postfix())
                     s = e
-                    if eval_every and state["step"] % eval_every == 0 and state["step"] < total and n_val:
+                    if n_val and eval_due(state["step"]):
                         evaluate(state["step"], epoch)
             entry = {"epoch": epoch + 1, "train_accuracy": correct / n_train if n_train else None,
                      "lr_factor": factor}
-            if eval_each_epoch and n_val and not (eval_every and state["step"] % eval_every == 0
-                                                  and state["step"] < total):
-                entry["val_accuracy"] = evaluate(state["step"], epoch)["accuracy"]
-            elif eval_each_epoch and n_val:  # an eval_every point fell on the epoch's end
-                entry["val_accuracy"] = evals[-1]["accuracy"]
+            if eval_each_epoch and n_val:     # unless an eval_every point fell on the epoch's end
+                done = evals and evals[-1]["step"] == state["step"]
+                entry["val_accuracy"] = (evals[-1] if done else evaluate(state["step"], epoch))["accuracy"]
             history.append(entry)
         if n_val and not (evals and evals[-1]["step"] == total):
             evaluate(total, epochs - 1)
