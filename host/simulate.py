@@ -4,7 +4,7 @@ With no arguments it trains MobileNetV1-0.25 (96x96x3, 2 classes) from scratch w
 project's own synthetic person / no-person scenes. `--data PATH` reads any dataset layout
 `host.datasets.open` knows (e.g. the EEMBC VWW folder), `--model FILE` fine-tunes a model file
 (`python -m host.quantize import-tflite ...`). The run is host.train.run on the simulated core
-(each epoch through the C epoch runner, pipelined over the cores, in chunks of 64 samples), the
+(each epoch through the C epoch runner, pipelined over the cores, in chunks of 128 samples), the
 very run host.stream drives a board with, so a board fed the same data, model, epochs and seed
 ends with the same weights (`weights_sha256`).
 """

@@ -30,7 +30,10 @@ import numpy as np
 from host.model import quantize_multiplier
 
 QUANTIZE_BLOCK = 256          # inputs quantized per numpy call (float64 intermediate: ~55 MB at 96x96x3)
-SIM_CHUNK = 64                # samples per C epoch-runner call: the progress bar's step
+# Samples per C epoch-runner call: the progress bar's step. Each call balances its pipeline stages
+# on its first two samples, trained on one core (measured, MobileNetV1-0.25 96x96 on 2 cores: 64 per
+# call ran 13% below a whole-epoch call, 128 within 2%; splits timed from Python were worse still).
+SIM_CHUNK = 128
 PRECOMPUTE_BYTES = 1 << 30   # training sets up to this size are quantized once per run, larger ones per chunk
 MAX_THREADS = 8               # the runner's pipeline has a stage per thread; few layers pay off beyond this
 
@@ -120,16 +123,13 @@ class SimulatedCore:
         self.threads = min(default_threads() if threads is None else max(1, int(threads)), len(cm.model.layers))
         self.train_chunk = chunk
         self.eval_chunk = 0
-        self.split = None         # the pipeline's stage boundaries, measured on the first sample
 
     def set_learning_rates(self, rates) -> None:
         self.cm.set_learning_rates(rates)
 
     def train(self, x, y) -> list[Result]:
         from host.csrc import runner
-        if self.threads > 1 and self.split is None and len(x):
-            self.split = stage_split(self.cm, x[:4], y[:4], self.threads)
-        preds = runner.train_epoch(self.cm, x, y, threads=self.threads, split=self.split)
+        preds = runner.train_epoch(self.cm, x, y, threads=self.threads)
         return [Result(int(p)) for p in preds]
 
     def evaluate(self, x) -> list[Result]:
@@ -138,54 +138,6 @@ class SimulatedCore:
 
     def postfix(self) -> dict:
         return {}
-
-
-def stage_split(cm, xs: np.ndarray, labels: np.ndarray, stages: int, reps: int = 2) -> list[int]:
-    """First layer of each pipeline stage after the first (tl_host_train_epoch's `split`), from the
-    measured cost of every layer (the least of `reps` runs on each of the samples xs, labels): its
-    forward pass plus, where it trains, its update signal (tl_layer_update_preview; nothing is
-    written). Given once for a whole run, the runner
-    skips the sequential warm-up it needs to balance each call by itself, so short chunks cost no
-    more than one long epoch call. The split changes the schedule only, never the weights."""
-    from host.core import ffi, lib
-
-    model = cm.model
-    cost = [float("inf")] * len(model.layers)
-    for x, label in zip(xs, labels):
-        ins = [np.ascontiguousarray(x, np.int8)] + cm.layer_outputs(x)[:-1]
-        for i, layer in enumerate(model.layers):
-            out = np.zeros(layer.out_shape, np.int8)
-            for _ in range(reps):
-                t = time.perf_counter()
-                lib.tl_layer_forward(ffi.addressof(cm._layers, i), ffi.cast("int8_t *", ins[i].ctypes.data),
-                                     ffi.cast("int8_t *", out.ctypes.data))
-                if layer.trainable and layer.has_weights:
-                    cm.update_preview(i, ins[i], int(label))
-                cost[i] = min(cost[i], time.perf_counter() - t)
-    return balance(cost, stages)
-
-
-def balance(cost: Sequence[float], stages: int) -> list[int]:
-    """Cut points splitting `cost` into `stages` contiguous non-empty runs with the smallest
-    largest run (dynamic programming; n <= 64 layers)."""
-    n = len(cost)
-    stages = max(1, min(stages, n))
-    pre = np.concatenate([[0.0], np.cumsum(cost)])
-    inf = float("inf")
-    best = [[inf] * (n + 1) for _ in range(stages + 1)]     # best[k][j]: first j layers in k stages
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0.0
-    for k in range(1, stages + 1):
-        for j in range(k, n + 1):
-            for i in range(k - 1, j):
-                v = max(best[k - 1][i], pre[j] - pre[i])
-                if v < best[k][j]:
-                    best[k][j], cut[k][j] = v, i
-    out, j = [], n
-    for k in range(stages, 1, -1):
-        j = cut[k][j]
-        out.append(j)
-    return out[::-1]
 
 
 # ---------------------------------------------------------------------------- the run
