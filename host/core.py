@@ -104,11 +104,19 @@ class CModel:
         self.arena_bytes = check(lib.tl_model_arena_bytes(self._m), "planning the arena")
         self.bp_activation_bytes = check(lib.tl_model_bp_activation_bytes(self._m), "planning")
         self.max_layer_bytes = check(lib.tl_model_max_layer_bytes(self._m), "planning")
-        self._arena_np = np.zeros((self.arena_bytes + 3) // 4, np.int32)
-        self._arena = ffi.new("tl_ctx *")
-        self._arena.buf = ffi.cast("void *", self._arena_np.ctypes.data)
-        self._arena.size = self.arena_bytes
+        # the planner's arena (what a board needs) plus the host fast paths' scratch, so single
+        # steps from Python take the same x86 kernels as the epoch runner (the same bits either way)
+        self._work_bytes = self.arena_bytes + check(lib.tl_model_fast_scratch_bytes(self._m), "planning")
+        self._arena_np, self._arena = self._new_arena()
         self._res = ffi.new("tl_result *")
+
+    def _new_arena(self):
+        """(backing array, tl_ctx) of one working arena: planner arena + host fast-path scratch."""
+        arena_np = np.zeros((self._work_bytes + 7) // 8, np.int64)
+        arena = ffi.new("tl_ctx *")
+        arena.buf = ffi.cast("void *", arena_np.ctypes.data)
+        arena.size = self._work_bytes
+        return arena_np, arena
 
     def _view(self, ptr, dtype, shape) -> np.ndarray:
         """The array at C pointer `ptr` inside the loaded file (a view: it shares the bytes)."""
@@ -227,10 +235,7 @@ class CModel:
         local = np.full((n, layers), -1, np.int64)
 
         def part(lo: int, hi: int) -> None:
-            arena_np = np.zeros((self.arena_bytes + 3) // 4, np.int32)
-            arena = ffi.new("tl_ctx *")
-            arena.buf = ffi.cast("void *", arena_np.ctypes.data)
-            arena.size = self.arena_bytes
+            arena_np, arena = self._new_arena()
             res = ffi.new("tl_result *")
             lg = np.frombuffer(ffi.buffer(res.logits), np.int32)
             lp = np.frombuffer(ffi.buffer(res.local_pred), np.int32)
