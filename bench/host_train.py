@@ -9,6 +9,9 @@ Network: MobileNetV1-0.25, 96x96x3, 2 classes (head "grid" for tinylls, as host.
   PyTorch  the same MobileNetV1-0.25 (float32, with BatchNorm after every conv, global average pool
            + linear head: the standard network), SGD + cross-entropy backprop, torch.set_num_threads
            = cores, at batch 1 and batch 32.
+  simulate `python -m host.simulate` itself (in process): the default run and, with the shared
+           reference data, the default fine-tuning run; simulate_over_bench = its samples/s (whole
+           run, evaluations included; fastest of --reps runs) / the pipelined rate above (target >= 0.90).
 PyTorch is a bench-only extra (`pip install torch==2.13.0`); without it its keys are null.
 Wall-clock numbers on a shared machine move with other jobs: the JSON records the load average
 and the process CPU seconds per image beside the images per second. This is a benchmark, not a test.
@@ -101,6 +104,70 @@ def bench_tinylls(n: int, threads: int, reps: int) -> dict:
             "weights_sha256": hashes[1]}
 
 
+# ---------------------------------------------------------------------------- host.simulate
+SHARED = Path(os.environ.get("TINYLLS_SHARED") or ROOT.parent / "shared")
+VWW_TFLITE = SHARED / "datasets/mlperf-tiny-vww-models/benchmark/training/visual_wake_words/trained_models/vww_96_int8.tflite"
+VWW_DATA = SHARED / "datasets/vww01-eembc"
+
+
+def bench_simulate(threads: int, reps: int) -> dict:
+    """samples/s of `python -m host.simulate` runs, in process (whole run: training and the
+    evaluations after every epoch, as the tool reports it), the fastest of `reps` runs as for the
+    epoch rates above: the default run, and the default fine-tuning run (the MLPerf Tiny
+    vww_96_int8 model imported, the EEMBC vww01 folder) when the shared reference data is there."""
+    import tempfile
+
+    from host import simulate
+
+    def rate(argv):
+        runs = [simulate.run(simulate.parse_args(argv + ["--quiet"]), threads=threads) for _ in range(reps)]
+        s = min(runs, key=lambda r: r["seconds"])
+        assert len({r["weights_sha256"] for r in runs}) == 1, "host.simulate is not deterministic"
+        return {"samples_per_s": s["samples_per_second"], "seconds": s["seconds"],
+                "train_seconds": s["train_seconds"], "samples": s["epochs"] * s["train_samples"],
+                "val_samples": s["val_samples"], "weights_sha256": s["weights_sha256"], "runs": reps}
+
+    def bare(argv):
+        """The same run's training alone, straight through the runner: one call per epoch, the
+        schedule's rates, no evaluation (the per-sample cost depends on the learning rates, so this
+        is the yardstick of the loop itself); its weights must be the run's."""
+        from host import train
+        from host.core import CModel
+        from host.csrc import runner
+        from host.model import weights_sha256
+        from host.schedule import epoch_order
+        args = simulate.parse_args(argv + ["--quiet"])
+        best = None
+        for _ in range(reps):
+            setup = simulate.prepare(args)
+            m = setup.model
+            cm = CModel(m, **setup.config)
+            xq, base, wall = train.quantize(m, setup.train_x), [(L.lr, L.lls_m_lr) for L in m.layers], 0.0
+            for epoch in range(args.epochs):
+                train.apply_lr(m, base, train.lr_factor(args.lr_schedule, epoch, args.epochs))
+                cm.set_learning_rates(train.layer_rates(m))
+                order = epoch_order(len(setup.train_y), epoch, args.seed)
+                x, y = xq[order], setup.train_y[order].astype(np.int32)
+                _, w, _ = timed(lambda: runner.train_epoch(cm, x, y, threads=threads))
+                wall += w
+            best = wall if best is None else min(best, wall)
+        return {"samples_per_s": args.epochs * len(setup.train_y) / best, "weights_sha256": weights_sha256(m)}
+
+    out = {"default": rate([]), "finetune": None, "default_bare": bare([]), "finetune_bare": None}
+    if VWW_TFLITE.exists() and VWW_DATA.exists():
+        from host import modelfile
+        from host.tflite_import import import_tflite
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "vww.tlm")
+            modelfile.save(import_tflite(str(VWW_TFLITE)), path)
+            argv = ["--model", path, "--data", str(VWW_DATA)]
+            out["finetune"], out["finetune_bare"] = rate(argv), bare(argv)
+    for k in ("default", "finetune"):
+        if out[k] is not None:
+            assert out[k]["weights_sha256"] == out[k + "_bare"]["weights_sha256"], f"{k}: chunked run != bare runner"
+    return out
+
+
 # ---------------------------------------------------------------------------- PyTorch
 def torch_mobilenet(torch, alpha=0.25, classes=2):
     nn = torch.nn
@@ -163,9 +230,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="cores for pipeline and PyTorch")
     ap.add_argument("--torch-iters", type=int, default=6, help="PyTorch batch-32 steps per timed round")
     ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--no-simulate", action="store_true", help="skip the host.simulate runs (simulate_over_bench)")
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
     ours = bench_tinylls(args.samples, args.threads, args.reps)
+    sim = None if args.no_simulate else bench_simulate(args.threads, args.reps)
     b1 = bench_torch(1, args.torch_iters * 8, args.threads)
     b32 = bench_torch(32, args.torch_iters, args.threads)
     best_ours = max(ours["one_core"]["img_per_s"], ours["pipelined"]["img_per_s"])
@@ -181,6 +250,25 @@ def main(argv=None) -> int:
         "host_train_cpu_s_per_img": round(ours["one_core"]["cpu_s_per_img"], 5),
         "host_train_python_loop_img_per_s": round(ours["python_loop_img_per_s"], 1),
         "host_pipelined_bit_identical": ours["pipelined_bit_identical"],
+        # host.simulate's own rate (whole run, evaluations included) over the pipelined epoch rate above;
+        # target >= 0.90. finetune: vww_96_int8 (a larger network than the bench's) on vww01
+        "simulate_over_bench": None if sim is None else {
+            k: None if sim[k] is None else round(sim[k]["samples_per_s"] / ours["pipelined"]["img_per_s"], 3)
+            for k in ("default", "finetune")},
+        # the same with the run's training time only (its evaluations left out): what the epoch
+        # loop itself costs beyond the bare runner
+        "simulate_train_over_bench": None if sim is None else {
+            k: None if sim[k] is None else
+            round(sim[k]["samples"] / sim[k]["train_seconds"] / ours["pipelined"]["img_per_s"], 3)
+            for k in ("default", "finetune")},
+        # the same over the bare runner on the run's own workload (same model, data and schedule,
+        # one call per epoch, no evaluation): the cost of the loop, chunks and evaluations alone
+        "simulate_over_bare_runner": None if sim is None else {
+            k: None if sim[k] is None else round(sim[k]["samples_per_s"] / sim[k + "_bare"]["samples_per_s"], 3)
+            for k in ("default", "finetune")},
+        "simulate_samples_per_s": None if sim is None else {
+            k: None if sim[k] is None else round(sim[k]["samples_per_s"], 1) for k in ("default", "finetune")},
+        "simulate_runs": sim,
         "pytorch_bp_b1_img_per_s": None if b1 is None else round(b1["img_per_s"], 1),
         "pytorch_bp_b32_img_per_s": None if b32 is None else round(b32["img_per_s"], 1),
         "pytorch_bp_b32_cpu_s_per_img": None if b32 is None else round(b32["cpu_s_per_img"], 5),

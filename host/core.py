@@ -1,17 +1,18 @@
 """Pythonic access to the C core (host._tinylls, built by cffi from ccore/).
 
-`CModel(model)` hands a `host.model.Model` to the C core without copying weights: the C structs
-point into the model's numpy arrays, so `train_step` updates `model.layers[i].weights` and
-`.bias` in place and `host.model.weights_sha256(model)` sees the trained weights.
+`CModel(model)` hands a `host.model.Model` to the C core the way a board gets it: the model file
+bytes (host.modelfile.to_bytes) parsed in place by the C loader, tl_modelfile_load, so host and
+board run the very same layer table. The model's weight, bias and LLS modulation arrays then
+become views into those bytes: `train_step` updates `model.layers[i].weights` and `.bias` in
+place and `host.model.weights_sha256(model)` sees the trained weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from host import modelfile
 from host.model import Model, quantize_multiplier
-from host.modelfile import derived_quant
+from host.train import Result, layer_rates  # noqa: F401  (Result: the one result type, re-exported)
 
 try:
     from host._tinylls import ffi, lib
@@ -44,14 +45,6 @@ def check(code: int, what: str) -> int:
     return code
 
 
-@dataclass
-class Result:
-    pred: int
-    logits: np.ndarray                 # (classes,) int8 classifier outputs
-    local_pred: np.ndarray             # (n_layers,) LLS head argmax per layer, -1 where none
-    local_loss: np.ndarray             # (n_layers,) float, nan where none
-
-
 def _ptr(ctype: str, arr: np.ndarray | None):
     return ffi.NULL if arr is None else ffi.cast(ctype, arr.ctypes.data)
 
@@ -69,6 +62,74 @@ class CModel:
         n = len(model.layers)
         if not 1 <= n <= lib.TL_MAX_LAYERS:
             raise ValueError(f"model {model.name!r}: {n} layers, the core supports 1..{lib.TL_MAX_LAYERS}")
+        if variant != "plain":      # the identity modulation: LLS-M/MxM start as plain LLS
+            for layer in model.layers[:-1]:
+                if layer.trainable and layer.has_weights and layer.lls_m is None:
+                    layer.lls_m = (np.full(model.classes, 1 << 16, np.int32) if variant == "m"
+                                   else (np.eye(model.classes, dtype=np.int32) << 16))
+        # The layer table is the one a board builds: tl_modelfile_load on the model file's bytes,
+        # parsed in place in a 4-byte aligned buffer that then holds the trained tensors.
+        try:
+            blob = modelfile.to_bytes(model)
+        except modelfile.ModelFileError:
+            blob = None                              # the direct table below names the problem
+        status = lib.TL_ERR_MODEL
+        if blob is not None:
+            self._blob = np.zeros((len(blob) + 3) // 4, np.uint32).view(np.uint8)[: len(blob)]
+            self._blob[:] = np.frombuffer(blob, np.uint8)
+            self._layers = ffi.new("tl_layer[]", n)
+            self._m = ffi.new("tl_model *")
+            status = lib.tl_modelfile_load(ffi.cast("uint8_t *", self._blob.ctypes.data), len(blob),
+                                           self._layers, n, self._m)
+        self.load_status = int(status)               # tl_modelfile_load's answer (TL_OK: as a board)
+        self.layer_table = "modelfile"               # how the layer table was built
+        if status != lib.TL_OK:
+            self.layer_table, self._blob = "direct", None
+            self._fill_direct(model, variant)
+        self._m.cfg.basis = BASES[basis]
+        self._m.cfg.variant = VARIANTS[variant]
+        self._m.cfg.rounding = ROUNDINGS[rounding]
+        self._m.cfg.seed = seed & 0xFFFFFFFF
+        self._m.cfg.basis_seed = basis_seed & 0xFFFFFFFF
+        self._m.cfg.inv_tau_q8 = int(round(256 / tau))
+        check(lib.tl_model_prepare(self._m), f"model {model.name!r}")
+        # train in place: the model's tensors become views of the loaded file's
+        for i, layer in enumerate(model.layers if self._blob is not None else ()):
+            L = self._layers[i]
+            if layer.has_weights:
+                layer.weights = self._view(L.weights, np.int8, np.shape(layer.weights))
+                layer.bias = self._view(L.bias, np.int32, (layer.out_c,))
+            if L.lls_m != ffi.NULL:
+                layer.lls_m = self._view(L.lls_m, np.int32, np.shape(layer.lls_m))
+        self.arena_bytes = check(lib.tl_model_arena_bytes(self._m), "planning the arena")
+        self.bp_activation_bytes = check(lib.tl_model_bp_activation_bytes(self._m), "planning")
+        self.max_layer_bytes = check(lib.tl_model_max_layer_bytes(self._m), "planning")
+        # the planner's arena (what a board needs) plus the host fast paths' scratch, so single
+        # steps from Python take the same x86 kernels as the epoch runner (the same bits either way)
+        self._work_bytes = self.arena_bytes + check(lib.tl_model_fast_scratch_bytes(self._m), "planning")
+        self._arena_np, self._arena = self._new_arena()
+        self._res = ffi.new("tl_result *")
+
+    def _new_arena(self):
+        """(backing array, tl_ctx) of one working arena: planner arena + host fast-path scratch."""
+        arena_np = np.zeros((self._work_bytes + 7) // 8, np.int64)
+        arena = ffi.new("tl_ctx *")
+        arena.buf = ffi.cast("void *", arena_np.ctypes.data)
+        arena.size = self._work_bytes
+        return arena_np, arena
+
+    def _view(self, ptr, dtype, shape) -> np.ndarray:
+        """The array at C pointer `ptr` inside the loaded file (a view: it shares the bytes)."""
+        off = int(ffi.cast("uintptr_t", ptr)) - self._blob.ctypes.data
+        count = int(np.prod(shape))
+        return self._blob[off: off + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+    # ------------------------------------------------------------------ struct filling
+    # Only for models the board's loader refuses but the core runs (tl_modelfile_load checks
+    # kernel windows against the unpadded input: k <= in + pad_top, which small MobileNets such as
+    # 32x32 break in their last stride-2 blocks); every other model takes the loader's table.
+    def _fill_direct(self, model: Model, variant: str) -> None:
+        n = len(model.layers)
         self._keep: list = []                         # arrays the C structs point into
         self._layers = ffi.new("tl_layer[]", n)
         for i, layer in enumerate(model.layers):
@@ -77,23 +138,8 @@ class CModel:
         self._m.n_layers = n
         self._m.layers = self._layers
         self._m.classes = model.classes
-        self._m.cfg.basis = BASES[basis]
-        self._m.cfg.variant = VARIANTS[variant]
-        self._m.cfg.rounding = ROUNDINGS[rounding]
-        self._m.cfg.seed = seed & 0xFFFFFFFF
-        self._m.cfg.basis_seed = basis_seed & 0xFFFFFFFF
-        self._m.cfg.inv_tau_q8 = int(round(256 / tau))
-        check(lib.tl_model_prepare(self._m), f"model {model.name!r}")
-        self.arena_bytes = check(lib.tl_model_arena_bytes(self._m), "planning the arena")
-        self.bp_activation_bytes = check(lib.tl_model_bp_activation_bytes(self._m), "planning")
-        self.max_layer_bytes = check(lib.tl_model_max_layer_bytes(self._m), "planning")
-        self._arena_np = np.zeros((self.arena_bytes + 3) // 4, np.int32)
-        self._arena = ffi.new("tl_ctx *")
-        self._arena.buf = ffi.cast("void *", self._arena_np.ctypes.data)
-        self._arena.size = self.arena_bytes
-        self._res = ffi.new("tl_result *")
+        self.set_learning_rates(layer_rates(model))
 
-    # ------------------------------------------------------------------ struct filling
     def _arr(self, values, dtype) -> np.ndarray:
         a = np.ascontiguousarray(values, dtype=dtype)
         self._keep.append(a)
@@ -123,32 +169,31 @@ class CModel:
         L.bias = _ptr("int32_t *", layer.bias)
         # the integers derived from the float scales: one definition, shared with the model files
         # (channel factors too large for a quantized multiplier, e.g. dead channels, become 0)
-        d = derived_quant(layer, is_last)
+        d = modelfile.derived_quant(layer, is_last)
         L.out_mult = _ptr("int32_t *", self._arr(d["out_mult"], np.int32))
         L.out_shift = _ptr("int32_t *", self._arr(d["out_shift"], np.int32))
         if not L.trainable:
             return
         for name in ("upd_mult", "upd_shift", "bupd_mult", "bupd_shift"):
             setattr(L, name, _ptr("int32_t *", self._arr(d[name], np.int32)))
-        L.lr_mult, L.lr_shift = d["lr_mult"], d["lr_shift"]
         if is_last:
             L.logit_mult, L.logit_shift = d["logit_mult"], d["logit_shift"]
         elif variant != "plain":
-            if layer.lls_m is None:   # the identity modulation: starts as plain LLS
-                layer.lls_m = (np.full(classes, 1 << 16, np.int32) if variant == "m"
-                               else (np.eye(classes, dtype=np.int32) << 16))
             layer.lls_m = np.ascontiguousarray(layer.lls_m, np.int32)
             self._keep.append(layer.lls_m)
             L.lls_m = _ptr("int32_t *", layer.lls_m)
-            L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
+
+    def set_learning_rates(self, rates) -> None:
+        """Per layer (lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift), as host.train.layer_rates
+        gives them (a board's SET_LR); frozen layers keep theirs (never used)."""
+        for i, (mult, shift, m_mult, m_shift) in enumerate(rates):
+            L = self._layers[i]
+            if L.trainable:
+                L.lr_mult, L.lr_shift, L.lls_m_lr_mult, L.lls_m_lr_shift = mult, shift, m_mult, m_shift
 
     def refresh_learning_rates(self) -> None:
         """Re-read every layer's `lr` / `lls_m_lr` from the model (for learning-rate schedules)."""
-        for i, layer in enumerate(self.model.layers):
-            L = self._layers[i]
-            if L.trainable:
-                L.lr_mult, L.lr_shift = quantize_multiplier(layer.lr)
-                L.lls_m_lr_mult, L.lls_m_lr_shift = quantize_multiplier(layer.lls_m_lr)
+        self.set_learning_rates(layer_rates(self.model))
 
     # ------------------------------------------------------------------ running
     def _input(self, x: np.ndarray) -> np.ndarray:
@@ -175,6 +220,45 @@ class CModel:
         check(lib.tl_model_infer(self._m, self._arena, ffi.cast("int8_t *", x.ctypes.data),
                                  int(with_local), self._res), "inference")
         return self._result()
+
+    def infer_many(self, x: np.ndarray, with_local: bool = True, threads: int = 1):
+        """Inference on n inputs (n, H, W, C) int8, split over `threads` threads (each with its own
+        arena; the C calls run without the GIL and only read the model). Returns predictions (n,),
+        int8 logits (n, classes) and local head predictions (n, n_layers), -1 where none."""
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.int8 or x.shape[1:] != tuple(self.model.input_shape):
+            raise TinyllsError(lib.TL_ERR_SHAPE, f"inputs are {x.dtype} {x.shape}, the model expects int8 "
+                                                 f"(n, {', '.join(map(str, self.model.input_shape))})")
+        n, layers, classes = len(x), len(self.model.layers), self.model.classes
+        preds = np.zeros(n, np.int64)
+        logits = np.zeros((n, classes), np.int8)
+        local = np.full((n, layers), -1, np.int64)
+
+        def part(lo: int, hi: int) -> None:
+            arena_np, arena = self._new_arena()
+            res = ffi.new("tl_result *")
+            lg = np.frombuffer(ffi.buffer(res.logits), np.int32)
+            lp = np.frombuffer(ffi.buffer(res.local_pred), np.int32)
+            base = x.ctypes.data
+            step = x[0].nbytes if n else 0
+            for j in range(lo, hi):
+                check(lib.tl_model_infer(self._m, arena, ffi.cast("int8_t *", base + j * step), int(with_local),
+                                         res), "inference")
+                preds[j] = res.pred
+                logits[j] = lg[:classes]
+                if with_local:
+                    local[j] = lp[:layers]
+
+        threads = max(1, min(int(threads), n))
+        if threads == 1:
+            part(0, n)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            bounds = np.linspace(0, n, threads + 1).astype(int)
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(part, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+                    f.result()
+        return preds, logits, local
 
     def train_step(self, x: np.ndarray, label: int) -> Result:
         x = self._input(x)

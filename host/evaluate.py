@@ -63,11 +63,14 @@ def inference_view(model: Model) -> Model:
 
 def logits_c(model: Model, x: np.ndarray, progress: bool = True) -> np.ndarray:
     from host.core import CModel
+    from host.train import default_threads
     from tqdm import tqdm
     cm = CModel(inference_view(model))
     out = np.zeros((len(x), model.classes), np.int8)
-    for i in tqdm(range(len(x)), desc="evaluate", unit="img", disable=not progress, file=sys.stderr):
-        out[i] = cm.infer(x[i]).logits
+    with tqdm(total=len(x), desc="evaluate", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for s in range(0, len(x), 256):
+            out[s: s + 256] = cm.infer_many(x[s: s + 256], with_local=False, threads=default_threads())[1]
+            bar.update(len(out[s: s + 256]))
     return out
 
 

@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from host import safeio
 from host.model import Layer, Model
+
+MAX_H5_BYTES = 2 * safeio.GiB           # checked before h5py opens the file
+MAX_WEIGHT_VALUES = 64 << 20            # one weight array (a compressed dataset may claim more)
 
 
 class KerasImportError(ValueError):
@@ -149,147 +153,166 @@ def read_h5(path: str) -> KerasNet:
         import h5py
     except ImportError as exc:     # pragma: no cover - declared dependency
         raise ImportError("from-keras needs h5py (pip install h5py)") from exc
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no such .h5 file")
-    with h5py.File(path, "r") as f:
-        if "model_config" not in f.attrs:
-            raise KerasImportError(f"{path}: no 'model_config' attribute: not a Keras model file")
-        cfg = json.loads(f.attrs["model_config"])
-        weights_root = f["model_weights"] if "model_weights" in f else f
+    safeio.check_file(path, MAX_H5_BYTES, ".h5 file", error=KerasImportError)
+    at = ["model_config"]        # what is being read, for errors raised by h5py / the config walk
+    try:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise KerasImportError(f"{path}: not an HDF5 file h5py can open ({exc})") from None
+        with f:
+            if "model_config" not in f.attrs:
+                raise KerasImportError(f"{path}: no 'model_config' attribute: not a Keras model file")
+            cfg = json.loads(f.attrs["model_config"])
+            weights_root = f["model_weights"] if "model_weights" in f else f
 
-        def weights(lname: str) -> dict:
-            if lname not in weights_root:
-                raise KerasImportError(f"{path}: no weights for layer {lname!r}")
-            g = weights_root[lname]
-            out = {}
-            g.visititems(lambda n, o: out.__setitem__(n.split("/")[-1].split(":")[0], np.asarray(o, np.float64))
-                         if isinstance(o, h5py.Dataset) else None)
-            return out
+            def weights(lname: str) -> dict:
+                if lname not in weights_root:
+                    raise KerasImportError(f"{path}: no weights for layer {lname!r}")
+                g = weights_root[lname]
+                out = {}
 
-        layers_cfg = cfg["config"]["layers"]
-        net_layers: list[FloatLayer] = []
-        shape = None
-        softmax = False
-        prev_name = None
-        for idx, lc in enumerate(layers_cfg):
-            cls, c = lc["class_name"], lc["config"]
-            lname = c.get("name", f"layer{idx}")
-            where = f"{path}: layer {idx} ({lname}, {cls})"
-            inbound = lc.get("inbound_nodes") or []
-            if cfg["class_name"] != "Sequential" and idx > 0:
-                srcs = [i[0] for i in inbound[0]] if inbound else []
-                if srcs != [prev_name]:
-                    raise KerasImportError(f"{where}: not a single chain (inputs {srcs}); branches are not supported")
-            prev_name = lname
-            if softmax:
-                raise KerasImportError(f"{where}: layers after the softmax are not supported")
-            if cls == "InputLayer":
-                bis = c.get("batch_input_shape") or c.get("batch_shape")
-                shape = tuple(int(v) for v in bis[1:])
-                continue
-            if shape is None:
-                raise KerasImportError(f"{where}: no InputLayer before it")
-            act = c.get("activation", "linear")
-            if cls in ("Conv2D", "DepthwiseConv2D"):
-                if tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
-                    raise KerasImportError(f"{where}: dilation {c['dilation_rate']} not supported")
-                k = tuple(c["kernel_size"])
-                stride = tuple(c["strides"])
-                out_hw, pad = _same_or_valid(c["padding"], shape[:2], k, stride, where)
-                wd = weights(lname)
-                if cls == "Conv2D":
-                    kern = wd["kernel"]                               # (kh, kw, ic, oc)
-                    oc = kern.shape[3]
-                    w = np.transpose(kern, (3, 0, 1, 2))              # (oc, kh, kw, ic)
-                    kind = "conv"
-                else:
-                    if c.get("depth_multiplier", 1) != 1:
-                        raise KerasImportError(f"{where}: depth_multiplier {c['depth_multiplier']} not supported")
-                    kern = wd["depthwise_kernel"]                     # (kh, kw, c, 1)
-                    oc = kern.shape[2]
-                    w = kern[:, :, :, 0]
-                    kind = "dwconv"
-                b = wd.get("bias", np.zeros(oc))
-                net_layers.append(FloatLayer(kind, shape, out_hw + (oc,), k, stride, pad, "none", w, b, lname))
-                shape = out_hw + (oc,)
-            elif cls == "BatchNormalization":
-                if not net_layers or net_layers[-1].kind not in ("conv", "dwconv", "fc") or net_layers[-1].act != "none":
-                    raise KerasImportError(f"{where}: BatchNormalization must follow a linear conv/dense to be folded")
-                wd = weights(lname)
-                L = net_layers[-1]
-                n = L.out_shape[2]
-                gamma = wd.get("gamma", np.ones(n)) if c.get("scale", True) else np.ones(n)
-                beta = wd.get("beta", np.zeros(n)) if c.get("center", True) else np.zeros(n)
-                scale = gamma / np.sqrt(wd["moving_variance"] + c.get("epsilon", 1e-3))
-                if L.kind == "conv" or L.kind == "fc":
-                    L.w = L.w * scale.reshape((-1,) + (1,) * (L.w.ndim - 1))
-                else:
-                    L.w = L.w * scale
-                L.b = (L.b - wd["moving_mean"]) * scale + beta
-            elif cls in ("Activation", "ReLU"):
-                if cls == "ReLU":
-                    mv = c.get("max_value")
-                    if c.get("negative_slope", 0) or c.get("threshold", 0):
-                        raise KerasImportError(f"{where}: leaky/thresholded ReLU not supported")
-                    a = "relu6" if mv is not None and float(mv) == 6.0 else "relu"
-                    if mv is not None and float(mv) != 6.0:
-                        raise KerasImportError(f"{where}: ReLU max_value {mv} not supported")
-                else:
-                    a = c["activation"]
-                if a == "softmax":
-                    softmax = True
+                def take(n, o):
+                    if not isinstance(o, h5py.Dataset):
+                        return
+                    if o.size > MAX_WEIGHT_VALUES:
+                        raise KerasImportError(f"{path}: weights {o.name} hold {o.size} values, more than the "
+                                               f"{MAX_WEIGHT_VALUES} allowed")
+                    out[n.split("/")[-1].split(":")[0]] = np.asarray(o, np.float64)
+                g.visititems(take)
+                return out
+
+            layers_cfg = cfg["config"]["layers"]
+            net_layers: list[FloatLayer] = []
+            shape = None
+            softmax = False
+            prev_name = None
+            for idx, lc in enumerate(layers_cfg):
+                cls, c = lc["class_name"], lc["config"]
+                lname = c.get("name", f"layer{idx}")
+                where = f"{path}: layer {idx} ({lname}, {cls})"
+                at[0] = f"layer {idx} ({lname}, {cls})"
+                inbound = lc.get("inbound_nodes") or []
+                if cfg["class_name"] != "Sequential" and idx > 0:
+                    srcs = [i[0] for i in inbound[0]] if inbound else []
+                    if srcs != [prev_name]:
+                        raise KerasImportError(f"{where}: not a single chain (inputs {srcs}); branches are not supported")
+                prev_name = lname
+                if softmax:
+                    raise KerasImportError(f"{where}: layers after the softmax are not supported")
+                if cls == "InputLayer":
+                    bis = c.get("batch_input_shape") or c.get("batch_shape")
+                    shape = tuple(int(v) for v in bis[1:])
                     continue
-                if a == "linear":
-                    continue
-                if a not in ("relu", "relu6"):
-                    raise KerasImportError(f"{where}: activation {a!r} not supported")
-                if not net_layers or net_layers[-1].act != "none":
-                    raise KerasImportError(f"{where}: activation must follow a conv/dense/pool layer")
-                net_layers[-1].act = a
-            elif cls in ("AveragePooling2D", "GlobalAveragePooling2D"):
-                if cls == "GlobalAveragePooling2D":
-                    k, stride, out_hw, pad = tuple(shape[:2]), tuple(shape[:2]), (1, 1), (0, 0)
-                else:
-                    k, stride = tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])
+                if shape is None:
+                    raise KerasImportError(f"{where}: no InputLayer before it")
+                act = c.get("activation", "linear")
+                if cls in ("Conv2D", "DepthwiseConv2D"):
+                    if tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
+                        raise KerasImportError(f"{where}: dilation {c['dilation_rate']} not supported")
+                    k = tuple(c["kernel_size"])
+                    stride = tuple(c["strides"])
                     out_hw, pad = _same_or_valid(c["padding"], shape[:2], k, stride, where)
-                net_layers.append(FloatLayer("avgpool", shape, out_hw + (shape[2],), k, stride, pad, name=lname))
-                shape = out_hw + (shape[2],)
-            elif cls in ("Flatten", "Dropout", "Reshape"):
-                if cls == "Reshape" and int(np.prod(c["target_shape"])) != int(np.prod(shape)):
-                    raise KerasImportError(f"{where}: reshape changes the element count")
-                continue
-            elif cls == "Dense":
-                wd = weights(lname)
-                kern = wd["kernel"]                                   # (in, out)
-                if kern.shape[0] != int(np.prod(shape)):
-                    raise KerasImportError(f"{where}: kernel {kern.shape} for input {shape}")
-                oc = kern.shape[1]
-                b = wd.get("bias", np.zeros(oc))
-                net_layers.append(FloatLayer("fc", shape, (1, 1, oc), w=kern.T.copy(), b=b, name=lname))
-                shape = (1, 1, oc)
-                if act == "softmax":
-                    softmax = True
-                elif act in ("relu", "relu6"):
-                    net_layers[-1].act = act
-                elif act != "linear":
-                    raise KerasImportError(f"{where}: activation {act!r} not supported")
-                continue
-            else:
-                raise KerasImportError(f"{where}: layer class {cls} cannot be mapped to a tinylls layer")
-            if cls in ("Conv2D", "DepthwiseConv2D"):
-                if act == "softmax":
-                    raise KerasImportError(f"{where}: softmax on a convolution not supported")
-                if act in ("relu", "relu6"):
-                    net_layers[-1].act = act
-                elif act != "linear":
-                    raise KerasImportError(f"{where}: activation {act!r} not supported")
-    if not net_layers or net_layers[-1].kind != "fc":
-        raise KerasImportError(f"{path}: the network must end in a Dense classifier")
-    for L in net_layers:
-        if L.w is not None:
-            L.w = L.w.astype(np.float32)
-            L.b = L.b.astype(np.float32)
-    return KerasNet(net_layers, shape_in(net_layers), softmax, os.path.splitext(os.path.basename(path))[0])
+                    wd = weights(lname)
+                    if cls == "Conv2D":
+                        kern = wd["kernel"]                               # (kh, kw, ic, oc)
+                        oc = kern.shape[3]
+                        w = np.transpose(kern, (3, 0, 1, 2))              # (oc, kh, kw, ic)
+                        kind = "conv"
+                    else:
+                        if c.get("depth_multiplier", 1) != 1:
+                            raise KerasImportError(f"{where}: depth_multiplier {c['depth_multiplier']} not supported")
+                        kern = wd["depthwise_kernel"]                     # (kh, kw, c, 1)
+                        oc = kern.shape[2]
+                        w = kern[:, :, :, 0]
+                        kind = "dwconv"
+                    b = wd.get("bias", np.zeros(oc))
+                    net_layers.append(FloatLayer(kind, shape, out_hw + (oc,), k, stride, pad, "none", w, b, lname))
+                    shape = out_hw + (oc,)
+                elif cls == "BatchNormalization":
+                    if not net_layers or net_layers[-1].kind not in ("conv", "dwconv", "fc") or net_layers[-1].act != "none":
+                        raise KerasImportError(f"{where}: BatchNormalization must follow a linear conv/dense to be folded")
+                    wd = weights(lname)
+                    L = net_layers[-1]
+                    n = L.out_shape[2]
+                    gamma = wd.get("gamma", np.ones(n)) if c.get("scale", True) else np.ones(n)
+                    beta = wd.get("beta", np.zeros(n)) if c.get("center", True) else np.zeros(n)
+                    scale = gamma / np.sqrt(wd["moving_variance"] + c.get("epsilon", 1e-3))
+                    if L.kind == "conv" or L.kind == "fc":
+                        L.w = L.w * scale.reshape((-1,) + (1,) * (L.w.ndim - 1))
+                    else:
+                        L.w = L.w * scale
+                    L.b = (L.b - wd["moving_mean"]) * scale + beta
+                elif cls in ("Activation", "ReLU"):
+                    if cls == "ReLU":
+                        mv = c.get("max_value")
+                        if c.get("negative_slope", 0) or c.get("threshold", 0):
+                            raise KerasImportError(f"{where}: leaky/thresholded ReLU not supported")
+                        a = "relu6" if mv is not None and float(mv) == 6.0 else "relu"
+                        if mv is not None and float(mv) != 6.0:
+                            raise KerasImportError(f"{where}: ReLU max_value {mv} not supported")
+                    else:
+                        a = c["activation"]
+                    if a == "softmax":
+                        softmax = True
+                        continue
+                    if a == "linear":
+                        continue
+                    if a not in ("relu", "relu6"):
+                        raise KerasImportError(f"{where}: activation {a!r} not supported")
+                    if not net_layers or net_layers[-1].act != "none":
+                        raise KerasImportError(f"{where}: activation must follow a conv/dense/pool layer")
+                    net_layers[-1].act = a
+                elif cls in ("AveragePooling2D", "GlobalAveragePooling2D"):
+                    if cls == "GlobalAveragePooling2D":
+                        k, stride, out_hw, pad = tuple(shape[:2]), tuple(shape[:2]), (1, 1), (0, 0)
+                    else:
+                        k, stride = tuple(c["pool_size"]), tuple(c.get("strides") or c["pool_size"])
+                        out_hw, pad = _same_or_valid(c["padding"], shape[:2], k, stride, where)
+                    net_layers.append(FloatLayer("avgpool", shape, out_hw + (shape[2],), k, stride, pad, name=lname))
+                    shape = out_hw + (shape[2],)
+                elif cls in ("Flatten", "Dropout", "Reshape"):
+                    if cls == "Reshape" and int(np.prod(c["target_shape"])) != int(np.prod(shape)):
+                        raise KerasImportError(f"{where}: reshape changes the element count")
+                    continue
+                elif cls == "Dense":
+                    wd = weights(lname)
+                    kern = wd["kernel"]                                   # (in, out)
+                    if kern.shape[0] != int(np.prod(shape)):
+                        raise KerasImportError(f"{where}: kernel {kern.shape} for input {shape}")
+                    oc = kern.shape[1]
+                    b = wd.get("bias", np.zeros(oc))
+                    net_layers.append(FloatLayer("fc", shape, (1, 1, oc), w=kern.T.copy(), b=b, name=lname))
+                    shape = (1, 1, oc)
+                    if act == "softmax":
+                        softmax = True
+                    elif act in ("relu", "relu6"):
+                        net_layers[-1].act = act
+                    elif act != "linear":
+                        raise KerasImportError(f"{where}: activation {act!r} not supported")
+                    continue
+                else:
+                    raise KerasImportError(f"{where}: layer class {cls} cannot be mapped to a tinylls layer")
+                if cls in ("Conv2D", "DepthwiseConv2D"):
+                    if act == "softmax":
+                        raise KerasImportError(f"{where}: softmax on a convolution not supported")
+                    if act in ("relu", "relu6"):
+                        net_layers[-1].act = act
+                    elif act != "linear":
+                        raise KerasImportError(f"{where}: activation {act!r} not supported")
+        if not net_layers or net_layers[-1].kind != "fc":
+            raise KerasImportError(f"{path}: the network must end in a Dense classifier")
+        for L in net_layers:
+            if L.w is not None:
+                L.w = L.w.astype(np.float32)
+                L.b = L.b.astype(np.float32)
+        return KerasNet(net_layers, shape_in(net_layers), softmax, os.path.splitext(os.path.basename(path))[0])
+    except KerasImportError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        raise KerasImportError(f"{path}: {at[0]}: malformed Keras model ({type(exc).__name__}: {exc})") from exc
 
 
 def shape_in(layers):

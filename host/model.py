@@ -109,7 +109,7 @@ class Layer:
 
     def update_reals(self, is_last: bool) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel real factors the C core applies to its integer learning signal (lr
-        excluded) to get weight / bias updates in LSB units; see ccore/src/tl_train.c.
+        excluded) to get weight / bias updates in LSB units; see ccore/src/tl_lls_update.c.
 
         Hidden layers (LLS): dL/dh_real = d * 2^-k / s_out, so dW_q = d * x_q * s_in/(s_out s_w)
         and db_q = d / (s_out s_in s_w). Last layer (cross-entropy on logits): the error is already

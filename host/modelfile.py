@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 from host.model import Layer, Model, quantize_multiplier, quantize_multipliers
+from host.train import rate_multipliers
 
 MAGIC = b"TLLS"
 VERSION = 1
@@ -65,8 +66,12 @@ def derived_quant(layer: Layer, is_last: bool, notes: list[str] | None = None) -
     d: dict = {}
     where = f"layer {layer.name!r}"
     d["leaky_mult"], d["leaky_shift"] = _qm(layer.leaky_alpha, f"{where} leaky_alpha", notes)
-    d["lr_mult"], d["lr_shift"] = _qm(layer.lr, f"{where} lr", notes)
-    d["lls_m_lr_mult"], d["lls_m_lr_shift"] = _qm(getattr(layer, "lls_m_lr", 0.0), f"{where} lls_m_lr", notes)
+    try:    # the learning rates as the core trains with them: host.train's one conversion
+        rates = rate_multipliers(layer.lr, getattr(layer, "lls_m_lr", 0.0))
+    except ValueError as exc:
+        notes.append(f"{where} learning rates: {exc}; stored as 0")
+        rates = (0, 0, 0, 0)
+    d["lr_mult"], d["lr_shift"], d["lls_m_lr_mult"], d["lls_m_lr_shift"] = rates
     d["logit_mult"], d["logit_shift"] = (_qm(layer.out_scale, f"{where} logit scale", notes) if is_last else (0, 0))
     if layer.has_weights:
         d["out_mult"], d["out_shift"] = quantize_multipliers(layer.requant_real())

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from host._tinylls import ffi, lib
+from host.train import Result  # noqa: F401  (the one result type, re-exported)
 
 # ---------------------------------------------------------------- timing and retry policy
 ACK_TIMEOUT = 0.3          # s: first answer (ACK, NAK or BUSY) to a command, plus its send time
@@ -139,13 +140,10 @@ class Decoder:
 
 
 # ---------------------------------------------------------------- results
-@dataclass
-class Result:
-    pred: int
-    logits: list
-    local_pred: list          # per layer, -1 where the layer has no local head
-    insn: int                 # counter units (see Info.counter_kind) of this step on the device
-    steps: int                # training steps the device model has taken
+# TRAIN / EVAL answers are host.train.Result (the one result type of host core and board):
+# pred, logits (list), local_pred (list, -1 where the layer has no local head), insn (counter
+# units, see Info.counter_kind, of this step on the device), steps (training steps the device
+# model has taken).
 
 
 @dataclass
@@ -208,7 +206,7 @@ def _parse_result(p: bytes) -> Result:
     insn, steps, pred, classes, layers = struct.unpack_from("<IIiHH", p)
     logits = list(struct.unpack_from(f"<{classes}b", p, 16))
     local = list(struct.unpack_from(f"<{layers}b", p, 16 + classes))
-    return Result(pred, logits, local, insn, steps)
+    return Result(pred, logits=logits, local_pred=local, insn=insn, steps=steps)
 
 
 @dataclass

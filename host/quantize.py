@@ -134,8 +134,8 @@ def size_report(blob: bytes) -> dict:
 
 
 def cmd_export_c(args) -> int:
-    with open(args.model, "rb") as f:
-        blob = f.read()
+    from host.filecheck import read_model_file
+    blob = read_model_file(args.model)
     modelfile.read_header(blob, args.model)          # magic, version, CRC checked, clear errors
     device = blob if args.keep_host else modelfile.strip_host(blob)
     name = _c_ident(args.name or os.path.splitext(os.path.basename(args.model))[0])

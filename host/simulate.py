@@ -3,19 +3,21 @@
 With no arguments it trains MobileNetV1-0.25 (96x96x3, 2 classes) from scratch with LLS on the
 project's own synthetic person / no-person scenes. `--data PATH` reads any dataset layout
 `host.datasets.open` knows (e.g. the EEMBC VWW folder), `--model FILE` fine-tunes a model file
-(`python -m host.quantize import-tflite ...`). The samples are visited in the order of
-`host.schedule.epoch_order`, which `host.stream` shares, so a board fed the same data, model,
-epochs and seed ends with the same weights (`weights_sha256`).
+(`python -m host.quantize import-tflite ...`). The run is host.train.run on the simulated core
+(each epoch through the C epoch runner, pipelined over the cores, in chunks of 128 samples), the
+very run host.stream drives a board with, so a board fed the same data, model, epochs and seed
+ends with the same weights (`weights_sha256`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from host.train import apply_lr, lr_factor  # noqa: F401  (the schedule, where it was before host.train)
 
 RULES = {  # --rule -> (basis, variant)
     "lls-square": ("square", "plain"),
@@ -173,17 +175,6 @@ def match_channels(images: np.ndarray, channels: int, what: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the run
-def evaluate(cm, model, images, labels) -> tuple[float, np.ndarray, np.ndarray]:
-    """Accuracy, per-layer local-head accuracy and the predictions on a labelled set."""
-    preds, local = [], []
-    for x in images:
-        r = cm.infer(model.quantize_input(x), with_local=True)
-        preds.append(r.pred)
-        local.append(r.local_pred)
-    preds, local = np.array(preds), np.array(local)
-    return float(np.mean(preds == labels)), np.mean(local == labels[:, None], axis=0), preds
-
-
 @dataclass
 class Setup:
     """Everything a run needs, decided once: host.simulate and host.stream both start here."""
@@ -196,18 +187,6 @@ class Setup:
 
 
 TAU = 0.5
-
-
-def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
-    """Learning-rate multiplier of `epoch` (0-based): cosine goes base * (1 + cos(pi e / E)) / 2."""
-    if schedule == "constant":
-        return 1.0
-    return float(0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
-
-
-def apply_lr(model, base_lr: list, factor: float) -> None:
-    for L, (lr, lr_m) in zip(model.layers, base_lr):
-        L.lr, L.lls_m_lr = lr * factor, lr_m * factor
 
 
 def resolve_defaults(args) -> None:
@@ -246,46 +225,26 @@ def prepare(args) -> Setup:
     return Setup(model, tr_x, tr_y, va_x, va_y, config)
 
 
-def run(args) -> dict:
+def run(args, threads: int | None = None) -> dict:
+    """The run of `args` on the simulated core (host.train.run over host.train.SimulatedCore);
+    `threads`: cores the C epoch runner pipelines over (default host.train.default_threads())."""
+    from host import train
     from host.core import CModel
     from host.model import weights_sha256
-    from host.schedule import epoch_order
 
     setup = prepare(args)
     model = setup.model
-    tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
     cm = CModel(model, **setup.config)
+    backend = train.SimulatedCore(cm, threads=threads)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
-        f"train {len(tr_y)}, val {len(va_y)} samples ({args.data})")
+        f"train {len(setup.train_y)}, val {len(setup.val_y)} samples ({args.data}); "
+        f"{backend.threads} thread(s)")
     log(f"scratch arena {cm.arena_bytes} B (largest layer in+out {cm.max_layer_bytes} B); "
         f"a backprop trainer keeps {cm.bp_activation_bytes} B of activations")
-    from tqdm import tqdm
-
-    history, t0, steps = [], time.time(), 0
-    train_acc = val_acc = 0.0
-    per_layer = np.zeros(len(model.layers))
-    base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
-    for epoch in range(args.epochs):
-        apply_lr(model, base_lr, lr_factor(args.lr_schedule, epoch, args.epochs))
-        cm.refresh_learning_rates()
-        order = epoch_order(len(tr_y), epoch, args.seed)
-        correct = 0
-        bar = tqdm(order, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img", disable=args.quiet,
-                   file=sys.stderr, dynamic_ncols=True)
-        for k, i in enumerate(bar, start=1):
-            r = cm.train_step(model.quantize_input(tr_x[i]), int(tr_y[i]))
-            correct += r.pred == tr_y[i]
-            steps += 1
-            if k % 25 == 0:
-                bar.set_postfix(train_acc=f"{correct / k:.3f}")
-        train_acc = correct / len(tr_y)
-        val_acc, per_layer, val_preds = evaluate(cm, model, va_x, va_y)
-        history.append({"epoch": epoch + 1, "train_accuracy": train_acc, "val_accuracy": val_acc})
-        log(f"epoch {epoch + 1}: train {train_acc:.3f}  val {val_acc:.3f}  local heads "
-            + " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(per_layer, model.layers)))
-    seconds = time.time() - t0
-    apply_lr(model, base_lr, 1.0)
+    out = train.run(backend, model, setup.train_x, setup.train_y, setup.val_x, setup.val_y,
+                    epochs=args.epochs, lr_schedule=args.lr_schedule, seed=args.seed,
+                    progress=not args.quiet, log=log)
     if args.save_model:
         from host import modelfile
 
@@ -293,15 +252,18 @@ def run(args) -> dict:
     return {
         "data": args.data, "model": args.model or f"mobilenet_v1_{args.alpha}_{model.input_shape[0]}",
         "rule": args.rule, "epochs": args.epochs, "seed": args.seed,
-        "train_samples": int(len(tr_y)), "val_samples": int(len(va_y)),
-        "train_accuracy": float(train_acc), "val_accuracy": float(val_acc),
-        "per_layer_accuracy": [None if not L.has_weights else float(a) for a, L in zip(per_layer, model.layers)],
-        "history": history,
-        "val_predictions": [int(p) for p in val_preds],
+        "train_samples": out["train_samples"], "val_samples": out["val_samples"],
+        "train_accuracy": out["train_accuracy"], "val_accuracy": out["val_accuracy"],
+        "per_layer_accuracy": [None if not L.has_weights else a
+                               for a, L in zip(out["local_accuracy"] or [0.0] * len(model.layers), model.layers)],
+        "history": out["history"],
+        "val_predictions": out["val_predictions"],
         "scratch_bytes": cm.arena_bytes, "max_layer_bytes": cm.max_layer_bytes,
         "bp_activation_bytes": cm.bp_activation_bytes,
         "weights_sha256": weights_sha256(model),
-        "seconds": seconds, "samples_per_second": steps / seconds if seconds > 0 else 0.0,
+        "threads": backend.threads,
+        "seconds": out["seconds"], "train_seconds": out["train_seconds"],
+        "samples_per_second": out["samples_per_second"],
     }
 
 

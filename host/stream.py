@@ -11,8 +11,9 @@ Simulate before you flash: the training options (--data, --model, --epochs, --se
 --train-layers, --lr-*, --lr-schedule, --rounding, --limit, --val-limit, --shift, ...) are
 host.simulate's own (`add_training_args`), and the run is built by `host.simulate.prepare`, so
 data, model, trainable layers, base learning rates and training configuration are the objects the
-simulation uses. The board gets that model file, its configuration (SET_CONFIG), and before every
-epoch the learning rates of the schedule (SET_LR); it trains the samples in
+simulation uses, and the run itself is host.train.run, the simulation's own, over a `Board`
+backend. The board gets that model file, its configuration (SET_CONFIG), and before every epoch
+the learning rates of the schedule (SET_LR); it trains the samples in
 host.schedule.epoch_order(n, epoch, --seed) order and evaluates the validation samples after every
 --eval-every training samples and at the end. `python -m host.simulate` with the same training
 options prints the same `weights_sha256`.
@@ -32,6 +33,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from host.train import layer_rates  # noqa: F401  (SET_LR payload: one definition, in host.train)
 
 QEMU = "qemu-system-arm"
 QEMU_MACHINE = "mps2-an386"
@@ -73,21 +76,32 @@ def core_config(cm) -> dict:
     return {k: int(getattr(c, k)) for k in CONFIG_FIELDS}
 
 
-def layer_rates(model) -> list:
-    """SET_LR payload for the model's current Layer.lr / lls_m_lr: quantized as
-    CModel.refresh_learning_rates does for trainable layers; frozen layers get 0, the value
-    CModel leaves in them (their rates are never used)."""
-    from host.model import quantize_multiplier
-    out = []
-    for L in model.layers:
-        if L.trainable and L.has_weights:
-            out.append((*quantize_multiplier(L.lr), *quantize_multiplier(L.lls_m_lr)))
-        else:
-            out.append((0, 0, 0, 0))
-    return out
-
-
 # ---------------------------------------------------------------- the board
+class Board:
+    """A board over the serial link as a host.train backend: one sample per TRAIN / EVAL command,
+    the schedule's learning rates by SET_LR before every epoch."""
+    train_chunk = 1
+    eval_chunk = 1
+
+    def __init__(self, link):
+        self.link = link
+        self.train_insn: list[int] = []
+
+    def set_learning_rates(self, rates) -> None:
+        self.link.set_lr(rates)
+
+    def train(self, x, y) -> list:
+        out = [self.link.train(xi, int(yi)) for xi, yi in zip(x, y)]
+        self.train_insn += [r.insn for r in out]
+        return out
+
+    def evaluate(self, x) -> list:
+        return [self.link.evaluate(xi, with_local=True) for xi in x]
+
+    def postfix(self) -> dict:
+        return {"retx": self.link.stats.retransmits}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,10 +200,8 @@ def _now() -> float:
 def run(args, log=None, progress=True) -> dict:
     from tqdm import tqdm
 
-    from host import modelfile, protocol
+    from host import modelfile, protocol, train
     from host.model import weights_sha256
-    from host.schedule import epoch_order
-    from host.simulate import apply_lr, lr_factor
 
     qemu = None
     port = None
@@ -216,7 +228,6 @@ def run(args, log=None, progress=True) -> dict:
         tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
         blob = modelfile.to_bytes(model)
         config = core_config(cm)
-        base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
 
         link.reset()
         with tqdm(total=len(blob), unit="B", unit_scale=True, desc="load model", disable=not progress,
@@ -243,69 +254,13 @@ def run(args, log=None, progress=True) -> dict:
                "train_samples": n_train, "eval_samples": n_val, "arena_bytes": loaded["arena_bytes"],
                "host_arena_bytes": cm.arena_bytes})
 
-        evals = []
-
-        def evaluate(step):
-            correct, preds, local_correct, insn = 0, [], None, []
-            for j in tqdm(range(n_val), desc="eval", unit="img", disable=not progress, leave=False):
-                y = int(va_y[j])
-                r = link.evaluate(model.quantize_input(va_x[j]), with_local=True)
-                preds.append(r.pred)
-                correct += int(r.pred == y)
-                insn.append(r.insn)
-                if local_correct is None:
-                    local_correct = [0] * len(r.local_pred)
-                for li, lp in enumerate(r.local_pred):
-                    local_correct[li] += int(lp == y)
-                write({"kind": "eval_sample", "t": _now(), "step": step, "index": j, "label": y,
-                       "pred": r.pred, "logits": r.logits, "local_pred": r.local_pred, "insn": r.insn})
-            rec = {"kind": "eval", "t": _now(), "step": step, "n": n_val,
-                   "accuracy": correct / n_val if n_val else None, "preds": preds,
-                   "local_accuracy": [c / n_val for c in local_correct] if n_val and local_correct else [],
-                   "insn_median": int(np.median(insn)) if insn else None}
-            evals.append(rec)
-            write(rec)
-            return rec
-
-        total = n_train * args.epochs
-        history, train_insn, train_preds, factors = [], [], [], []
-        correct_all, k, t0 = 0, 0, time.monotonic()
-        bar = tqdm(total=total, desc="train", unit="img", disable=not progress)
-        for epoch in range(args.epochs):
-            # the schedule exactly as host.simulate.run applies it: rates of this epoch, then the
-            # quantized multipliers CModel.refresh_learning_rates would give the core
-            factor = lr_factor(args.lr_schedule, epoch, args.epochs)
-            apply_lr(model, base_lr, factor)
-            try:
-                rates = layer_rates(model)
-            except ValueError as e:          # a rate too large for a quantized multiplier
-                raise StreamError(f"epoch {epoch + 1} learning rates: {e}") from e
-            link.set_lr(rates)
-            factors.append(factor)
-            correct = 0
-            for i in epoch_order(n_train, epoch, args.seed):
-                i = int(i)
-                y = int(tr_y[i])
-                r = link.train(model.quantize_input(tr_x[i]), y)
-                k += 1
-                correct += int(r.pred == y)
-                correct_all += int(r.pred == y)
-                train_insn.append(r.insn)
-                train_preds.append(r.pred)
-                write({"kind": "train", "t": _now(), "step": k, "epoch": epoch, "index": i, "label": y,
-                       "pred": r.pred, "logits": r.logits, "local_pred": r.local_pred, "insn": r.insn,
-                       "running_accuracy": correct_all / k})
-                bar.update(1)
-                bar.set_postfix(acc=f"{correct_all / k:.3f}", retx=link.stats.retransmits)
-                if args.eval_every and k % args.eval_every == 0 and k < total:
-                    evaluate(k)
-            history.append({"epoch": epoch + 1, "train_accuracy": correct / n_train if n_train else None,
-                            "lr_factor": factor})
-        bar.close()
-        train_seconds = time.monotonic() - t0
-        apply_lr(model, base_lr, 1.0)
-        if n_val:
-            evaluate(total)
+        try:
+            board = Board(link)
+            out = train.run(board, model, tr_x, tr_y, va_x, va_y, epochs=args.epochs,
+                            lr_schedule=args.lr_schedule, seed=args.seed, eval_each_epoch=False,
+                            eval_every=args.eval_every, progress=progress, record=write)
+        except ValueError as e:              # a learning rate too large for a quantized multiplier
+            raise StreamError(str(e)) from e
 
         with tqdm(total=info.weights_bytes or None, unit="B", unit_scale=True, desc="read weights",
                   disable=not progress, leave=False) as wbar:
@@ -315,7 +270,6 @@ def run(args, log=None, progress=True) -> dict:
             raise StreamError(f"weights read back (CRC32 {zlib.crc32(weights):08x}) differ from the "
                               f"board's own CRC32 {info_end.weights_crc:08x}")
         dev_stats = link.device_stats()
-        last = evals[-1] if evals else None
         summary = {
             "data": args.data,
             "model": model_name,
@@ -323,28 +277,28 @@ def run(args, log=None, progress=True) -> dict:
             "config": setup.config,
             "device_config": config,
             "lr_schedule": args.lr_schedule,
-            "samples": total,
+            "samples": out["samples"],
             "train_samples": n_train,
             "eval_samples": n_val,
             "epochs": args.epochs,
             "seed": args.seed,
             # as host.simulate: accuracy of the last epoch's on-device predictions while training
-            "train_accuracy": history[-1]["train_accuracy"] if history else None,
-            "eval_accuracy": last["accuracy"] if last else None,
-            "local_accuracy": last["local_accuracy"] if last else [],
-            "history": history,
-            "evals": [{k: e[k] for k in ("step", "n", "accuracy", "local_accuracy")} for e in evals],
-            "eval_preds": last["preds"] if last else [],
-            "train_preds": train_preds,
+            "train_accuracy": out["train_accuracy"],
+            "eval_accuracy": out["val_accuracy"],
+            "local_accuracy": out["local_accuracy"],
+            "history": out["history"],
+            "evals": out["evals"],
+            "eval_preds": out["val_predictions"],
+            "train_preds": out["train_preds"],
             "weights_sha256": hashlib.sha256(weights).hexdigest(),
             "initial_weights_sha256": weights_sha256(model),     # the host copy is never trained
             "weights_crc32": f"{zlib.crc32(weights):08x}",
             "weights_bytes": len(weights),
-            "mcu_train_insn_median": int(np.median(train_insn)) if train_insn else None,
-            "mcu_infer_insn_median": last["insn_median"] if last else None,
+            "mcu_train_insn_median": int(np.median(board.train_insn)) if board.train_insn else None,
+            "mcu_infer_insn_median": out["insn_median"],
             "counter": info.counter_kind,
-            "train_seconds": round(train_seconds, 3),
-            "samples_per_s": round(total / train_seconds, 3) if train_seconds > 0 else None,
+            "train_seconds": round(out["train_seconds"], 3),
+            "samples_per_s": round(out["samples"] / out["train_seconds"], 3) if out["train_seconds"] > 0 else None,
             "device": info_end.as_dict(),
             "device_stats": dev_stats,
             "link": {k: v for k, v in vars(link.stats).items() if k != "op_seconds"},

@@ -112,7 +112,7 @@ def test_platformio_run_builds_offline_and_reports_size(pio, env, tmp_path):
     capacity = {"disco_f746ng": (320 * 1024, 1024 * 1024)}.get(env, (4 << 20, 4 << 20))
     assert (int(ram.group(2)), int(flash.group(2))) == capacity
     assert ".bss" in out and "Total" in out                        # size -A listing
-    assert (tmp_path / env / "src" / "ccore" / "src" / "tl_train.su").is_file()   # stack usage per object
+    assert (tmp_path / env / "src" / "ccore" / "src" / "tl_lls.su").is_file()   # stack usage per object
 
 
 def test_platformio_make_alias_keeps_the_sizing_variables(pio, tmp_path):

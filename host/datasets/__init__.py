@@ -12,6 +12,10 @@ Layouts (`detect(PATH)` names them):
 
 Errors are `DataError` whose message names the file / field / value at fault. With
 `skip_bad=True` bad items are left out and listed in `ds.skipped` instead (never mislabelled).
+Every file is read through `host.safeio`: it must be a regular file (no FIFO or device) within
+a size bound checked before reading, a name listed inside a file (label row, manifest entry,
+COCO file_name) must stay inside the data set's folder (no absolute path, no `..`, no symlink
+leading out), and bad UTF-8 / JSON is reported with the file, line and column.
 """
 from __future__ import annotations
 

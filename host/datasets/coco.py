@@ -34,6 +34,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .. import safeio
 from . import shards
 from .base import DataError, Skipped
 from .imaging import RESIZE_MODES
@@ -42,6 +43,9 @@ from .parallel import Progress, decode_many, default_workers
 SPLITS = ("train", "val", "minival")
 BUILD_FORMAT = 1
 PARTIAL = ".partial"
+MAX_ANNOTATION_BYTES = 4 * safeio.GiB    # instances_train2014.json is ~0.5 GB
+MAX_ID_LIST_BYTES = 64 * safeio.MiB
+MAX_SIDECAR_BYTES = 256 * safeio.MiB
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,7 @@ class BuildResult:
 
 
 def read_instances(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file missing") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read annotation file ({e.strerror or e})") from None
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    data = safeio.read_json(path, MAX_ANNOTATION_BYTES, "annotation file", error=DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with images/annotations/categories")
     for key in ("images", "annotations", "categories"):
@@ -106,6 +102,8 @@ def label_images(ann_path: Path, image_dir: Path, *, threshold: float = 0.005,
             raise DataError(f"{ann_path}: images[{k}] (id {iid}) has size {w}x{h}")
         if iid in images:
             raise DataError(f"{ann_path}: image id {iid} listed twice in field 'images'")
+        safeio.confined(image_dir, fn, f"{ann_path}: images[{k}] (id {iid}) field 'file_name'",
+                        error=DataError)
         images[iid] = {"w": w, "h": h, "fn": fn, "person": False}
     for k, a in enumerate(data["annotations"]):
         if a.get("category_id") != fg_id:
@@ -126,12 +124,8 @@ def label_images(ann_path: Path, image_dir: Path, *, threshold: float = 0.005,
 
 
 def read_id_list(path: Path) -> set[int]:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: minival id list missing") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read minival id list ({e.strerror or e})") from None
+    lines = safeio.read_text(path, MAX_ID_LIST_BYTES, "minival id list",
+                             error=DataError).splitlines()
     out: set[int] = set()
     for n, line in enumerate(lines, 1):
         s = line.strip()
@@ -213,7 +207,8 @@ def build(coco_root: os.PathLike | str, split: str, out: os.PathLike | str, *, s
         "builder": "host.vww build", "build_format": BUILD_FORMAT, "coco_root": str(coco_root),
         "split": split, "size": size, "grey": grey, "resize": resize, "threshold": threshold,
         "foreground": foreground, "limit": limit, "shard_size": shard_size,
-        "minival_list_sha256": hashlib.sha256(Path(minival_list).read_bytes()).hexdigest()
+        "minival_list_sha256": hashlib.sha256(safeio.read_bytes(
+            minival_list, MAX_ID_LIST_BYTES, "minival id list", error=DataError)).hexdigest()
         if minival_list else None,
         "plan_sha256": _digest([[r.id, r.label] for r in rows]),
     }
@@ -240,13 +235,13 @@ def build(coco_root: os.PathLike | str, split: str, out: os.PathLike | str, *, s
         if not side.is_file() or not f.is_file():
             continue
         try:
-            rec = json.loads(side.read_text())
-        except ValueError:
-            continue
-        if (rec.get("key") == key and rec.get("plan") == _digest([r.id for r in chunk])
-                and f.stat().st_size == rec["entry"]["bytes"]):
-            entries[k] = rec["entry"]
-            skipped_by[k] = rec["skipped"]
+            rec = safeio.read_json(side, MAX_SIDECAR_BYTES, "build record", error=DataError)
+            if (rec.get("key") == key and rec.get("plan") == _digest([r.id for r in chunk])
+                    and f.stat().st_size == rec["entry"]["bytes"]):
+                entries[k] = rec["entry"]
+                skipped_by[k] = list(rec["skipped"])
+        except (DataError, OSError, AttributeError, KeyError, TypeError):
+            continue     # unreadable record of a finished shard: that shard is built again
     reused = sum(e is not None for e in entries)
     todo = [k for k, e in enumerate(entries) if e is None]
     work = [(r.path, (r.width, r.height)) for k in todo for r in chunks[k]]
@@ -308,8 +303,9 @@ def _prepare_out(out: Path, key: str) -> None:
     man = out / shards.MANIFEST
     if man.is_file():
         try:
-            old = json.loads(man.read_text()).get("settings", {}).get("key")
-        except ValueError:
+            old = safeio.read_json(man, shards.MAX_MANIFEST_BYTES, "shard manifest",
+                                   error=DataError).get("settings", {}).get("key")
+        except (DataError, AttributeError):
             old = None
         if old != key:  # a different build: its shards will be replaced
             man.unlink()

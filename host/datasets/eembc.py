@@ -3,6 +3,9 @@
 Each `.bin` is 96*96*3 = 27,648 bytes of uint8 RGB, HWC, row-major from the top-left pixel,
 no header. `y_labels.csv` has one row per image and no header: `filename,classes,class`
 (classes = 2; class 1 = person, 0 = no person). Rows are read in file-name order.
+A row's file name must stay inside the folder (no absolute path, no `..`, no symlink leading
+out); `y_labels.csv` is UTF-8 of at most 64 MiB and every `.bin` is checked to be a regular file
+of exactly 27,648 bytes before it is read (`host.safeio`).
 
 `open` accepts the folder holding `y_labels.csv` (`.../datasets/vww01`) or any parent that
 holds exactly one such folder below it (e.g. `vww01-eembc/`). `.bin` files without a label row
@@ -11,18 +14,21 @@ are never guessed: they are left out and listed in `ds.meta["unlabelled"]`.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .. import safeio
 from .base import DataError, Dataset, Skipped
 
 LABELS = "y_labels.csv"
 SIDE = 96
 CHANNELS = 3
 BIN_BYTES = SIDE * SIDE * CHANNELS
+MAX_LABELS_BYTES = 64 * safeio.MiB
 
 
 def find_root(path: Path) -> Optional[Path]:
@@ -42,31 +48,28 @@ def find_root(path: Path) -> Optional[Path]:
 def read_labels(csv_path: Path, *, skip_bad: bool, skipped: list[Skipped]) -> dict[str, int]:
     """file name -> class, validated (classes column == 2, class in {0,1}, no duplicates)."""
     out: dict[str, int] = {}
-    try:
-        fh = open(csv_path, newline="")
-    except OSError as e:
-        raise DataError(f"{csv_path}: cannot read label file ({e.strerror or e})") from None
-    with fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            where = f"{csv_path} line {lineno}"
-            try:
-                if len(row) != 3:
-                    raise DataError(f"{where}: expected 3 fields 'filename,2,class', got {row!r}")
-                fname, ncls, cls = (c.strip() for c in row)
-                if ncls != "2":
-                    raise DataError(f"{where}: classes field is {ncls!r}, expected '2'")
-                if cls not in ("0", "1"):
-                    raise DataError(f"{where}: label {cls!r} for {fname} is outside {{0,1}}")
-                if fname in out:
-                    raise DataError(f"{where}: {fname} listed twice")
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                skipped.append(Skipped(f"{csv_path}:{lineno}", str(e)))
-                continue
-            out[fname] = int(cls)
+    text = safeio.read_text(csv_path, MAX_LABELS_BYTES, "label file", error=DataError)
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        where = f"{csv_path} line {lineno}"
+        try:
+            if len(row) != 3:
+                raise DataError(f"{where}: expected 3 fields 'filename,2,class', got {row!r}")
+            fname, ncls, cls = (c.strip() for c in row)
+            if ncls != "2":
+                raise DataError(f"{where}: classes field is {ncls!r}, expected '2'")
+            if cls not in ("0", "1"):
+                raise DataError(f"{where}: label {cls!r} for {fname} is outside {{0,1}}")
+            if fname in out:
+                raise DataError(f"{where}: {fname} listed twice")
+            safeio.confined(csv_path.parent, fname, where, error=DataError)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append(Skipped(f"{csv_path}:{lineno}", str(e)))
+            continue
+        out[fname] = int(cls)
     if not out:
         raise DataError(f"{csv_path}: no label rows")
     return out
@@ -86,16 +89,10 @@ def open_eembc(path: os.PathLike | str, *, skip_bad: bool = False) -> Dataset:
     for i, fname in enumerate(names):
         f = root / fname
         try:
-            try:
-                data = f.read_bytes()
-            except FileNotFoundError:
-                raise DataError(f"{f}: listed in {LABELS} but the file is missing") from None
-            except OSError as e:
-                raise DataError(f"{f}: cannot read ({e.strerror or e})") from None
-            if len(data) != BIN_BYTES:
-                raise DataError(
-                    f"{f}: {len(data)} bytes, expected {BIN_BYTES} "
-                    f"({SIDE}x{SIDE}x{CHANNELS} uint8, no header)")
+            if not f.exists():
+                raise DataError(f"{f}: listed in {LABELS} but the file is missing")
+            data = safeio.read_bytes(f, BIN_BYTES, f"{SIDE}x{SIDE}x{CHANNELS} uint8, no header",
+                                     error=DataError, exact=BIN_BYTES)
         except DataError as e:
             if not skip_bad:
                 raise

@@ -23,9 +23,11 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .. import safeio
 from .base import DataError, to_grey
 
 RESIZE_MODES = ("squash", "center-crop")
+MAX_IMAGE_BYTES = 64 * safeio.MiB     # an encoded picture; checked before the file is read
 
 
 def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
@@ -39,12 +41,9 @@ def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
     if resize not in RESIZE_MODES:
         raise DataError(f"resize mode {resize!r} unknown; use one of {', '.join(RESIZE_MODES)}")
     label = name or (str(src) if not isinstance(src, bytes) else "<bytes>")
-    try:
-        fp = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{label}: image file missing") from None
-    except OSError as e:
-        raise DataError(f"{label}: cannot open image file ({e.strerror or e})") from None
+    if not isinstance(src, bytes):
+        src = safeio.read_bytes(src, MAX_IMAGE_BYTES, "image file", error=DataError)
+    fp = io.BytesIO(src)
     try:
         with fp, Image.open(fp) as im:
             if expect_wh is not None and tuple(im.size) != tuple(expect_wh):

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .. import safeio
 from .augment import augment as _augment
 from .augment import shuffle as _shuffle
 from .base import DataError, Dataset, Skipped
@@ -45,6 +46,8 @@ HEADER_BYTES = HEADER.size  # 16
 MANIFEST = "manifest.json"
 FORMAT = "tinylls-shards"
 DEFAULT_SHARD_SIZE = 4096
+MAX_MANIFEST_BYTES = 1 * safeio.GiB      # ids of every record; ~20 bytes each
+MAX_SHARD_BYTES = 16 * safeio.GiB
 
 
 def shard_name(index: int) -> str:
@@ -156,20 +159,59 @@ def is_shards(path: Path) -> bool:
     if not m.is_file():
         return False
     try:
-        return json.loads(m.read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        man = safeio.read_json(m, MAX_MANIFEST_BYTES, "shard manifest", error=DataError)
+    except DataError:
         return False
+    return isinstance(man, dict) and man.get("format") == FORMAT
+
+
+def _int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check_manifest(m: Path, man: dict) -> None:
+    """Types and ranges of every field the readers use; names confined to the folder."""
+    shape = man["shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_int(v, 1, 65535) for v in shape)
+            and shape[2] <= 255):
+        raise DataError(f"{m}: field 'shape' is {shape!r}, expected [H, W, C] of positive integers")
+    if not _int(man["classes"], 1, 256):
+        raise DataError(f"{m}: field 'classes' is {man['classes']!r}, expected an integer 1..256")
+    if not _int(man["count"], 0, 1 << 40):
+        raise DataError(f"{m}: field 'count' is {man['count']!r}, expected a count")
+    if not isinstance(man["shards"], list):
+        raise DataError(f"{m}: field 'shards' is {type(man['shards']).__name__}, expected a list")
+    rec_bytes = 1 + shape[0] * shape[1] * shape[2]
+    total = 0
+    for k, e in enumerate(man["shards"]):
+        where = f"{m}: shards[{k}]"
+        if not isinstance(e, dict):
+            raise DataError(f"{where} is {type(e).__name__}, expected an object")
+        for key in ("file", "count", "bytes", "sha256", "ids"):
+            if key not in e:
+                raise DataError(f"{where}.{key} missing")
+        safeio.confined(m.parent, e["file"], f"{where}.file", error=DataError)
+        if not _int(e["count"], 0, 1 << 40):
+            raise DataError(f"{where}.count is {e['count']!r}, expected a count")
+        if not _int(e["bytes"], 0, MAX_SHARD_BYTES) or e["bytes"] != HEADER_BYTES + e["count"] * rec_bytes:
+            raise DataError(f"{where}.bytes is {e['bytes']!r}, expected {HEADER_BYTES} + "
+                            f"{e['count']} x {rec_bytes} = {HEADER_BYTES + e['count'] * rec_bytes}")
+        if not isinstance(e["sha256"], str):
+            raise DataError(f"{where}.sha256 is {e['sha256']!r}, expected a hex string")
+        if not (isinstance(e["ids"], list) and len(e["ids"]) == e["count"]
+                and all(isinstance(i, str) for i in e["ids"])):
+            raise DataError(f"{where}.ids is not a list of {e['count']} strings")
+        total += e["count"]
+    if total != man["count"]:
+        raise DataError(f"{m}: field 'count' is {man['count']}, the shards hold {total}")
 
 
 def read_manifest(path: os.PathLike | str) -> dict[str, Any]:
     path = Path(path)
     m = path / MANIFEST if path.is_dir() else path
-    try:
-        man = json.loads(m.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{m}: manifest missing (not a tinylls shard folder)") from None
-    except ValueError as e:
-        raise DataError(f"{m}: not valid JSON ({e})") from None
+    if not m.exists():
+        raise DataError(f"{m}: manifest missing (not a tinylls shard folder)")
+    man = safeio.read_json(m, MAX_MANIFEST_BYTES, "shard manifest", error=DataError)
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         raise DataError(f"{m}: field 'format' is {man.get('format') if isinstance(man, dict) else None!r}, "
                         f"expected {FORMAT!r}")
@@ -178,6 +220,7 @@ def read_manifest(path: os.PathLike | str) -> dict[str, Any]:
     for key in ("shape", "classes", "count", "shards"):
         if key not in man:
             raise DataError(f"{m}: field {key!r} missing")
+    _check_manifest(m, man)
     return man
 
 
@@ -185,14 +228,10 @@ def _load_shard(folder: Path, entry: dict, man: dict, verify: bool) -> np.ndarra
     """Structured record array of one shard, checked against the manifest."""
     f = folder / entry["file"]
     shape = tuple(man["shape"])
-    try:
-        data = f.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{f}: shard listed in {MANIFEST} is missing") from None
-    except OSError as e:
-        raise DataError(f"{f}: cannot read ({e.strerror or e})") from None
-    if len(data) != entry["bytes"]:
-        raise DataError(f"{f}: {len(data)} bytes, manifest says {entry['bytes']} (truncated?)")
+    if not f.exists():
+        raise DataError(f"{f}: shard listed in {MANIFEST} is missing")
+    data = safeio.read_bytes(f, entry["bytes"], "shard (size from the manifest)", error=DataError,
+                             exact=entry["bytes"])
     if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise DataError(f"{f}: sha256 does not match {MANIFEST} (corrupted or modified)")
     magic, ver, c, h, w, classes, _, n = HEADER.unpack_from(data)
@@ -262,10 +301,10 @@ def stream(path: os.PathLike | str, *, seed: Optional[int] = None, epoch: int = 
     maps, owner = [], []
     for k, entry in enumerate(man["shards"]):
         f = folder / entry["file"]
-        if not f.is_file():
+        if not f.exists():
             raise DataError(f"{f}: shard listed in {MANIFEST} is missing")
-        if f.stat().st_size != entry["bytes"]:
-            raise DataError(f"{f}: {f.stat().st_size} bytes, manifest says {entry['bytes']}")
+        safeio.check_file(f, entry["bytes"], "shard (size from the manifest)", error=DataError,
+                          exact=entry["bytes"])
         mm = np.memmap(f, dtype=record_dtype(shape), mode="r", offset=HEADER_BYTES,
                        shape=(entry["count"],)) if entry["count"] else None
         maps.append(mm)

@@ -19,12 +19,14 @@ from typing import Optional
 
 import numpy as np
 
+from .. import safeio
 from .base import DataError, Dataset, Skipped
 from .imaging import decode
 from .parallel import Progress, default_workers, imap
 
 PATTERNS = ("*.tfrecord", "*.tfrecords", "*.tfrecord-*", "*.record", "*.record-*")
 CHUNK = 2048
+MAX_FILE_BYTES = 64 * safeio.GiB    # one TFRecord file (the VWW script writes ~100 MB ones)
 
 
 def looks_like(p: Path) -> bool:
@@ -121,6 +123,7 @@ def open_tfrecord(path: os.PathLike | str, *, skip_bad: bool = False, split: Opt
             progress(done, -1)
 
     for f in files:
+        safeio.check_file(f, MAX_FILE_BYTES, "TFRecord file", error=DataError)
         batch: list[tuple[bytes, str, int, str]] = []
         k = -1
         try:
