@@ -182,8 +182,11 @@ def sweep(every: int = 1, model=None) -> dict:
 
 def _copy_state(src: Rig, dst: Rig) -> None:
     """dst's model takes src's tensors, rates and step (through the weights of the CModels)."""
-    for a, b in zip(src.cm._keep, dst.cm._keep):
-        b[...] = a
+    if getattr(src.cm, "_blob", None) is not None:        # CModel parses the model file in its own blob
+        dst.cm._blob[...] = src.cm._blob
+    else:
+        for a, b in zip(src.cm._keep, dst.cm._keep):
+            b[...] = a
     for i in range(src.m.n_layers):
         for k in ("lr_mult", "lr_shift", "lls_m_lr_mult", "lls_m_lr_shift"):
             setattr(dst.m.layers[i], k, getattr(src.m.layers[i], k))

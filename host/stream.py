@@ -83,9 +83,17 @@ class Board:
     train_chunk = 1
     eval_chunk = 1
 
-    def __init__(self, link):
+    def __init__(self, link, checkpoint_every: int = 0, tag=None):
         self.link = link
         self.train_insn: list[int] = []
+        self.checkpoint_every = int(checkpoint_every)
+        self.tag = list(tag) if tag is not None else [0] * 8
+
+    def begin_epoch(self, epoch: int, index: int) -> None:
+        """With checkpoints on: the board's data cursor and run tag (CKPT_CONFIG), so that each
+        automatic checkpoint records where the run stands."""
+        if self.checkpoint_every:
+            self.link.ckpt_config(self.checkpoint_every, epoch, index, self.tag)
 
     def set_learning_rates(self, rates) -> None:
         self.link.set_lr(rates)
@@ -100,6 +108,17 @@ class Board:
 
     def postfix(self) -> dict:
         return {"retx": self.link.stats.retransmits}
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child before exec (Linux): SIGKILL when the host process dies, so a killed
+    host.stream leaves no emulated board holding the port and the checkpoint flash file."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def free_port() -> int:
@@ -134,7 +153,7 @@ class QemuBoard:
         self.cmd = [exe, *machine, "-nographic", "-monitor", "none", "-icount", "shift=0", "-kernel", str(elf),
                     "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on", *extra_args]
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, cwd=cwd)
+                                     stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=_die_with_parent)
 
     def connect(self, timeout: float = QEMU_CONNECT_TIMEOUT):
         """Opens the serial socket once QEMU listens (wait=on: the guest starts when we connect)."""
@@ -206,8 +225,21 @@ def run(args, log=None, progress=True) -> dict:
     qemu = None
     port = None
     try:
+        setup = cm = None
+        qemu_dir = None
+        if args.qemu and args.flash_dir:
+            # the emulated board's checkpoint flash (host/flashsim.py): made before QEMU starts,
+            # sized for this run's model, kept across runs
+            from host.flashsim import FLASH_FILE, make_flash_file, region_bytes_for
+            setup, cm = prepare_run(args)
+            qemu_dir = Path(args.flash_dir)
+            qemu_dir.mkdir(parents=True, exist_ok=True)
+            if not (qemu_dir / FLASH_FILE).is_file():
+                need = protocol.lib.tl_ckpt_payload_bytes(cm._m, int(cm._m.cfg.variant))
+                make_flash_file(qemu_dir / FLASH_FILE, region_bytes_for(need))
         if args.qemu:
-            qemu = QemuBoard(args.qemu)
+            qemu = QemuBoard(args.qemu, extra_args=["-semihosting-config", "enable=on,target=native"]
+                             if qemu_dir else (), cwd=str(qemu_dir) if qemu_dir else None)
             port = qemu.connect()
         else:
             port = open_port(args.port)
@@ -223,7 +255,8 @@ def run(args, log=None, progress=True) -> dict:
             raise StreamError(f"firmware speaks protocol {info.proto}, this host speaks "
                               f"{protocol.lib.TL_PROTO_VERSION}: reflash the firmware")
 
-        setup, cm = prepare_run(args)
+        if setup is None:
+            setup, cm = prepare_run(args)
         model = setup.model
         tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
         blob = modelfile.to_bytes(model)
@@ -254,11 +287,45 @@ def run(args, log=None, progress=True) -> dict:
                "train_samples": n_train, "eval_samples": n_val, "arena_bytes": loaded["arena_bytes"],
                "host_arena_bytes": cm.arena_bytes})
 
+        start, resumed = (0, 0), None
+        every = args.checkpoint_every or 0
+        tag = None
+        if every or args.resume:
+            from host.resume import differences, run_tag
+            if not (info.checkpoint and info.checkpoint["flash"]):
+                raise StreamError(f"--checkpoint-every / --resume: the board ({info.board}) has no checkpoint "
+                                  "flash" + (" (--qemu: give --flash-dir)" if args.qemu and not args.flash_dir else ""))
+            options = {"rule": args.rule, "lr_schedule": args.lr_schedule, "config": setup.config,
+                       "device_config": config,
+                       "rates": [tuple(int(v) for v in r) for r in train.layer_rates(model)]}
+            tag = run_tag(blob, tr_x, tr_y, seed=args.seed, epochs=args.epochs, options=options, every=every)
+        if args.resume:
+            found = link.checkpoint("restore")
+            info = link.info()
+            ck = info.checkpoint
+            if found != protocol.lib.TL_CKPT_RESTORED:
+                raise StreamError(f"--resume: nothing to resume on the board: its checkpoint flash holds "
+                                  f"{protocol.CKPT_FOUND.get(found, found)} checkpoint(s) "
+                                  f"(slots: {', '.join(sl['state'] for sl in ck['slots'])})")
+            diff = differences(tag, ck["tag"])
+            if diff:
+                raise StreamError("--resume: the checkpoint on the board is of another run; differs: "
+                                  + "; ".join(diff))
+            if info.config != config:
+                raise StreamError(f"--resume: the checkpoint's training configuration {info.config} differs "
+                                  f"from this run's {config}")
+            start = (ck["epoch"], ck["index"])
+            if info.steps != start[0] * n_train + start[1]:
+                raise StreamError(f"--resume: the checkpoint's step {info.steps} does not match its data cursor "
+                                  f"(epoch {start[0]}, index {start[1]} of {n_train})")
+            resumed = {"epoch": start[0], "index": start[1], "step": info.steps,
+                       "generation": max(sl["generation"] for sl in ck["slots"] if sl["state"] == "valid")}
+            write({"kind": "resume", "t": _now(), **resumed})
         try:
-            board = Board(link)
+            board = Board(link, every, tag)
             out = train.run(board, model, tr_x, tr_y, va_x, va_y, epochs=args.epochs,
                             lr_schedule=args.lr_schedule, seed=args.seed, eval_each_epoch=False,
-                            eval_every=args.eval_every, progress=progress, record=write)
+                            eval_every=args.eval_every, progress=progress, record=write, start=start)
         except ValueError as e:              # a learning rate too large for a quantized multiplier
             raise StreamError(str(e)) from e
 
@@ -271,6 +338,8 @@ def run(args, log=None, progress=True) -> dict:
                               f"board's own CRC32 {info_end.weights_crc:08x}")
         dev_stats = link.device_stats()
         summary = {
+            "resumed_from": resumed,
+            "checkpoint_every": every,
             "data": args.data,
             "model": model_name,
             "rule": args.rule,
@@ -364,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunk", type=int, help="initial payload bytes per data frame (default 1024)")
     ap.add_argument("--trace", action="store_true", help="hex dump of every packet on stderr")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                    help="the board checkpoints its trained state to flash after every K training samples "
+                         "(0: off; the board needs checkpoint flash, docs/protocol.md)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run from the board's newest checkpoint (same data and options, "
+                         "else refused saying what differs)")
+    ap.add_argument("--flash-dir", metavar="DIR",
+                    help="--qemu: directory of the emulated board's checkpoint flash file "
+                         "(tinylls-flash.bin, made if missing; persists across runs)")
     return ap
 
 
@@ -373,7 +451,7 @@ def main(argv=None) -> int:
     from host.cli_common import fail, interrupted
     if bool(args.port) == bool(args.qemu):
         return fail("host.stream", "give either --port PORT, or --qemu ELF to start the emulated board")
-    for name in ("epochs", "eval_every", "limit", "val_limit"):
+    for name in ("epochs", "eval_every", "limit", "val_limit", "checkpoint_every"):
         v = getattr(args, name)
         if v is not None and v < 0:
             return fail("host.stream", f"--{name.replace('_', '-')} must be >= 0, got {v}")
@@ -386,7 +464,7 @@ def main(argv=None) -> int:
     try:
         if log_path:
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-            log = open(log_path, "w", encoding="utf-8")
+            log = open(log_path, "a" if args.resume else "w", encoding="utf-8")
         summary = run(args, log=log, progress=not args.quiet)
     except (StreamError, protocol.ProtocolError, OSError) as e:
         return fail("host.stream", e)

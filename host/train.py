@@ -155,11 +155,17 @@ def _sample_record(kind: str, r: Result, **fields) -> dict:
 def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
         val_y: np.ndarray, *, epochs: int, lr_schedule: str, seed: int, eval_each_epoch: bool = True,
         eval_every: int = 0, progress: bool = True, record: Callable[[dict], None] | None = None,
-        log: Callable[[str], None] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, start: tuple[int, int] = (0, 0)) -> dict:
     """Train `backend` for `epochs` passes over (train_x uint8, train_y) and evaluate it on
     (val_x, val_y). The model's Layer.lr / lls_m_lr are the base rates (left as they were); the
     schedule scales them per epoch. `record` receives one dict per training sample ("train"), per
-    evaluated sample ("eval_sample") and per evaluation ("eval"); `log` one line per evaluation."""
+    evaluated sample ("eval_sample") and per evaluation ("eval"); `log` one line per evaluation.
+
+    start = (epoch, index): resume a run whose backend already holds the weights of the samples
+    before position `index` of epoch `epoch`'s order (a board restored from a checkpoint): the run
+    goes on from there exactly as the uninterrupted one would (same rates, order, steps); training
+    accuracies then count the samples of this call only. A backend with a `begin_epoch(epoch, index)`
+    method is told where each epoch (or the resumed part of one) starts, after its rates are set."""
     from tqdm import tqdm
 
     from host.schedule import epoch_order
@@ -173,7 +179,11 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
     base_lr = [(L.lr, L.lls_m_lr) for L in model.layers]
     total = n_train * epochs
     history, evals, train_preds = [], [], []
-    state = {"step": 0, "correct": 0}
+    start_epoch, start_index = int(start[0]), int(start[1])
+    if not (0 <= start_epoch <= epochs and 0 <= start_index <= n_train):
+        raise ValueError(f"start {start}: outside {epochs} epochs of {n_train} samples")
+    first_step = start_epoch * n_train + start_index
+    state = {"step": first_step, "correct": 0}
     train_seconds = 0.0
 
     def evaluate(step: int, epoch: int) -> dict:
@@ -208,7 +218,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
 
     t0 = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             factor = lr_factor(lr_schedule, epoch, epochs)
             apply_lr(model, base_lr, factor)
             try:
@@ -216,12 +226,15 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
             except ValueError as e:          # a rate too large for a quantized multiplier
                 raise ValueError(f"epoch {epoch + 1} learning rates: {e}") from e
             backend.set_learning_rates(rates)
+            s0 = start_index if epoch == start_epoch else 0
+            if hasattr(backend, "begin_epoch"):
+                backend.begin_epoch(epoch, s0)
             order = epoch_order(n_train, epoch, seed)
             correct = 0
             chunk = max(1, backend.train_chunk)
-            with tqdm(total=n_train, desc=f"epoch {epoch + 1}/{epochs}", unit="img", disable=not progress,
-                      file=sys.stderr, dynamic_ncols=True) as bar:
-                s = 0
+            with tqdm(total=n_train, initial=s0, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
+                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+                s = s0
                 while s < n_train:
                     e = min(n_train, s + chunk)
                     if eval_every:            # a chunk never crosses an evaluation point
@@ -240,13 +253,13 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
                         if record is not None:
                             record(_sample_record("train", r, step=state["step"], epoch=epoch, index=int(i),
                                                   label=int(train_y[i]),
-                                                  running_accuracy=state["correct"] / state["step"]))
+                                                  running_accuracy=state["correct"] / (state["step"] - first_step)))
                     bar.update(e - s)
-                    bar.set_postfix(train_acc=f"{correct / e:.3f}", **backend.postfix())
+                    bar.set_postfix(train_acc=f"{correct / (e - s0):.3f}", **backend.postfix())
                     s = e
                     if n_val and eval_due(state["step"]):
                         evaluate(state["step"], epoch)
-            entry = {"epoch": epoch + 1, "train_accuracy": correct / n_train if n_train else None,
+            entry = {"epoch": epoch + 1, "train_accuracy": correct / (n_train - s0) if n_train > s0 else None,
                      "lr_factor": factor}
             if eval_each_epoch and n_val:     # unless an eval_every point fell on the epoch's end
                 done = evals and evals[-1]["step"] == state["step"]
@@ -261,6 +274,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
     return {
         "epochs": epochs, "seed": seed, "lr_schedule": lr_schedule,
         "samples": total, "train_samples": int(n_train), "val_samples": int(n_val),
+        "start_step": first_step,                 # > 0: resumed (trained this call: samples - start_step)
         "train_accuracy": history[-1]["train_accuracy"] if history else None,
         "val_accuracy": last["accuracy"] if last else None,
         "local_accuracy": last["local_accuracy"] if last else [],
