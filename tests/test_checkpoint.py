@@ -235,3 +235,81 @@ def test_info_answer_fits_the_response_cache():
     p = link.command(lib.TL_PROTO_OP_INFO)
     assert len(p) + 4 + lib.TL_PROTO_HDR_BYTES == lib.TL_PROTO_MAX_RESP    # status + INFO words
     assert struct.unpack_from("<H", p)[0] == lib.TL_PROTO_VERSION == 4
+
+
+# ---------------------------------------------------------------- resume through host.train.run
+class _PowerLoss(Exception):
+    pass
+
+
+def test_board_run_resumed_twice_equals_the_uninterrupted_run():
+    """host.train.run over host.stream.Board on the in-process dispatcher with checkpoint flash
+    (LLS-M, sine basis, cosine schedule over 3 epochs of 30): the power is lost after sample 37
+    and after sample 71 (the dispatcher and its RAM are thrown away, the flash is kept); each
+    restart loads the model, restores the newest checkpoint (every 4 samples) and calls run with
+    start = the checkpoint's data cursor. The weights equal the simulated core's uninterrupted run."""
+    import copy
+    import hashlib
+
+    from host import modelfile, nets, train
+    from host.core import CModel
+    from host.model import weights_sha256
+    from host.resume import differences, run_tag
+    from host.stream import Board, core_config
+
+    cfg = dict(basis="sine", variant="m", rounding="stochastic", seed=11, tau=0.5)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 40)
+    model = nets.build("digits", seed=0, calib=x[:8], classes=10)
+    nets.set_learning_rates(model, hidden=0.05, classifier=0.05, lls_m=1e-3)
+    tx, ty, vx, vy = x[:30], y[:30], x[30:], y[30:]
+    kw = dict(epochs=3, lr_schedule="cosine", seed=3, progress=False)
+
+    ref_model = copy.deepcopy(model)
+    train.run(train.SimulatedCore(CModel(ref_model, **cfg), threads=1), ref_model, tx, ty, vx, vy, **kw)
+    want = weights_sha256(ref_model)
+
+    m = copy.deepcopy(model)
+    cm = CModel(m, **cfg)                      # gives the hidden layers their initial lls_m
+    blob = modelfile.to_bytes(m)
+    config = core_config(cm)
+    tag = run_tag(blob, tx, ty, seed=3, epochs=3, options={"cfg": config}, every=4)
+    flash = NorFlash(region_bytes_for(lib.tl_ckpt_payload_bytes(cm._m, int(cm._m.cfg.variant))))
+
+    class Dying(Board):
+        def __init__(self, link, every, tag, die_after):
+            super().__init__(link, every, tag)
+            self.die_after = die_after
+
+        def train(self, xs, ys):
+            out = []
+            for xi, yi in zip(xs, ys):
+                if self.link.info().steps >= self.die_after:
+                    raise _PowerLoss
+                out += super().train(xi[None], yi[None])
+            return out
+
+    starts = []
+    for die_after in (37, 71, None):
+        link = P.Link(P.SimulatedPort(flash=flash))
+        link.load_model(blob)
+        link.set_config(**config)
+        start = (0, 0)
+        if starts:                             # a restart: resume
+            assert link.checkpoint("restore") == lib.TL_CKPT_RESTORED
+            ck = link.info().checkpoint
+            assert differences(tag, ck["tag"]) == []
+            start = (ck["epoch"], ck["index"])
+        starts.append(start)
+        board = Dying(link, 4, tag, die_after if die_after is not None else 1 << 30)
+        try:
+            train.run(board, copy.deepcopy(m), tx, ty, vx, vy, start=start, **kw)
+        except _PowerLoss:
+            continue
+    assert starts == [(0, 0), (1, 6), (2, 8)]           # checkpoints at steps 36 and 68
+    assert hashlib.sha256(link.read_weights()).hexdigest() == want
+    assert flash.violations == 0
+    # another seed is another run: differences() names it
+    other = run_tag(blob, tx, ty, seed=4, epochs=3, options={"cfg": config}, every=4)
+    assert differences(other, tag) == ["seed: 4 here, 3 in the checkpoint"]
