@@ -303,6 +303,9 @@ def run(args, log=None, progress=True) -> dict:
             found = link.checkpoint("restore")
             info = link.info()
             ck = info.checkpoint
+            if found == protocol.lib.TL_CKPT_OTHER_MODEL:
+                raise StreamError("--resume: the checkpoint on the board is of another run (another model "
+                                  "file); differs: " + "; ".join(differences(tag, ck["tag"]) or ["model file"]))
             if found != protocol.lib.TL_CKPT_RESTORED:
                 raise StreamError(f"--resume: nothing to resume on the board: its checkpoint flash holds "
                                   f"{protocol.CKPT_FOUND.get(found, found)} checkpoint(s) "

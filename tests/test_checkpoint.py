@@ -313,3 +313,22 @@ def test_board_run_resumed_twice_equals_the_uninterrupted_run():
     # another seed is another run: differences() names it
     other = run_tag(blob, tx, ty, seed=4, epochs=3, options={"cfg": config}, every=4)
     assert differences(other, tag) == ["seed: 4 here, 3 in the checkpoint"]
+
+
+def test_restore_of_another_models_checkpoint_shows_its_tag(tiny):
+    from host import modelfile, nets
+    model, blob, calib = tiny
+    other = nets.build("digits", seed=1, calib=calib, classes=10)
+    nets.set_learning_rates(other, hidden=0.05, classifier=0.05)
+    flash = _tiny_flash(blob)
+    link = P.Link(P.SimulatedPort(flash=flash))
+    link.load_model(blob)
+    link.ckpt_config(0, 0, 0, tag=[9, 8, 7, 6, 5, 4, 3, 2])
+    assert link.checkpoint("save") == 1
+    link.load_model(modelfile.to_bytes(other))
+    link.ckpt_config(0, 0, 0, tag=[0] * 8)
+    w = link.read_weights()
+    assert link.checkpoint("restore") == lib.TL_CKPT_OTHER_MODEL
+    info = link.info()
+    assert info.checkpoint["found"] == "another model's" and info.checkpoint["tag"] == [9, 8, 7, 6, 5, 4, 3, 2]
+    assert link.read_weights() == w and info.steps == 0

@@ -126,3 +126,23 @@ def test_power_cuts_on_the_emulated_m4_flash(elf, tiny, tmp_path):
     assert run.link.read_weights() == reference_weights(blob, xs, 6)
     assert run.link.info().checkpoint["slots"][0]["generation"] == 3
     run.close()
+
+
+def test_stream_resume_after_sigkill_and_board_reset_equals_uninterrupted_and_simulate(elf, tmp_path):
+    """The must-show (bench/resume_demo.py): 32 samples, host.stream SIGKILLed after sample 13, the
+    board (QEMU) killed after sample 21, resumed twice: weights_sha256 equal to an uninterrupted
+    host.stream run and to host.simulate; then a resume with other options is refused, naming them."""
+    import json
+    import subprocess
+    sys.path.insert(0, str(ROOT / "bench"))
+    import resume_demo
+    out = tmp_path / "demo.json"
+    assert resume_demo.main(["--elf", str(elf), "--dir", str(tmp_path / "run"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["equal"] and res["run_a"]["exit"] == -9 and res["run_b"]["exit"] == 2
+    assert [(r["epoch"], r["index"]) for r in res["resumes"]] == [(0, 12), (1, 4)]
+    refused = subprocess.run(resume_demo.stream_cmd(elf, ["--checkpoint-every", "4", "--flash-dir",
+                                                          str(tmp_path / "run" / "flash"), "--resume",
+                                                          "--lr-schedule", "constant"]),
+                             cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "training options" in refused.stderr, refused.stderr

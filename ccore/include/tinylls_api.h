@@ -358,9 +358,10 @@ tl_status tl_ckpt_scan(const tl_flash *f, tl_ckpt_slot *slots);
  * the newest valid one (slots: from tl_ckpt_scan, updated on return; st->generation receives the
  * new generation). On any error the previous checkpoint is still valid. */
 tl_status tl_ckpt_save(const tl_flash *f, const tl_model *m, tl_ckpt_state *st, tl_ckpt_slot *slots);
-/* Restores the newest valid slot whose identity (model_size, model_crc, n_layers, payload size)
+/* Restores the newest valid slot if its identity (model_size, model_crc, n_layers, payload size)
  * matches st->model_size / model_crc and m: tensors, rates, cfg and step into m (prepared again),
- * the rest into st. *found: TL_CKPT_*. The payload CRC is checked before anything is written. */
+ * the rest into st. *found: TL_CKPT_*. The payload CRC is checked before anything is written.
+ * TL_CKPT_OTHER_MODEL leaves m alone but copies that checkpoint's tag into st->tag. */
 tl_status tl_ckpt_restore(const tl_flash *f, tl_model *m, tl_ckpt_state *st, int32_t lls_variant,
                           tl_ckpt_slot *slots, int32_t *found);
 /* Erases both slots' record sectors (forgets every checkpoint). */

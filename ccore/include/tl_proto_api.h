@@ -77,7 +77,8 @@ enum {
                                   *    boot or by CHECKPOINT), i32 ckpt_status (status of the last
                                   *    save, 0 = ok), u32 ckpt_saves (since boot), u32 every,
                                   *    u32 epoch, u32 index (data cursor), u32 tag[8] (the run's
-                                  *    tag: CKPT_CONFIG's, or the restored checkpoint's), then per
+                                  *    tag: CKPT_CONFIG's, or the restored checkpoint's, or after a
+                                  *    restore that found another model's checkpoint, its), then per
                                   *    slot A, B: u32 state (TL_CKPT_SLOT_*), u32 generation,
                                   *    u32 step, u32 payload_crc                                */
     TL_PROTO_OP_LOAD_BEGIN = 2,  /* u32 size, u32 crc32 of the model file -> u32 resident: 1 when

@@ -349,6 +349,8 @@ tl_status tl_ckpt_restore(const tl_flash *f, tl_model *m, tl_ckpt_state *st, int
         || rec_word(rec, R_N_LAYERS) != (uint32_t)m->n_layers
         || rec_word(rec, R_LLS_VARIANT) != (uint32_t)lls_variant
         || payload < 0 || rec_word(rec, R_PAYLOAD_BYTES) != (uint32_t)payload) {
+        for (int32_t i = 0; i < TL_CKPT_TAG_WORDS; i++)     /* whose it is: the host can say */
+            st->tag[i] = rec_word(rec, R_TAG + i);
         *found = TL_CKPT_OTHER_MODEL;
         return TL_OK;
     }

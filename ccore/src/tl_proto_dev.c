@@ -137,6 +137,9 @@ static TL_NOINLINE tl_status ckpt_restore(tl_proto_dev *dev)
     dev->ckpt_found = found;
     if (found == TL_CKPT_RESTORED)
         dev->ckpt = st;
+    else if (found == TL_CKPT_OTHER_MODEL)         /* INFO shows whose checkpoint it is */
+        for (int32_t i = 0; i < TL_CKPT_TAG_WORDS; i++)
+            dev->ckpt.tag[i] = st.tag[i];
     return TL_OK;
 }
 
