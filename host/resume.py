@@ -14,7 +14,8 @@ import numpy as np
 
 TAG_VERSION = 1
 # word index -> what it identifies (the message names the field)
-TAG_FIELDS = ("tag format", "training data", "model file", "seed", "epochs", "training options",
+TAG_FIELDS = ("tag format", "training data", "model file", "seed", "epochs",
+              "training options (rule, learning rates and schedule, rounding, core configuration)",
               "training samples", "checkpoint interval")
 
 

@@ -128,7 +128,13 @@ def test_power_cuts_on_the_emulated_m4_flash(elf, tiny, tmp_path):
     run.close()
 
 
-def test_stream_resume_after_sigkill_and_board_reset_equals_uninterrupted_and_simulate(elf, tmp_path):
+@pytest.fixture(scope="module")
+def default_elf(elf, tmp_path_factory):
+    """The firmware with its default buffers (1 MB blob, 256 KB arena): room for the 96x96 net."""
+    return build_firmware(tmp_path_factory.mktemp("fw-default"))
+
+
+def test_stream_resume_after_sigkill_and_board_reset_equals_uninterrupted_and_simulate(default_elf, tmp_path):
     """The must-show (bench/resume_demo.py): 32 samples, host.stream SIGKILLed after sample 13, the
     board (QEMU) killed after sample 21, resumed twice: weights_sha256 equal to an uninterrupted
     host.stream run and to host.simulate; then a resume with other options is refused, naming them."""
@@ -137,6 +143,7 @@ def test_stream_resume_after_sigkill_and_board_reset_equals_uninterrupted_and_si
     sys.path.insert(0, str(ROOT / "bench"))
     import resume_demo
     out = tmp_path / "demo.json"
+    elf = default_elf
     assert resume_demo.main(["--elf", str(elf), "--dir", str(tmp_path / "run"), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["equal"] and res["run_a"]["exit"] == -9 and res["run_b"]["exit"] == 2
