@@ -239,8 +239,8 @@ class _DropMidway:
 
     def train(self, x, y):
         if self.seen >= self.after:
-            self.device.kill()
-            if isinstance(self.device, SimDevice):
+            self.device.kill()                  # an emulated board: its QEMU is gone, the link fails
+            if getattr(self.device, "qemu", None) is None:
                 raise ClientDropped(f"client {self.device.cid} dropped out after {self.seen} samples")
         self.seen += len(y)
         return self.inner.train(x, y)
@@ -274,9 +274,11 @@ class BoardDevice(Device):
     round's tensors, SET_CONFIG (the round's seed), train through host.train.run, READ_WEIGHTS."""
     kind = "board"
 
-    def __init__(self, *a, port: str | None = None, qemu: str | None = None, **k):
+    def __init__(self, *a, port: str | None = None, qemu: str | None = None, opener=None, **k):
+        """port: serial device or pyserial URL; qemu: firmware ELF to emulate; opener: a callable
+        returning a pyserial-like port (tests: host.protocol.SimulatedPort)."""
         super().__init__(*a, **k)
-        self.port_url, self.elf = port, qemu
+        self.port_url, self.elf, self.opener = port, qemu, opener
         self.qemu = None
         self.port = None
         self.link = None
@@ -289,6 +291,8 @@ class BoardDevice(Device):
         if self.elf:
             self.qemu = stream.QemuBoard(self.elf)
             self.port = self.qemu.connect()
+        elif self.opener is not None:
+            self.port = self.opener()
         else:
             self.port = stream.open_port(self.port_url)
         self.link = protocol.Link(self.port)
@@ -468,6 +472,8 @@ def make_strategy(fleet: "Fleet", fraction: float):
                           "down_flower_bytes": record_bytes(arrays), "t0": time.perf_counter()}
             from flwr.app import RecordDict
             record = RecordDict({ARRAYS: arrays, CONFIG: config})
+            if fleet.keep:
+                fleet.sent[server_round] = from_record(arrays)
             return self._construct_messages(record, chosen, "train")
 
         def aggregate_train(self, server_round, replies):
@@ -487,6 +493,9 @@ def make_strategy(fleet: "Fleet", fraction: float):
                 per[-1]["up_payload_bytes"] = fleet_agg.payload_bytes(from_record(m.content[ARRAYS]))
                 per[-1]["up_flower_bytes"] = record_bytes(m.content[ARRAYS])
             info["clients"] = per
+            if fleet.keep:
+                for m in ok:
+                    fleet.returned[(server_round, m.metadata.src_node_id - 1)] = from_record(m.content[ARRAYS])
             info["completed"] = len(ok)
             self.rounds.append(info)
             if not ok:
@@ -517,8 +526,11 @@ class Fleet:
     federate_last: int = 0
     drops: set = field(default_factory=set)     # (round, client) pairs that drop out (--drop)
     quiet: bool = False
+    keep: bool = False                     # keep every round's global and returned tensors (tests)
 
     def __post_init__(self):
+        self.sent: dict = {}                   # round -> global tensors sent (keep)
+        self.returned: dict = {}               # (round, client) -> tensors returned (keep)
         self.layers = fleet_agg.federated_layers(self.template, self.federate_last)
         self.specs = fleet_agg.specs(self.template, self.layers)
 
