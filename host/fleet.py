@@ -355,24 +355,28 @@ def record_bytes(record) -> int:
     return int(sum(len(record[k].data) for k in record.keys()))
 
 
-def make_client_app(fleet: "Fleet"):
-    """The Flower ClientApp of a fleet: node_config["partition-id"] names the device."""
+def client_train(fleet: "Fleet", dev: Device, msg):
+    """One train message for device `dev`: fit on the message's tensors, reply with the new ones."""
     from flwr.app import Message, MetricRecord, RecordDict
+    cfg = msg.content[CONFIG]
+    rnd = int(cfg["server-round"])
+    tensors, metrics = dev.fit(fleet.template, from_record(msg.content[ARRAYS]), fleet.layers, rnd=rnd,
+                               seed=fleet.seed, epochs=int(cfg["local-epochs"]), lr_scale=float(cfg["lr-scale"]),
+                               local_eval=bool(cfg["local-eval"]), drop=(rnd, dev.cid) in fleet.drops)
+    if isinstance(dev, BoardDevice):
+        metrics["link-bytes"] = int(dev.link_bytes)
+    return Message(RecordDict({ARRAYS: to_record(tensors), METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+def make_client_app(fleet: "Fleet"):
+    """The Flower ClientApp of an in-process fleet: node_config["partition-id"] names the device."""
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
 
     @app.train()
     def _train(msg, context):
-        dev = fleet.devices[int(context.node_config["partition-id"])]
-        cfg = msg.content[CONFIG]
-        rnd = int(cfg["server-round"])
-        tensors, metrics = dev.fit(fleet.template, from_record(msg.content[ARRAYS]), fleet.layers, rnd=rnd,
-                                   seed=fleet.seed, epochs=int(cfg["local-epochs"]), lr_scale=float(cfg["lr-scale"]),
-                                   local_eval=bool(cfg["local-eval"]), drop=(rnd, dev.cid) in fleet.drops)
-        if isinstance(dev, BoardDevice):
-            metrics["link-bytes"] = int(dev.link_bytes)
-        return Message(RecordDict({ARRAYS: to_record(tensors), METRICS: MetricRecord(metrics)}), reply_to=msg)
+        return client_train(fleet, fleet.devices[int(context.node_config["partition-id"])], msg)
 
     return app
 
@@ -467,7 +471,7 @@ def make_strategy(fleet: "Fleet", fraction: float):
             r = np.random.default_rng([fleet.seed, 15485863, int(server_round)])
             chosen = sorted(int(v) for v in r.choice(nodes, k, replace=False)) if nodes else []
             config["server-round"] = server_round
-            self._sent = {"round": server_round, "sampled": [n - 1 for n in chosen],
+            self._sent = {"round": server_round, "sampled": [fleet.client_of(n) for n in chosen],
                           "down_payload_bytes": fleet_agg.payload_bytes(from_record(arrays)),
                           "down_flower_bytes": record_bytes(arrays), "t0": time.perf_counter()}
             from flwr.app import RecordDict
@@ -482,10 +486,10 @@ def make_strategy(fleet: "Fleet", fraction: float):
             failed = [m for m in replies if m.has_error()]
             info = self._sent
             info["seconds"] = time.perf_counter() - info.pop("t0")
-            info["dropped"] = [{"client": m.metadata.src_node_id - 1, "reason": m.error.reason} for m in failed]
-            answered = {m.metadata.src_node_id - 1 for m in replies}
+            info["dropped"] = [{"client": fleet.client_of(m.metadata.src_node_id), "reason": m.error.reason} for m in failed]
+            answered = {fleet.client_of(m.metadata.src_node_id) for m in replies}
             info["dropped"] += [{"client": c, "reason": "no reply"} for c in info["sampled"] if c not in answered]
-            ok.sort(key=lambda m: m.metadata.src_node_id)
+            ok.sort(key=lambda m: fleet.client_of(m.metadata.src_node_id))
             per = []
             for m in ok:
                 mr = m.content[METRICS]
@@ -495,7 +499,7 @@ def make_strategy(fleet: "Fleet", fraction: float):
             info["clients"] = per
             if fleet.keep:
                 for m in ok:
-                    fleet.returned[(server_round, m.metadata.src_node_id - 1)] = from_record(m.content[ARRAYS])
+                    fleet.returned[(server_round, fleet.client_of(m.metadata.src_node_id))] = from_record(m.content[ARRAYS])
             info["completed"] = len(ok)
             self.rounds.append(info)
             if not ok:
@@ -534,6 +538,11 @@ class Fleet:
         self.layers = fleet_agg.federated_layers(self.template, self.federate_last)
         self.specs = fleet_agg.specs(self.template, self.layers)
 
+    def client_of(self, node_id: int) -> int:
+        """The client id of a Flower node: in process node ids are client + 1 (LocalGrid); a
+        deployment (no local devices) reports the SuperNodes' own ids."""
+        return int(node_id) - 1 if self.devices else int(node_id)
+
     def log(self, text: str) -> None:
         if not self.quiet:
             print(text, file=sys.stderr, flush=True)
@@ -564,15 +573,15 @@ def mixed_camera_images(images: np.ndarray, cameras: list[Camera]) -> np.ndarray
 
 
 def run_fleet(fleet: Fleet, *, rounds: int, local_epochs: int, fraction: float = 1.0, lr_scale: float = 1.0,
-              local_eval: bool = True, eval_fn=None) -> dict:
+              local_eval: bool = True, eval_fn=None, grid=None) -> dict:
     """Run `rounds` Flower rounds over `fleet` (in process). eval_fn(arrays) -> accuracy of the
     global model (server side, before the first round and after each). Returns the summary."""
     from flwr.app import ConfigRecord, MetricRecord
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    _flwr_identity()
-    client_app = make_client_app(fleet)
-    grid = make_grid(fleet, client_app)
+    if grid is None:                       # in process: this fleet's devices behind a LocalGrid
+        _flwr_identity()
+        grid = make_grid(fleet, make_client_app(fleet))
     strategy = make_strategy(fleet, fraction)
     initial = fleet_agg.get_arrays(fleet.template, fleet.layers)
     accs = {}
@@ -622,6 +631,70 @@ def run_fleet(fleet: Fleet, *, rounds: int, local_epochs: int, fraction: float =
         "global_weights_sha256": weights_sha256(model),
         "final_arrays": final,
     }
+
+
+# ---------------------------------------------------------------------------- a deployment (flwr run)
+_DEPLOYED: dict = {}
+
+
+def _deployed_fleet(run_config) -> Fleet:
+    """This process's Fleet of a deployment (no local devices), from the run config."""
+    key = tuple(sorted(run_config.items()))
+    if key not in _DEPLOYED:
+        template = load_model(str(run_config["model"]))
+        _DEPLOYED[key] = Fleet(template, {}, seed=int(run_config.get("seed", 0)),
+                               federate_last=int(run_config.get("federate-last", 0)))
+    return _DEPLOYED[key]
+
+
+def _deployed_device(context) -> Device:
+    """This SuperNode's device: shard partition-id of num-partitions of --data's training split
+    under its own camera; a board when node_config names a serial `port`, else the simulated core."""
+    rc, nc = context.run_config, context.node_config
+    key = ("device", tuple(sorted(rc.items())), tuple(sorted(nc.items())))
+    if key not in _DEPLOYED:
+        seed, pid, n = int(rc.get("seed", 0)), int(nc["partition-id"]), int(nc["num-partitions"])
+        tr, _ = load_split(str(rc["data"]))
+        idx = make_shards(tr.labels, n, seed, float(rc.get("skew", DEFAULT_SKEW)))[pid]
+        cam = make_camera(seed, pid)
+        x, y = cam.apply(tr.images[idx]), tr.labels[idx]
+        _DEPLOYED[key] = (BoardDevice(pid, x, y, cam, port=str(nc["port"])) if "port" in nc
+                          else SimDevice(pid, x, y, cam, threads=None))
+    return _DEPLOYED[key]
+
+
+def _make_deployment_apps():
+    """server_app / client_app for `flwr run` (a SuperLink and one SuperNode per device)."""
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    server, client = ServerApp(), ClientApp()
+
+    @server.main()
+    def _main(grid, context):
+        rc = context.run_config
+        fl = _deployed_fleet(rc)
+        summary = run_fleet(fl, rounds=int(rc.get("rounds", 5)), local_epochs=int(rc.get("local-epochs", 1)),
+                            fraction=float(rc.get("fraction", 1.0)), lr_scale=float(rc.get("lr-scale", 1.0)),
+                            grid=grid)
+        summary.pop("final_arrays")
+        if rc.get("json"):
+            Path(str(rc["json"])).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        fl.log(f"global weights sha256 {summary['global_weights_sha256']}")
+
+    @client.train()
+    def _train(msg, context):
+        return client_train(_deployed_fleet(context.run_config), _deployed_device(context), msg)
+
+    return server, client
+
+
+def __getattr__(name):          # host.fleet:server_app / host.fleet:client_app, built when asked for
+    if name in ("server_app", "client_app"):
+        server, client = _make_deployment_apps()
+        globals().update(server_app=server, client_app=client)
+        return globals()[name]
+    raise AttributeError(name)
 
 
 # ---------------------------------------------------------------------------- command line
