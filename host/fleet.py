@@ -389,10 +389,11 @@ def _flwr_identity():
     TaskIdentity.node_id = 0
 
 
-def make_grid(fleet: "Fleet", client_app):
+def make_grid(fleet: "Fleet", client_app, run_config: dict | None = None, node_config=None):
     """A flwr Grid that delivers each message to `client_app` in this process: simulated clients
     one after the other, boards concurrently (one thread each). A client that raises gets an error
-    reply (Flower's Error), as a SuperNode reports a failed ClientApp."""
+    reply (Flower's Error), as a SuperNode reports a failed ClientApp. Each node's Context has
+    `run_config` and node_config(client) (default {"partition-id": client})."""
     from concurrent.futures import ThreadPoolExecutor
 
     from flwr.app import Context, Error, Message, RecordDict
@@ -403,8 +404,9 @@ def make_grid(fleet: "Fleet", client_app):
             self._run = None
             self._replies: dict[str, Message] = {}
             self._count = 0
-            self.contexts = {cid: Context(run_id=1, node_id=cid + 1, node_config={"partition-id": cid},
-                                          state=RecordDict(), run_config={}) for cid in fleet.devices}
+            self.contexts = {cid: Context(run_id=1, node_id=cid + 1, state=RecordDict(), run_config=dict(run_config or {}),
+                                          node_config=node_config(cid) if node_config else {"partition-id": cid})
+                             for cid in fleet.devices}
 
         def set_run(self, run):
             self._run = run
@@ -578,7 +580,7 @@ def run_fleet(fleet: Fleet, *, rounds: int, local_epochs: int, fraction: float =
     global model (server side, before the first round and after each). Returns the summary."""
     from flwr.app import ConfigRecord, MetricRecord
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)    # not its "evaluation skipped" warning
     if grid is None:                       # in process: this fleet's devices behind a LocalGrid
         _flwr_identity()
         grid = make_grid(fleet, make_client_app(fleet))

@@ -256,6 +256,37 @@ def test_federate_last_k_layers_only(tiny):
     assert s["federated_tensor_bytes"] == model.layers[last].weights.nbytes + model.layers[last].bias.nbytes
 
 
+def test_deployment_apps_over_a_grid(tiny, tmp_path):
+    """host.fleet:server_app / client_app (what `flwr run` starts) over an in-process Grid: each
+    SuperNode builds its own device from run_config / node_config, as the CLI's clients do."""
+    from flwr.app import Context, RecordDict
+
+    from host import fleet, modelfile
+    model, x, y = tiny
+    path = tmp_path / "m.tlm"
+    modelfile.save(model, str(path))
+    cfg = {"model": str(path), "data": "unused", "seed": 3, "rounds": 2, "local-epochs": 2, "lr-scale": 300.0,
+           "json": str(tmp_path / "s.json")}
+    n = 4
+    local = tiny_fleet(tiny, sims=n, seed=3)        # the same shards and cameras, run in process
+
+    class Split:                                    # load_split stand-in: the tiny data
+        labels, images = y, x
+    orig = fleet.load_split
+    fleet.load_split = lambda data: (Split, None)
+    try:
+        fleet._flwr_identity()
+        grid = fleet.make_grid(local, fleet.client_app, run_config=cfg,
+                               node_config=lambda c: {"partition-id": c, "num-partitions": n})
+        fleet.server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg))
+    finally:
+        fleet.load_split = orig
+    s = json.loads((tmp_path / "s.json").read_text())
+    ref = run_tiny(local, rounds=2)
+    assert s["global_weights_sha256"] == ref["global_weights_sha256"]
+    assert [p["sampled"] for p in s["per_round"]] == [[1, 2, 3, 4]] * 2          # reported by node id
+
+
 def test_cli_writes_the_summary(tmp_path, shared_dir):
     need_flwr()
     vww = shared_dir / "datasets" / "vww01-eembc"
