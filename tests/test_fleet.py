@@ -200,7 +200,6 @@ def assert_boards_match_the_simulated_core(fl, rounds):
 
 
 def test_fleet_of_simulated_cores_and_boards(tiny):
-    from host import fleet
     fl = tiny_fleet(tiny, sims=4, boards=2, keep=True)
     evals = []
     s = run_tiny(fl, eval_fn=lambda arrays: evals.append(1) or 0.5)
@@ -233,7 +232,6 @@ def test_same_seed_same_global_weights(tiny):
 
 
 def test_killed_client_does_not_stop_the_round(tiny):
-    from host import fleet
     fl = tiny_fleet(tiny, sims=4, boards=1, drops={(1, 2), (2, 0)}, keep=True)
     s = run_tiny(fl, rounds=3, fraction=1.0)
     rounds = s["per_round"]
@@ -245,7 +243,6 @@ def test_killed_client_does_not_stop_the_round(tiny):
 
 
 def test_federate_last_k_layers_only(tiny):
-    from host import fleet
     model = tiny[0]
     fl = tiny_fleet(tiny, keep=True)
     fl.federate_last = 1
