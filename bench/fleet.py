@@ -17,8 +17,8 @@ camera (200 x N evaluations per model):
 Hyper-parameters are chosen on a validation split of the training data, never the test images:
 the training images are split 480 / 120 (seeded); every candidate of each method trains on the 480
 (the same shards and cameras) and is scored on the 120 under every camera; the best of each
-method is then retrained on all 600 and tested. Candidates: fleet local epochs x rate scale; local-only
-and centralized epochs. Prints one JSON object (bench/report.py).
+method is then retrained on all 600 and tested. Candidates (epochs x scale of the recipe's rates): FLEET_GRID
+(epochs per round), LOCAL_GRID, CENTRAL_GRID. Prints one JSON object (bench/report.py).
 """
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ DEFAULT_MODEL = (SHARED / "datasets" / "mlperf-tiny-vww-models" / "benchmark" / 
                  / "trained_models" / "vww_96_int8.tflite")
 DEFAULT_DATA = SHARED / "datasets" / "vww01-eembc"
 
-FLEET_GRID = [(1, 1.0), (2, 1.0), (1, 3.0), (2, 3.0)]     # (local epochs, rate scale)
-LOCAL_EPOCHS = [2, 5, 10]                                # local-only fine-tune epochs
-CENTRAL_EPOCHS = [2, 5]                                  # centralized fine-tune epochs
+# candidates (epochs, scale of the recipe's rates) per method; fleet epochs are per round
+FLEET_GRID = [(1, 1.0), (2, 1.0), (1, 3.0), (2, 3.0), (4, 3.0), (2, 10.0)]
+LOCAL_GRID = [(5, 1.0), (10, 1.0), (20, 1.0), (5, 3.0), (10, 3.0)]
+CENTRAL_GRID = [(1, 1.0), (2, 1.0), (5, 1.0), (2, 3.0), (5, 3.0)]
 VAL_SAMPLES = 120
 
 
@@ -100,19 +101,21 @@ def experiment(template, tr_x, tr_y, te_x, te_y, args, *, fleet_cfg, local_epoch
             "global_weights_sha256": s["global_weights_sha256"]}
         log(f"{key}: {np.mean(res[key]):.3f} ({wall:.0f} s)")
     # (b) local-only: each client alone, under its own camera
-    for E in local_epochs:
+    for E, scale in local_epochs:
         accs = []
         for cid, d in devices.items():
-            m = trained(template, d, E)
+            m = trained(template, d, E, scale)
             accs.append(fleet.evaluate_model(m, cams[cid].apply(te_x), te_y))
-        res[f"local-only E={E}"] = accs
-        log(f"local-only E={E}: {np.mean(accs):.3f}")
+        key = f"local-only E={E} x{scale:g}"
+        res[key] = accs
+        log(f"{key}: {np.mean(accs):.3f}")
     # (c) centralized on the union of the shards
-    for E in central_epochs:
+    for E, scale in central_epochs:
         t0 = time.perf_counter()
-        m = trained(template, union_device(devices), E)
-        res[f"centralized E={E}"] = under_cameras(m, te_x, te_y, cams)
-        log(f"centralized E={E}: {np.mean(res[f'centralized E={E}']):.3f} ({time.perf_counter() - t0:.0f} s)")
+        m = trained(template, union_device(devices), E, scale)
+        key = f"centralized E={E} x{scale:g}"
+        res[key] = under_cameras(m, te_x, te_y, cams)
+        log(f"{key}: {np.mean(res[key]):.3f} ({time.perf_counter() - t0:.0f} s)")
     out["accuracy_per_camera"] = {k: [round(a, 4) for a in v] for k, v in res.items()}
     out["accuracy_mean"] = {k: round(float(np.mean(v)), 4) for k, v in res.items()}
     return out
@@ -144,10 +147,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from host import fleet
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    fleet_grid, local_grid, central_grid = FLEET_GRID, LOCAL_EPOCHS, CENTRAL_EPOCHS
+    fleet_grid, local_grid, central_grid = FLEET_GRID, LOCAL_GRID, CENTRAL_GRID
     if args.quick:
         args.clients, args.rounds = min(args.clients, 8), min(args.rounds, 2)
-        fleet_grid, local_grid, central_grid = FLEET_GRID[:1], [5], [5]
+        fleet_grid, local_grid, central_grid = FLEET_GRID[:1], LOCAL_GRID[:1], CENTRAL_GRID[2:3]
     t_start = time.perf_counter()
     template = fleet.load_model(args.model)
     tr, te = fleet.load_split(args.data)
@@ -161,16 +164,13 @@ def main(argv=None) -> int:
         sel = experiment(template, tr.images[fit], tr.labels[fit], tr.images[val], tr.labels[val], args,
                          fleet_cfg=fleet_grid, local_epochs=local_grid, central_epochs=central_grid, log=log)
         means = sel["accuracy_mean"]
-        chosen = {"fleet": parse_key(best(means, "fleet")), "local-only": parse_key(best(means, "local-only"))[0],
-                  "centralized": parse_key(best(means, "centralized"))[0]}
+        chosen = {m: parse_key(best(means, m)) for m in ("fleet", "local-only", "centralized")}
         out["selection"] = {"validation_samples": VAL_SAMPLES, "accuracy_mean": means,
                             "fleet_runs": {k: {kk: v[kk] for kk in ("round_accuracies_mixed_cameras", "seconds")}
                                            for k, v in sel["fleet_runs"].items()}}
     else:
-        chosen = {"fleet": fleet_grid[0], "local-only": local_grid[min(1, len(local_grid) - 1)],
-                  "centralized": central_grid[-1]}
-    out["chosen"] = {"fleet_local_epochs": chosen["fleet"][0], "fleet_lr_scale": chosen["fleet"][1],
-                     "local_only_epochs": chosen["local-only"], "centralized_epochs": chosen["centralized"]}
+        chosen = {"fleet": fleet_grid[0], "local-only": local_grid[0], "centralized": central_grid[0]}
+    out["chosen"] = {m: {"epochs": e, "lr_scale": sc} for m, (e, sc) in chosen.items()}
     log(f"chosen: {out['chosen']}")
     final = experiment(template, tr.images, tr.labels, te.images, te.labels, args, fleet_cfg=[chosen["fleet"]],
                        local_epochs=[chosen["local-only"]], central_epochs=[chosen["centralized"]], log=log)
