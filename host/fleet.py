@@ -316,6 +316,13 @@ class BoardDevice(Device):
         self._bytes0 = before
         return stream.Board(link)
 
+    def fit(self, *a, **k):
+        try:
+            return super().fit(*a, **k)
+        except Exception:
+            self.close()            # a failed link is opened afresh if the board is sampled again
+            raise
+
     def read(self, model, cm, layers) -> dict:
         blob = self.link.read_weights()
         self.link_bytes = self.link.stats.bytes_tx + self.link.stats.bytes_rx - self._bytes0
@@ -334,7 +341,7 @@ class BoardDevice(Device):
                 pass
         if self.qemu is not None:
             self.qemu.close()
-        self.link = self.port = None
+        self.link = self.port = self.qemu = None
 
 
 # ---------------------------------------------------------------------------- Flower
@@ -427,7 +434,9 @@ def make_grid(fleet: "Fleet", client_app, run_config: dict | None = None, node_c
                 return client_app(msg, self.contexts[cid])
             except Exception as e:                       # the client failed: an error reply
                 fleet.log(f"client {cid}: failed: {type(e).__name__}: {e}")
-                return Message(Error(code=1, reason=f"{type(e).__name__}: {e}"), reply_to=msg)
+                from flwr.common.constant import ErrorCode
+                return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(e).__name__}: {e}"),
+                               reply_to=msg)
 
         def push_messages(self, messages):
             messages = list(messages)
