@@ -343,3 +343,16 @@ def test_qemu_boards_in_a_fleet_match_the_simulated_core(tmp_path, shared_dir):
     assert assert_boards_match_the_simulated_core(fl, {"epochs": 1, "lr_scale": 1.0, "local_eval": False}) == 3
     links = [c["link-bytes"] for p in s["per_round"] for c in p["clients"] if "link-bytes" in c]
     assert len(links) == 3 and min(links) > blob
+
+
+def test_cli_bad_options_exit_2(tmp_path, capsys):
+    need_flwr()
+    from host import fleet
+    base = ["--model", str(tmp_path / "none.tlm"), "--data", str(tmp_path)]
+    assert fleet.main(base) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert fleet.main(base + ["--fraction", "0"]) == 2
+    assert fleet.main(base + ["--boards", "2"]) == 2
+    assert "needs --qemu" in capsys.readouterr().err
+    with pytest.raises(fleet.FleetError):
+        fleet.parse_drops(["3"])
