@@ -50,6 +50,8 @@ from host import fleet_agg
 DEFAULT_SKEW = 0.5            # Beta(a, a) person fraction per client: a < 1 pushes shards to one class
 TAU = 0.5
 
+TOOL = "host.fleet"
+
 
 class FleetError(Exception):
     """Bad options or environment; reported as one line, exit 2."""
@@ -760,15 +762,16 @@ def parse_drops(specs: list[str]) -> set:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m host.fleet", description=__doc__.split("\n\n")[0],
-                                 epilog="Exit status: 0 ok, 2 bad input or environment.")
+    from host import cli_common
+    ap = cli_common.ArgumentParser(tool=TOOL, description=__doc__.split("\n\n")[0],
+                                   epilog="Exit status: 0 ok, 2 bad input or environment, 130 interrupted.")
     ap.add_argument("--model", required=True, help="pretrained model: a .tflite (imported) or a tinylls model file")
     ap.add_argument("--data", required=True, help="dataset path (host.datasets.open; split as host.simulate)")
     ap.add_argument("--clients", type=int, default=10, help="clients in the fleet (boards included with --qemu)")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="federated rounds")
     ap.add_argument("--local-epochs", type=int, default=1, help="epochs each client trains per round")
     ap.add_argument("--fraction", type=float, default=1.0, help="fraction of the clients sampled per round")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seeds shards, cameras, client sampling and training")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="multiplies the field recipe's learning rates")
     ap.add_argument("--federate-last", type=int, default=0, metavar="K",
                     help="exchange and train only the last K weighted layers (0: all)")
@@ -783,17 +786,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-local-eval", action="store_true", help="clients skip accuracy before/after on their shard")
     ap.add_argument("--threads", type=int, default=1, help="threads per simulated client")
     ap.add_argument("--json", help="write the summary here")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     return ap
 
 
 def main(argv=None) -> int:
+    from host import cli_common
     args = build_parser().parse_args(argv)
     try:
         import flwr  # noqa: F401
     except ImportError:
-        print("host.fleet: error: needs Flower: pip install '.[fleet]' (or pip install flwr)", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, "needs Flower: pip install '.[fleet]' (or pip install flwr)")
     from host import datasets
     from host.core import TinyllsError
     devices = {}
@@ -821,8 +824,7 @@ def main(argv=None) -> int:
                             lr_scale=args.lr_scale, local_eval=not args.no_local_eval,
                             eval_fn=lambda arrays: evaluate_model(fleet.global_model(arrays), test_x, te.labels))
     except (FleetError, datasets.DataError, TinyllsError, ValueError, OSError) as e:
-        print(f"host.fleet: error: {e}", file=sys.stderr)
-        return 2
+        return cli_common.fail(TOOL, e)
     finally:
         for d in devices.values():
             if isinstance(d, BoardDevice):
@@ -839,4 +841,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from host import cli_common
+    sys.exit(cli_common.run_main(TOOL, main))
