@@ -5,7 +5,8 @@
     tinylls import ...     make model files and C sources (python -m host.quantize)
     tinylls evaluate ...   accuracy of a model on a dataset (python -m host.evaluate)
     tinylls vww ...        build / inspect / convert Visual Wake Words data (python -m host.vww)
-    tinylls plan [MODEL]   arena, activation and board RAM figures of a model (python -m host.plan)
+    tinylls plan ...       RAM and flash per board and trainable set, what fits (python -m host.plan)
+    tinylls fleet ...      federated fine-tuning of many devices on Flower (python -m host.fleet)
 
 Each subcommand is the tool's own main(argv): the options, defaults and output are those of
 `python -m host.<tool>`; `tinylls <cmd> --help` lists them. Bad input: one line

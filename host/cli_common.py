@@ -30,6 +30,7 @@ COMMANDS = {
     "evaluate": "host.evaluate",
     "vww": "host.vww",
     "plan": "host.plan",
+    "fleet": "host.fleet",
 }
 
 _active: Optional[tuple[str, str]] = None    # (subcommand, module) while host.cli runs one

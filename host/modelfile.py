@@ -327,9 +327,18 @@ def from_bytes(blob: bytes, where: str = "model file") -> Model:
                  input_zp=hdr["input_zp"], name=doc["name"], meta=doc["meta"])
 
 
+MAX_MODEL_BYTES = 256 << 20    # a board's model is at most a few MB; the host JSON adds little
+
+
+def read_model_file(path) -> bytes:
+    """A model file's bytes, read the one bounded way (host.safeio: a regular file of at most
+    MAX_MODEL_BYTES, checked before reading); errors are ModelFileError naming the file."""
+    from host import safeio
+    return safeio.read_bytes(path, MAX_MODEL_BYTES, "model file", error=ModelFileError)
+
+
 def load(path: str) -> Model:
-    with open(path, "rb") as f:
-        return from_bytes(f.read(), where=path)
+    return from_bytes(read_model_file(path), where=path)
 
 
 def notes_of(blob: bytes) -> list[str]:

@@ -134,7 +134,7 @@ def size_report(blob: bytes) -> dict:
 
 
 def cmd_export_c(args) -> int:
-    from host.filecheck import read_model_file
+    from host.modelfile import read_model_file
     blob = read_model_file(args.model)
     modelfile.read_header(blob, args.model)          # magic, version, CRC checked, clear errors
     device = blob if args.keep_host else modelfile.strip_host(blob)

@@ -124,6 +124,7 @@ def test_every_option_of_every_tool_shows_its_default(module, monkeypatch):
     (["evaluate", "--model", "missing.tlm", "--data", "synthetic"], "missing.tlm"),
     (["vww", "info", "no/such/folder"], "no/such/folder"),
     (["plan", "--model", "missing.tlm"], "missing.tlm"),
+    (["fleet", "--model", "m", "--data", "d", "--rounds", "0"], "--rounds"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path):
     r = run(*argv)

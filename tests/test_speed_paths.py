@@ -106,6 +106,10 @@ def test_fast_build_trains_like_the_generic_build(name, make, cfg, generic):
     gffi, glib = generic
     fast, ref = make(), make()
     cf, cr = CModel(fast, seed=5, **cfg), CModel(ref, seed=5, **cfg)
+    # the fast build's steps get the room its x86 buffers need (else it runs the portable loops
+    # and this test compares the generic path with itself)
+    assert core_lib.tl_model_fast_scratch_bytes(cf._m) > 0
+    assert cf._arena.size >= cf.arena_bytes + core_lib.tl_model_fast_scratch_bytes(cf._m)
     x, y = samples(fast, 5)
     res = gffi.new("tl_result *")
     for k in range(len(y)):

@@ -208,9 +208,13 @@ int32_t tl_model_arena_bytes(const tl_model *m)
 
 /* The host fast paths' buffers, shared in time: a layer's forward pass (the 1x1 kernel's packed
  * weights) is done before its training starts. */
+#define TL_FAST_ALIGN 64
+
 static int32_t fast_bytes(void)
 {
-    return TL_MAX(tl_lls_fast_bytes(), tl_pwconv_s8_scratch_bytes());
+    const int32_t raw = TL_MAX(tl_lls_fast_bytes(), tl_pwconv_s8_scratch_bytes());
+    /* the buffers are read with aligned vector loads: room to align their start */
+    return raw > 0 ? raw + TL_FAST_ALIGN : 0;
 }
 
 int32_t tl_model_fast_scratch_bytes(const tl_model *m)
@@ -265,11 +269,13 @@ static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena
     a->wacc = NULL;
     a->signal = NULL;
     a->delta = NULL;
-    /* room past the plan: the host fast paths' buffers (need is a multiple of 8) */
+    /* room past the plan: the host fast paths' buffers, their start aligned to TL_FAST_ALIGN (the
+     * plan is only a multiple of 8, the vector stores want 16 to 64) */
     const int32_t fast = fast_bytes();
     const int room = fast > 0 && arena->size - need >= fast;
-    a->fast = room ? a->act + need : NULL;
-    a->fast_size = room ? fast : 0;
+    const uintptr_t start = ((uintptr_t)(a->act + need) + TL_FAST_ALIGN - 1) & ~(uintptr_t)(TL_FAST_ALIGN - 1);
+    a->fast = room ? (void *)start : NULL;
+    a->fast_size = room ? fast - TL_FAST_ALIGN : 0;
     return TL_OK;
 }
 
