@@ -31,10 +31,9 @@ TOOLCHAIN = {"mps2-an386": ("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-ar
              "disco_f746ng": ("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi"),
              "rv32-virt": ("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf")}
 QEMU = {"mps2-an386": ("qemu-system-arm", "qemu-system-arm"), "rv32-virt": ("qemu-system-riscv32", "qemu-system-misc")}
-# the fine-tuning recipe (../shared/notes/finetune.md): LLS on the last 4 blocks + the classifier at
-# its own, higher rate; 12 real images
-FINETUNE = ["--limit", "12", "--val-limit", "4", "--epochs", "1", "--seed", "3", "--train-layers", "9",
-            "--lr-hidden", "1e-3", "--lr-classifier", "3e-3"]
+# the default field recipe (host/recipes.py: LLS on every layer + the classifier at its own rate,
+# stochastic rounding), one epoch of 12 real images
+FINETUNE = ["--limit", "12", "--val-limit", "4", "--epochs", "1", "--seed", "3"]
 
 pytestmark = [pytest.mark.firmware]
 
