@@ -285,3 +285,28 @@ def test_small_rates_fast_paths_train_like_the_generic_build(name, make, generic
         runner.train_epoch(CModel(avx2, seed=4, rounding=rounding), x, y,
                            lib_pair=runner.build_private(cflags=("-DTL_NO_AVX512",), tag="avx2"))
         assert weights_sha256(avx2) == weights_sha256(fast), name
+
+
+@pytest.mark.parametrize("name,make,cfg", [CONFIGS[1], CONFIGS[2], CONFIGS[4]], ids=[CONFIGS[i][0] for i in (1, 2, 4)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batched_inference_with_local_heads_is_per_sample_inference(name, make, cfg, threads):
+    """tl_host_infer_many (CModel.infer_many) gives exactly the predictions, logits and per-layer
+    local-head predictions of per-sample tl_model_infer(..., with_local) calls, for any threads."""
+    m = make()
+    cm = CModel(m, seed=1, **cfg)
+    x, y = samples(m, 7)
+    runner.train_epoch(cm, x, y)  # trained weights and heads, not the fresh ones
+    for with_local in (True, False):
+        preds, logits, local = cm.infer_many(x, with_local=with_local, threads=threads)
+        for j in range(len(x)):
+            r = cm.infer(x[j], with_local=with_local)
+            assert preds[j] == r.pred, (name, j)
+            np.testing.assert_array_equal(logits[j], r.logits)
+            if with_local:
+                np.testing.assert_array_equal(local[j], r.local_pred)
+            else:
+                assert (local[j] == -1).all()
+        if with_local:
+            assert (local >= 0).any(), "no local head answered: the comparison would be empty"
+    empty = cm.infer_many(x[:0], threads=threads)
+    assert [a.shape[0] for a in empty] == [0, 0, 0]
