@@ -596,6 +596,29 @@ static void apply_row_wide(const tl_upd_row *u, const int64_t *acc, int32_t n, i
     tl_upd_apply_row(u, acc + done, n - done, idx0 + done, 1);
 }
 
+/* tl_upd_apply_row of one weight (a depthwise tap: every channel has its own scale): its
+ * branch-free rounding, also for r in (62, 125] with tl_scale_update's pre-shift (floor by
+ * 2^(r - 62), then r = 62), where tl_upd_apply_row would call tl_scale_update; every other case
+ * (preview, r outside [1, 125], |acc| >= 2^31) by tl_upd_apply_row itself. */
+static inline void apply_one_wide(const tl_upd_row *u, int64_t a, int32_t idx)
+{
+    int32_t r = 31 + u->Ec - u->ws;
+    if (u->dw_preview || r < 1 || r > 62 + 63 || (uint64_t)(a + INT32_MAX) >= (uint64_t)UINT32_MAX) {
+        tl_upd_apply_row(u, &a, 1, idx, 1);
+        return;
+    }
+    int64_t prod = a * (int64_t)u->wm;
+    if (r > 62) {
+        prod >>= (r - 62);
+        r = 62;
+    }
+    const int64_t fl = prod >> r;
+    const uint32_t top = r >= 32 ? (uint32_t)((uint64_t)prod >> (r - 32)) : (uint32_t)((uint64_t)prod << (32 - r));
+    const uint32_t rnd = u->rounding == TL_ROUND_NEAREST ? 0x7FFFFFFFu : tl_mix32(u->prefix ^ (uint32_t)idx);
+    const int64_t dw = fl + (rnd < top ? 1 : 0);
+    u->weights[idx] = (int8_t)TL_CLAMP((int64_t)u->weights[idx] - dw, -127, 127);
+}
+
 /* tl_lls_update_ref of a hidden conv / depthwise layer: the same integers, TL_WIDE_C output
  * channels at a time (the caller checked tl_wide_usable and a->fast). */
 void tl_lls_update_x86(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in, const int8_t *out, int32_t E,
@@ -648,7 +671,7 @@ void tl_lls_update_x86(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
             for (int32_t cc = 0; cc < nc; cc++)
                 if (any[cc])
                     for (int32_t tap = 0; tap < taps; tap++)
-                        tl_upd_apply_row(&u[cc], G + tap * TL_WIDE_C + cc, 1, tap * oc + c0 + cc, 1);
+                        apply_one_wide(&u[cc], G[tap * TL_WIDE_C + cc], tap * oc + c0 + cc);
         } else {
             for (int32_t n0 = 0; n0 < N; n0 += TL_WIDE_N) {
                 const int32_t nn = TL_MIN(TL_WIDE_N, N - n0);
