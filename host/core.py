@@ -222,43 +222,23 @@ class CModel:
         return self._result()
 
     def infer_many(self, x: np.ndarray, with_local: bool = True, threads: int = 1):
-        """Inference on n inputs (n, H, W, C) int8, split over `threads` threads (each with its own
-        arena; the C calls run without the GIL and only read the model). Returns predictions (n,),
-        int8 logits (n, classes) and local head predictions (n, n_layers), -1 where none."""
+        """Inference on n inputs (n, H, W, C) int8 in one C call (tl_host_infer_many: the samples
+        split over `threads` C threads, each with its own arena; the model is only read), exactly
+        what per-sample `infer(x[j], with_local)` gives. Returns predictions (n,), int8 logits
+        (n, classes) and local head predictions (n, n_layers), -1 where none."""
         x = np.ascontiguousarray(x)
         if x.dtype != np.int8 or x.shape[1:] != tuple(self.model.input_shape):
             raise TinyllsError(lib.TL_ERR_SHAPE, f"inputs are {x.dtype} {x.shape}, the model expects int8 "
                                                  f"(n, {', '.join(map(str, self.model.input_shape))})")
         n, layers, classes = len(x), len(self.model.layers), self.model.classes
-        preds = np.zeros(n, np.int64)
-        logits = np.zeros((n, classes), np.int8)
-        local = np.full((n, layers), -1, np.int64)
-
-        def part(lo: int, hi: int) -> None:
-            arena_np, arena = self._new_arena()
-            res = ffi.new("tl_result *")
-            lg = np.frombuffer(ffi.buffer(res.logits), np.int32)
-            lp = np.frombuffer(ffi.buffer(res.local_pred), np.int32)
-            base = x.ctypes.data
-            step = x[0].nbytes if n else 0
-            for j in range(lo, hi):
-                check(lib.tl_model_infer(self._m, arena, ffi.cast("int8_t *", base + j * step), int(with_local),
-                                         res), "inference")
-                preds[j] = res.pred
-                logits[j] = lg[:classes]
-                if with_local:
-                    local[j] = lp[:layers]
-
-        threads = max(1, min(int(threads), n))
-        if threads == 1:
-            part(0, n)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-            bounds = np.linspace(0, n, threads + 1).astype(int)
-            with ThreadPoolExecutor(threads) as pool:
-                for f in [pool.submit(part, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
-                    f.result()
-        return preds, logits, local
+        preds = np.zeros(n, np.int32)
+        logits = np.zeros((n, classes), np.int32)
+        local = np.full((n, layers), -1, np.int32)
+        if n:
+            check(lib.tl_host_infer_many(self._m, ffi.cast("int8_t *", x.ctypes.data), n, max(1, int(threads)),
+                                         int(with_local), _ptr("int32_t *", preds), _ptr("int32_t *", logits),
+                                         _ptr("int32_t *", local) if with_local else ffi.NULL), "inference")
+        return preds.astype(np.int64), logits.astype(np.int8), local.astype(np.int64)
 
     def train_step(self, x: np.ndarray, label: int) -> Result:
         x = self._input(x)

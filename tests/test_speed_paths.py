@@ -248,3 +248,65 @@ def test_pipelined_epoch_variants_and_errors():
     with pytest.raises(TinyllsError, match="label"):
         runner.train_epoch(cb, x, bad, threads=2)
     assert weights_sha256(b) == before and cb.step == len(y)
+
+
+def small_rates(model, scale):
+    """The model's rates times `scale`: small rates put the update's rounding shift r above 62,
+    where tl_scale_update first floors the product by 2^(r - 62) (the vector loops' pre-shift)."""
+    for L in model.layers:
+        L.lr *= scale
+        L.lls_m_lr *= scale
+    return model
+
+
+SMALL = [("mobilenet-grid-1e-2", lambda: small_rates(mobilenet(8, head="grid"), 1e-2)),
+         ("mobilenet-1e-3", lambda: small_rates(mobilenet(9, resolution=40), 1e-3)),
+         ("mobilenet-nearest-1e-2", lambda: small_rates(mobilenet(10, resolution=32), 1e-2))]
+
+
+@pytest.mark.parametrize("name,make", SMALL, ids=[s[0] for s in SMALL])
+def test_small_rates_fast_paths_train_like_the_generic_build(name, make, generic):
+    """At small learning rates (rounding shift r > 62) the vectorised update takes the weights
+    too; it must land on the generic build's weights, and so must its AVX2 twin. The run has to
+    move weights, or the comparison would hold for any pre-shift (the stochastic cases fail with
+    the pre-shift left out of either loop; round-to-nearest moves no weight at r > 62, so its case
+    only pins that the vector loops agree there too)."""
+    need_cpu(*X86_FAST)
+    rounding = "nearest" if "nearest" in name else "stochastic"
+    fast, ref = make(), make()
+    x, y = samples(fast, 8)
+    cf, cr = CModel(fast, seed=4, rounding=rounding), CModel(ref, seed=4, rounding=rounding)
+    runner.train_epoch(cf, x, y)
+    runner.train_epoch(cr, x, y, lib_pair=generic)
+    assert weights_sha256(fast) == weights_sha256(ref), name
+    assert weights_sha256(fast) != weights_sha256(make()), "the run moved no weight"
+    if all(f in cpu_flags() for f in X86_AVX512):
+        avx2 = make()
+        runner.train_epoch(CModel(avx2, seed=4, rounding=rounding), x, y,
+                           lib_pair=runner.build_private(cflags=("-DTL_NO_AVX512",), tag="avx2"))
+        assert weights_sha256(avx2) == weights_sha256(fast), name
+
+
+@pytest.mark.parametrize("name,make,cfg", [CONFIGS[1], CONFIGS[2], CONFIGS[4]], ids=[CONFIGS[i][0] for i in (1, 2, 4)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batched_inference_with_local_heads_is_per_sample_inference(name, make, cfg, threads):
+    """tl_host_infer_many (CModel.infer_many) gives exactly the predictions, logits and per-layer
+    local-head predictions of per-sample tl_model_infer(..., with_local) calls, for any threads."""
+    m = make()
+    cm = CModel(m, seed=1, **cfg)
+    x, y = samples(m, 7)
+    runner.train_epoch(cm, x, y)  # trained weights and heads, not the fresh ones
+    for with_local in (True, False):
+        preds, logits, local = cm.infer_many(x, with_local=with_local, threads=threads)
+        for j in range(len(x)):
+            r = cm.infer(x[j], with_local=with_local)
+            assert preds[j] == r.pred, (name, j)
+            np.testing.assert_array_equal(logits[j], r.logits)
+            if with_local:
+                np.testing.assert_array_equal(local[j], r.local_pred)
+            else:
+                assert (local[j] == -1).all()
+        if with_local:
+            assert (local >= 0).any(), "no local head answered: the comparison would be empty"
+    empty = cm.infer_many(x[:0], threads=threads)
+    assert [a.shape[0] for a in empty] == [0, 0, 0]

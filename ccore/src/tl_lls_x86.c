@@ -402,10 +402,10 @@ TL_AVX2 void tl_wide_pool(const tl_layer *L, const int8_t *out, int32_t *P)
 /* apply_x4 with AVX-512: eight weights per vector, native 64-bit arithmetic shifts, min/max
  * and a saturating int64 -> int8 store. */
 static TL_AVX512 int32_t apply_x8(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult,
-                                   int32_t r, int nearest, uint32_t prefix)
+                                   int32_t r, int32_t psh, int nearest, uint32_t prefix)
 {
     const __m512i m = _mm512_set1_epi64(mult);
-    const __m128i rs = _mm_cvtsi32_si128(r);
+    const __m128i rs = _mm_cvtsi32_si128(r), pres = _mm_cvtsi32_si128(psh);
     const __m128i tops = _mm_cvtsi32_si128(r >= 32 ? r - 32 : 32 - r);
     const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll);
     const __m512i wmax = _mm512_set1_epi64(127), wmin = _mm512_set1_epi64(-127);
@@ -419,7 +419,7 @@ static TL_AVX512 int32_t apply_x8(int8_t *weights, const int64_t *acc, int32_t n
         const __m512i a = _mm512_loadu_si512((const void *)(acc + k));
         if (_mm512_cmpgt_epi64_mask(a, amax) | _mm512_cmpgt_epi64_mask(amin, a))
             break;
-        const __m512i prod = _mm512_mul_epi32(a, m);
+        const __m512i prod = _mm512_sra_epi64(_mm512_mul_epi32(a, m), pres); /* floor(a mult / 2^psh) */
         const __m512i fl = _mm512_sra_epi64(prod, rs);
         const __m512i top = _mm512_and_si512(r >= 32 ? _mm512_srl_epi64(prod, tops) : _mm512_sll_epi64(prod, tops), lo32);
         __m512i rnd;
@@ -444,14 +444,16 @@ static TL_AVX512 int32_t apply_x8(int8_t *weights, const int64_t *acc, int32_t n
 /* tl_upd_apply_row's fast path four weights per vector (AVX2), for n contiguous weights, a
  * rounding shift r in [1, 62] and a multiplier in [0, 2^31), as long as |acc| < 2^31: w -= floor(acc mult / 2^r) + (rnd < the top 32 fraction bits), then
  * saturated to [-127, 127]; rnd = tl_mix32(prefix ^ idx), or 2^31 - 1 for round-to-nearest.
+ * psh > 0 is tl_scale_update's rounding shift above 62 (r = 62 + psh): the product is first
+ * floored by 2^psh (its `prod >>= r - 62`), then rounded at r = 62 as above; psh in [0, 63].
  * 64-bit lanes throughout (AVX2 has no 64-bit arithmetic shift: floor(x / 2^r) is computed as
  * s ^ ((x ^ s) >> r) with s the sign mask). Returns how many weights it did: a multiple of 4,
  * stopping before the first group holding a gradient outside (-2^31, 2^31). */
 static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
-                                 int nearest, uint32_t prefix)
+                                 int32_t psh, int nearest, uint32_t prefix)
 {
     const __m256i m = _mm256_set1_epi64x(mult), zero = _mm256_setzero_si256();
-    const __m128i rs = _mm_cvtsi32_si128(r);
+    const __m128i rs = _mm_cvtsi32_si128(r), pres = _mm_cvtsi32_si128(psh);
     const __m128i tops = _mm_cvtsi32_si128(r >= 32 ? r - 32 : 32 - r);
     const __m256i lo32 = _mm256_set1_epi64x(0xFFFFFFFFll);
     const __m256i wmax = _mm256_set1_epi64x(127), wmin = _mm256_set1_epi64x(-127);
@@ -466,8 +468,9 @@ static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, 
         if (!_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi64(a, amax), _mm256_cmpgt_epi64(amin, a)),
                                 _mm256_set1_epi64x(-1)))
             break; /* tl_upd_apply_row's tl_scale_update path takes it from here */
-        const __m256i prod = _mm256_mul_epi32(a, m);
-        const __m256i s = _mm256_cmpgt_epi64(zero, prod);
+        const __m256i p0 = _mm256_mul_epi32(a, m);
+        const __m256i s = _mm256_cmpgt_epi64(zero, p0); /* prod's sign: the pre-shift keeps it */
+        const __m256i prod = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(p0, s), pres), s);
         const __m256i fl = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(prod, s), rs), s);
         const __m256i top = _mm256_and_si256(r >= 32 ? _mm256_srl_epi64(prod, tops) : _mm256_sll_epi64(prod, tops), lo32);
         __m256i rnd;
@@ -495,18 +498,21 @@ static TL_AVX2 int32_t apply_x4(int8_t *weights, const int64_t *acc, int32_t n, 
     }
     return k;
 }
-/* The weight update of n contiguous weights: eight per vector where the CPU has AVX-512, then
- * four per vector; returns how many it did (the caller finishes the rest, as apply_x4 says). */
+/* The weight update of n contiguous weights at rounding shift r in [1, 125]: eight per vector
+ * where the CPU has AVX-512, then four per vector; returns how many it did (the caller finishes
+ * the rest, as apply_x4 says). */
 static TL_AVX2 int32_t tl_wide_apply(int8_t *weights, const int64_t *acc, int32_t n, int32_t idx0, int32_t mult, int32_t r,
                               int nearest, uint32_t prefix)
 {
+    const int32_t psh = r > 62 ? r - 62 : 0;
+    r -= psh;
     int32_t done = 0;
     if (tl_x86_avx512()) {
-        done = apply_x8(weights, acc, n, idx0, mult, r, nearest, prefix);
+        done = apply_x8(weights, acc, n, idx0, mult, r, psh, nearest, prefix);
         if (done < (n & ~7))
             return done; /* stopped before a gradient outside (-2^31, 2^31) */
     }
-    return done + apply_x4(weights, acc + done, n - done, idx0 + done, mult, r, nearest, prefix);
+    return done + apply_x4(weights, acc + done, n - done, idx0 + done, mult, r, psh, nearest, prefix);
 }
 
 /* ---------------------------------------------------------------- LLS head, square basis */
@@ -579,14 +585,38 @@ TL_AVX2 void tl_wide_square_g(const uint32_t *inc, const int32_t *w, int32_t C, 
 }
 /* ---------------------------------------------------------------- one layer */
 /* tl_upd_apply_row over n contiguous weights, four per vector through tl_wide_apply where its
- * preconditions hold (no preview, r in [1, 62]), whatever it leaves by tl_upd_apply_row. */
+ * preconditions hold (no preview, r in [1, 125]: above 62 tl_scale_update's pre-shift, which C
+ * defines for r - 62 < 64), whatever it leaves by tl_upd_apply_row. */
 static void apply_row_wide(const tl_upd_row *u, const int64_t *acc, int32_t n, int32_t idx0)
 {
     const int32_t r = 31 + u->Ec - u->ws;
     int32_t done = 0;
-    if (!u->dw_preview && r >= 1 && r <= 62 && u->wm >= 0)
+    if (!u->dw_preview && r >= 1 && r <= 62 + 63 && u->wm >= 0)
         done = tl_wide_apply(u->weights, acc, n, idx0, u->wm, r, u->rounding == TL_ROUND_NEAREST, u->prefix);
     tl_upd_apply_row(u, acc + done, n - done, idx0 + done, 1);
+}
+
+/* tl_upd_apply_row of one weight (a depthwise tap: every channel has its own scale): its
+ * branch-free rounding, also for r in (62, 125] with tl_scale_update's pre-shift (floor by
+ * 2^(r - 62), then r = 62), where tl_upd_apply_row would call tl_scale_update; every other case
+ * (preview, r outside [1, 125], |acc| >= 2^31) by tl_upd_apply_row itself. */
+static inline void apply_one_wide(const tl_upd_row *u, int64_t a, int32_t idx)
+{
+    int32_t r = 31 + u->Ec - u->ws;
+    if (u->dw_preview || r < 1 || r > 62 + 63 || (uint64_t)(a + INT32_MAX) >= (uint64_t)UINT32_MAX) {
+        tl_upd_apply_row(u, &a, 1, idx, 1);
+        return;
+    }
+    int64_t prod = a * (int64_t)u->wm;
+    if (r > 62) {
+        prod >>= (r - 62);
+        r = 62;
+    }
+    const int64_t fl = prod >> r;
+    const uint32_t top = r >= 32 ? (uint32_t)((uint64_t)prod >> (r - 32)) : (uint32_t)((uint64_t)prod << (32 - r));
+    const uint32_t rnd = u->rounding == TL_ROUND_NEAREST ? 0x7FFFFFFFu : tl_mix32(u->prefix ^ (uint32_t)idx);
+    const int64_t dw = fl + (rnd < top ? 1 : 0);
+    u->weights[idx] = (int8_t)TL_CLAMP((int64_t)u->weights[idx] - dw, -127, 127);
 }
 
 /* tl_lls_update_ref of a hidden conv / depthwise layer: the same integers, TL_WIDE_C output
@@ -641,7 +671,7 @@ void tl_lls_update_x86(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
             for (int32_t cc = 0; cc < nc; cc++)
                 if (any[cc])
                     for (int32_t tap = 0; tap < taps; tap++)
-                        tl_upd_apply_row(&u[cc], G + tap * TL_WIDE_C + cc, 1, tap * oc + c0 + cc, 1);
+                        apply_one_wide(&u[cc], G[tap * TL_WIDE_C + cc], tap * oc + c0 + cc);
         } else {
             for (int32_t n0 = 0; n0 < N; n0 += TL_WIDE_N) {
                 const int32_t nn = TL_MIN(TL_WIDE_N, N - n0);

@@ -21,3 +21,15 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
 
 /* Classifier predictions of n samples (no training): the epoch's evaluation in one call. */
 tl_status tl_host_infer_batch(tl_model *m, const int8_t *inputs, int32_t n, int32_t *preds);
+
+/* Inference on n samples, exactly n calls of tl_model_infer(m, ..., with_local, ...) would give,
+ * the samples split over `threads` threads (each with its own copy of the model struct and its
+ * own arena; the model is only read).
+ *   inputs       (n, in_h * in_w * in_c) int8, contiguous
+ *   preds        (n) classifier predictions
+ *   logits       (n, classes) classifier outputs (int8 values), or NULL
+ *   local_preds  (n, n_layers) per-layer LLS head predictions (tl_result.local_pred: -1 where a
+ *                layer has none, and everywhere with with_local = 0), or NULL
+ * Returns TL_OK or TL_ERR_*; on an error the outputs of some samples may be unwritten. */
+tl_status tl_host_infer_many(tl_model *m, const int8_t *inputs, int32_t n, int32_t threads, int32_t with_local,
+                             int32_t *preds, int32_t *logits, int32_t *local_preds);

@@ -324,21 +324,87 @@ tl_status tl_host_train_epoch(tl_model *m, const int8_t *inputs, const int32_t *
     return st;
 }
 
+/* ---------------------------------------------------------------- batched inference */
+typedef struct {
+    stage_ctx ctx;
+    const int8_t *inputs;
+    int32_t in_bytes, lo, hi, with_local;
+    int32_t *preds, *logits, *local_preds;
+    tl_status status;
+} infer_part;
+
+/* Samples [lo, hi) one tl_model_infer call each, on this part's own model copy and arena. */
+static void *infer_main(void *arg)
+{
+    infer_part *p = arg;
+    tl_model *m = &p->ctx.m;
+    tl_result *res = &p->ctx.res;
+    for (int32_t j = p->lo; j < p->hi; j++) {
+        p->status = tl_model_infer(m, &p->ctx.arena, p->inputs + (size_t)j * (size_t)p->in_bytes, p->with_local, res);
+        if (p->status != TL_OK)
+            break;
+        p->preds[j] = res->pred;
+        if (p->logits)
+            for (int32_t c = 0; c < m->classes; c++)
+                p->logits[(size_t)j * (size_t)m->classes + c] = res->logits[c];
+        if (p->local_preds)
+            for (int32_t i = 0; i < m->n_layers; i++)
+                p->local_preds[(size_t)j * (size_t)m->n_layers + i] = res->local_pred[i];
+    }
+    return NULL;
+}
+
+tl_status tl_host_infer_many(tl_model *m, const int8_t *inputs, int32_t n, int32_t threads, int32_t with_local,
+                             int32_t *preds, int32_t *logits, int32_t *local_preds)
+{
+    if (!m || n < 0 || threads < 1 || (n > 0 && (!inputs || !preds)) || m->n_layers < 1)
+        return TL_ERR_ARG;
+    if (n == 0)
+        return TL_OK;
+    const int32_t parts = TL_HOST_MIN(TL_HOST_MIN(threads, n), TL_HOST_MAX_STAGES);
+    infer_part pt[TL_HOST_MAX_STAGES];
+    pthread_t tid[TL_HOST_MAX_STAGES];
+    int started[TL_HOST_MAX_STAGES];
+    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
+    tl_status st = TL_OK;
+    int32_t ready = 0;
+    for (; ready < parts; ready++) {
+        infer_part *p = &pt[ready];
+        p->status = stage_init(&p->ctx, m);
+        if (p->status != TL_OK) {
+            st = p->status;
+            free(p->ctx.arena_mem);
+            break;
+        }
+        p->inputs = inputs;
+        p->in_bytes = in_bytes;
+        p->lo = (int32_t)((int64_t)n * ready / parts);
+        p->hi = (int32_t)((int64_t)n * (ready + 1) / parts);
+        p->with_local = with_local;
+        p->preds = preds;
+        p->logits = logits;
+        p->local_preds = local_preds;
+    }
+    if (st == TL_OK) {
+        /* parts 1.. on their own threads (or here, should a thread not start), part 0 here */
+        for (int32_t k = 1; k < parts; k++)
+            started[k] = pthread_create(&tid[k], NULL, infer_main, &pt[k]) == 0;
+        infer_main(&pt[0]);
+        for (int32_t k = 1; k < parts; k++) {
+            if (started[k])
+                pthread_join(tid[k], NULL);
+            else
+                infer_main(&pt[k]);
+        }
+        for (int32_t k = 0; k < parts && st == TL_OK; k++)
+            st = pt[k].status;
+    }
+    for (int32_t k = 0; k < ready; k++)
+        free(pt[k].ctx.arena_mem);
+    return st;
+}
+
 tl_status tl_host_infer_batch(tl_model *m, const int8_t *inputs, int32_t n, int32_t *preds)
 {
-    if (!m || n < 0 || (n > 0 && (!inputs || !preds)))
-        return TL_ERR_ARG;
-    stage_ctx s;
-    tl_status st = stage_init(&s, m);
-    if (st != TL_OK) {
-        free(s.arena_mem);
-        return st;
-    }
-    const int32_t in_bytes = tl_layer_in_bytes(&m->layers[0]);
-    for (int32_t j = 0; j < n && st == TL_OK; j++) {
-        st = tl_model_infer(m, &s.arena, inputs + (size_t)j * (size_t)in_bytes, 0, &s.res);
-        preds[j] = s.res.pred;
-    }
-    free(s.arena_mem);
-    return st;
+    return tl_host_infer_many(m, inputs, n, 1, 0, preds, NULL, NULL);
 }
