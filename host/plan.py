@@ -39,7 +39,11 @@ from pathlib import Path
 from host import cli_common
 
 ROOT = Path(__file__).resolve().parents[1]
+# the board definitions of the local PlatformIO platform; an installed package carries them as
+# host/boards (pyproject's package-dir), a source checkout reads them in place
 BOARDS_DIR = ROOT / "firmware" / "platform" / "boards"
+if not BOARDS_DIR.is_dir():
+    BOARDS_DIR = Path(__file__).resolve().parent / "boards"
 STACK_MARGIN = 2048     # bytes: stack allowance minus the measured high-water mark stays below this
 
 
