@@ -397,10 +397,11 @@ class Link:
     def load_model(self, blob: bytes, progress=None) -> dict:
         """LOAD_BEGIN, chunks, LOAD_END: the device checks the CRC32 and parses the file before use.
 
-        When the last INFO showed a model in the firmware's flash that is this file, or this file
-        without its host-only area (host.modelfile.strip_host, what `make MODEL=` compiles in),
-        nothing is sent: LOAD_BEGIN names it, the device answers "resident" and LOAD_END copies its
-        trainable tensors to RAM afresh. Returns the arena, shape and the (size, CRC32) the device
+        When the last INFO showed a model in the firmware's flash that is this file, this file
+        without its host-only area (host.modelfile.strip_host), or its device identity
+        (host.modelfile.device_identity: also without learning rates, what `make MODEL=` compiles
+        in), nothing is sent: LOAD_BEGIN names it, the device answers "resident" and LOAD_END
+        copies its trainable tensors to RAM afresh; the learning rates follow by SET_LR. Returns the arena, shape and the (size, CRC32) the device
         now holds (model_size, model_crc: INFO reports the same)."""
         blob = bytes(blob)
         rom = (self.last_info.rom_size, self.last_info.rom_crc) if self.last_info else (0, 0)
@@ -408,7 +409,7 @@ class Link:
             from host import modelfile
             cands = [blob]
             try:
-                cands.append(modelfile.strip_host(blob))
+                cands += [modelfile.strip_host(blob), modelfile.device_identity(blob)]
             except modelfile.ModelFileError:
                 pass                                  # not a model file: the device will say so
             for cand in cands:
