@@ -142,8 +142,8 @@ def _open(path: str, flag: str, log=None):
     if len(ds) == 0:
         raise UsageError(f"{flag} {path}: no images")
     note = ds.meta.get("converted") if isinstance(getattr(ds, "meta", None), dict) else None
-    if note and log is not None:
-        log(f"warning: {flag} {path}: {note}")
+    if note:                       # said once, even with --quiet: the model sees other pixels than the files hold
+        print(f"warning: {flag} {path}: {note}", file=sys.stderr, flush=True)
     return ds
 
 
@@ -255,6 +255,13 @@ def check_args(args) -> None:
     for name in ("limit", "val_limit"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0: all), got {getattr(args, name)}")
+    import os
+    if args.model and not os.path.isfile(args.model):
+        raise UsageError(f"--model {args.model}: no such file (make one with `python -m host.quantize "
+                         f"import-tflite IN.tflite -o {args.model}`)")
+    for flag, v in (("--data", args.data), ("--val-data", args.val_data)):
+        if v is not None and v != "synthetic" and not v.startswith("synthetic:") and not os.path.exists(v):
+            raise UsageError(f"{flag} {v}: no such file or folder")
     if args.model:
         for flag, v in (("--alpha", args.alpha), ("--head", args.head)):
             if v is not None:
