@@ -223,7 +223,7 @@ def check_board_takes(args, info, blob: bytes, name: str) -> None:
         build = (f"save the starting model with `python -m host.simulate <the same options> --epochs 0 "
                  f"--save-model start.tlm`, then make -C firmware BOARD={info.board} MODEL=start.tlm")
     if info.rom_size:
-        held = flash_model_name(args.qemu)
+        held = flash_model_name(getattr(args, "qemu", None))
         held = f"{held} ({info.rom_size} bytes, CRC32 {info.rom_crc:08x})" if held else \
             f"another model ({info.rom_size} bytes, CRC32 {info.rom_crc:08x})"
         raise StreamError(f"the firmware holds {held} in flash, not {name}, and has room for "
@@ -253,6 +253,8 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
     from host import modelfile, protocol, simulate, train
     from host.model import weights_sha256
 
+    # the data, the model and the run first: a mistake there is said before a board is touched
+    setup, cm = prepare_run(args)
     qemu = None
     port = None
     try:
@@ -273,7 +275,6 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             raise StreamError(f"firmware speaks protocol {info.proto}, this host speaks "
                               f"{protocol.lib.TL_PROTO_VERSION}: reflash the firmware")
 
-        setup, cm = prepare_run(args)
         model = setup.model
         tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
         blob = modelfile.to_bytes(model)
