@@ -304,7 +304,8 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
                "data": args.data, "val_data": args.val_data, "val_split": args.val_split,
                "shift": bool(args.shift), "epochs": args.epochs, "seed": args.seed, "rule": args.rule,
                "config": setup.config, "device_config": config, "lr_schedule": args.lr_schedule,
-               "train_samples": n_train, "val_samples": n_val, "eval_samples": n_val, "arena_bytes": loaded["arena_bytes"],
+               "train_samples": n_train, "val_samples": n_val, "eval_samples": n_val,
+               "arena_bytes": loaded["arena_bytes"],
                "host_arena_bytes": cm.arena_bytes})
 
         try:

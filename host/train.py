@@ -155,12 +155,13 @@ def _sample_record(kind: str, r: Result, **fields) -> dict:
 def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
         val_y: np.ndarray, *, epochs: int, lr_schedule: str, seed: int, eval_each_epoch: bool = True,
         eval_every: int = 0, progress: bool = True, record: Callable[[dict], None] | None = None,
-        log: Callable[[str], None] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, baseline: bool = True) -> dict:
     """Train `backend` for `epochs` passes over (train_x uint8, train_y) and evaluate it on
     (val_x, val_y). The model's Layer.lr / lls_m_lr are the base rates (left as they were); the
     schedule scales them per epoch. The validation set is evaluated before the first step
     (step 0, epoch 0: the baseline), after every epoch (`eval_each_epoch`), every `eval_every`
-    samples and at the end; `epochs` = 0 only evaluates. `record` receives one dict per training sample ("train"), per
+    samples and at the end; `epochs` = 0 only evaluates. `baseline=False` skips the step-0
+    evaluation (a caller that measured it already). `record` receives one dict per training sample ("train"), per
     evaluated sample ("eval_sample") and per evaluation ("eval"); `log` one line per evaluation."""
     from tqdm import tqdm
 
@@ -215,7 +216,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
 
     t0 = time.perf_counter()
     try:
-        if n_val:                             # the baseline: the model as it came, before any step
+        if n_val and (baseline or epochs == 0):   # the baseline: the model as it came, before any step
             evaluate(0, 0)
         for epoch in range(epochs):
             factor = lr_factor(lr_schedule, epoch, epochs)

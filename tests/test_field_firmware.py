@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_field import TFLITE_REL, VWW_REL, write_folder
-from test_firmware import stream_run, tools  # noqa: F401  (fixture)
+from test_firmware import stream_run, tools  # noqa: F401,F811  (the fixture, used by name)
 
 from shared_data import shared_path
 

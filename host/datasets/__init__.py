@@ -29,7 +29,8 @@ from . import shards, synthetic
 from .augment import augment, augment_params, shuffle
 from .base import DataError, Dataset, Skipped, to_grey
 
-__all__ = ["open", "detect", "vww_split", "split_counts", "parse_val_split", "DEFAULT_VAL_SPLIT", "augment", "augment_params", "shuffle", "to_grey",
+__all__ = ["open", "detect", "vww_split", "split_counts", "parse_val_split", "DEFAULT_VAL_SPLIT",
+           "augment", "augment_params", "shuffle", "to_grey",
            "Dataset", "DataError", "Skipped", "LAYOUTS", "shards", "synthetic"]
 
 LAYOUTS = ("shards", "eembc", "mlperf-folders", "tfrecord", "synthetic")
@@ -122,6 +123,7 @@ DEFAULT_VAL_SPLIT = 0.25     # 800 images (vww01-eembc) -> 600 train / 200 valid
 def parse_val_split(text: str) -> float | int:
     """--val-split: a fraction in (0, 1) ("0.25"), a percentage ("25%") or a count of images ("200")."""
     t = str(text).strip()
+    bad = f"--val-split must be a fraction in (0, 1), a percentage or a count >= 1, got {text!r}"
     try:
         if t.endswith("%"):
             v = float(t[:-1]) / 100.0
@@ -133,9 +135,9 @@ def parse_val_split(text: str) -> float | int:
         else:
             v = float(t)
     except ValueError:
-        raise ValueError(f"--val-split must be a fraction in (0, 1), a percentage or a count >= 1, got {text!r}") from None
+        raise ValueError(bad) from None
     if not 0.0 < v < 1.0:
-        raise ValueError(f"--val-split must be a fraction in (0, 1), a percentage or a count >= 1, got {text!r}")
+        raise ValueError(bad)
     return v
 
 
