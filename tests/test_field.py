@@ -311,3 +311,24 @@ def test_make_model_path_is_relative_to_the_caller(tmp_path):
     r = subprocess.run(["bash", "-c", f"cd {tmp_path} && make -n -C {ROOT / 'firmware'} MODEL=missing.tlm"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and f"MODEL=missing.tlm: no such file ({tmp_path / 'missing.tlm'})" in r.stderr
+
+
+def test_stream_ctrl_c_and_errors_leave_no_partial_outputs(tmp_path, monkeypatch, capsys):
+    from host import stream
+    out = tmp_path / "o"
+    argv = ["--port", "loop://", "--limit", "2", "--val-limit", "2", "--epochs", "1", "--quiet",
+            "--json", str(out / "r.json"), "--log", str(out / "r.jsonl"), "--plot", str(out / "r.png"),
+            "--save-model", str(out / "r.tlm")]
+
+    def half_run(exc):
+        def run(args, log=None, progress=True, outputs=None):
+            log.write('{"kind": "start"}\n')
+            outputs.temp("--save-model").write_bytes(b"TLLS")
+            raise exc
+        return run
+    for exc, code in ((KeyboardInterrupt(), 130), (stream.StreamError("link lost"), 2), (OSError(5, "I/O"), 2)):
+        monkeypatch.setattr(stream, "run", half_run(exc))
+        assert stream.main(argv) == code
+        assert sorted(p.name for p in out.iterdir()) == [], list(out.iterdir())
+    err = capsys.readouterr().err
+    assert "host.stream: interrupted" in err and "host.stream: error: link lost" in err

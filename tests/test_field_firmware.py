@@ -68,6 +68,9 @@ def test_fresh_clone_recipe_on_the_model_in_flash_save_and_evaluate(fresh, tmp_p
     board = stream_run(elf, run + ["--save-model", str(tmp_path / "board.tlm")], tmp_path, "fresh")
     assert board["device"]["model_in_flash"]                    # recognised: nothing was sent
     assert board["evals"][0]["step"] == 0 and board["eval_accuracy_before"] == board["evals"][0]["accuracy"]
+    base = [r for r in board["_log"] if r["kind"] == "eval"][0]             # the JSONL's baseline
+    assert base["step"] == 0 and base["epoch"] == 0 and base["baseline"]
+    assert [r["epoch"] for r in board["_log"] if r["kind"] == "eval"] == [0, 1, 2]
     saved = modelfile.load(str(tmp_path / "board.tlm"))
     assert weights_sha256(saved) == board["weights_sha256"]
     sim = simulate_weights(run, tmp_path)
