@@ -109,10 +109,20 @@ def test_board_recognises_its_model_whatever_rates_the_host_sends(vww_model):
     link = protocol.Link(port)
     info = link.sync()
     assert (info.rom_size, info.rom_crc) == (len(rom), zlib.crc32(rom))
-    loaded = link.load_model(sent)
+    loaded = link.load_model(sent)                                     # then SET_LR: the file's own rates
     assert loaded["resident"] and link.info().model_in_flash
-    from host.train import layer_rates
-    link.set_lr(layer_rates(model))                                    # the device takes the recipe's rates
+    # the board holds exactly the file asked for: one step trains as the host core with the recipe
+    import hashlib
+    from host.core import CModel
+    from host.model import weights_sha256
+    from host.stream import core_config
+    cm = CModel(model, rounding="stochastic", seed=0)
+    link.set_config(**core_config(cm))
+    x = np.random.default_rng(1).integers(-128, 128, model.input_shape, dtype=np.int8)
+    link.train(x, 1)
+    cm.train_step(x, 1)
+    assert hashlib.sha256(link.read_weights()).hexdigest() == weights_sha256(model)
+    assert weights_sha256(model) != weights_sha256(modelfile.load(str(vww_model)))   # it did train
 
 
 def test_export_c_compiles_the_device_identity(vww_model, tmp_path):
