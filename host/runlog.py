@@ -56,7 +56,7 @@ def plot(records, png_path: str, title: str = "") -> None:
             last = evals[-1]
             if last is not base:
                 ax.annotate(f"after: {last['accuracy']:.3f}", (last["step"], last["accuracy"]),
-                            textcoords="offset points", xytext=(-60, -14), fontsize=8, color="tab:red")
+                            textcoords="offset points", xytext=(-70, 8), fontsize=8, color="tab:red")
         layers = len(evals[0]["local_accuracy"])
         cmap = plt.get_cmap("viridis")
         xs = [e["step"] for e in evals]
