@@ -83,7 +83,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=None,
                    help=f"MobileNet width multiplier, from scratch only (default {DEFAULT_ALPHA})")
     p.add_argument("--head", choices=["grid", "gap"], default=None,
-                   help="from scratch: classifier on the flattened last map (grid) or after global pooling")
+                   help=f"from scratch only: classifier on the flattened last map (grid) or after global "
+                        f"pooling (default {DEFAULT_HEAD})")
     p.add_argument("--limit", type=int_at_least(0), default=0,
                    help="use at most this many training samples (default 0: all)")
     p.add_argument("--shift", action="store_true",
