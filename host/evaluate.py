@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset path (anything host.datasets.open reads)")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--dump-logits", metavar="OUT.npy", help="save the int8 logits (N, classes)")
+    p.add_argument("--part", choices=("all", "val", "train"), default="all",
+                   help="which images of --data: all, or the validation / training part of the split "
+                        "host.simulate and host.stream train with (--val-split)")
+    p.add_argument("--val-split", default=None, metavar="F|N",
+                   help="with --part: the validation fraction / count, as in host.simulate (default 25%%)")
+    p.add_argument("--shift", action="store_true",
+                   help="'new camera' shift of the images, as host.simulate --shift")
     p.add_argument("--limit", type=cli_common.int_at_least(1), help="only the first N images (default: all)")
     p.add_argument("--engine", choices=("c", "ref"), default="c", help="C core (default) or numpy oracle")
     p.add_argument("--reference", choices=("litert", "tflm"), default="litert",
@@ -120,16 +127,31 @@ def main(argv=None) -> int:
     from host import datasets
     from host.modelfile import ModelFileError
     from host.tflite_import import TfliteImportError
-    known = (OSError, ValueError, ModelFileError, TfliteImportError, datasets.DataError)
+    from host.outputs import OutputError, Outputs
+    known = (OSError, ValueError, ModelFileError, TfliteImportError, datasets.DataError, OutputError)
     try:
         from host.core import TinyllsError
         known = known + (TinyllsError,)
     except ImportError:
         pass
+    outputs = None
     try:
+        outputs = Outputs({"--json": args.json, "--dump-logits": args.dump_logits})
+        if args.val_split is not None and args.part == "all":
+            raise ValueError("--val-split chooses the split of --part val / train; with --part all it has no effect")
         model = load_model(args.model, args.reference)
-        ds = datasets.open(args.data)
+        if args.part == "all":
+            ds = datasets.open(args.data)
+        else:
+            from host.simulate import UsageError, load_data
+            try:
+                ds = load_data(args.data, None, args.val_split)[0 if args.part == "train" else 1]
+            except UsageError as e:
+                raise ValueError(str(e)) from None
         images, labels = ds.images, ds.labels
+        if args.shift:
+            from host.simulate import camera_shift
+            images = camera_shift(images)
         if args.limit is not None:
             images, labels = images[: args.limit], labels[: args.limit]
         rep = evaluate(model, images, labels, engine=args.engine, progress=not args.quiet)
@@ -137,15 +159,23 @@ def main(argv=None) -> int:
         return cli_common.fail(TOOL, exc)
     except KeyboardInterrupt:
         return cli_common.interrupted(TOOL)
+    finally:
+        if outputs is not None and outputs.tmp and sys.exc_info()[0] is not None:
+            outputs.discard()
     logits = rep.pop("logits")
-    rep.update(model=args.model, data=args.data, model_name=model.name)
+    rep.update(model=args.model, data=args.data, part=args.part, val_split=args.val_split, shift=args.shift,
+               model_name=model.name)
     print(f"accuracy {100 * rep['accuracy']:.2f}% ({rep['correct']}/{rep['n']}) model={args.model} "
           f"data={args.data} engine={rep['engine']} ({rep['seconds']:.1f} s)")
+    import io
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rep, f, indent=2)
+        outputs.write_text("--json", json.dumps(rep, indent=2) + "\n")
     if args.dump_logits:
-        np.save(args.dump_logits, logits)
+        buf = io.BytesIO()
+        np.save(buf, logits)
+        outputs.temp("--dump-logits").write_bytes(buf.getvalue())
+    for path in outputs.commit():
+        print(f"wrote {path}")
     return 0
 
 

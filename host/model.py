@@ -161,3 +161,27 @@ def weights_sha256(model: Model) -> str:
         if lls_m is not None:
             h.update(np.ascontiguousarray(lls_m, "<i4").tobytes())
     return h.hexdigest()
+
+
+def load_weight_stream(model: Model, data: bytes) -> None:
+    """Set `model`'s trainable tensors from the bytes `weights_sha256` hashes (a board's
+    READ_WEIGHTS stream): per layer weights (int8), bias (int32 LE), LLS modulation (int32 LE),
+    shapes as the model has them. ValueError when the length does not fit the model."""
+    off = 0
+    parts = []
+    for layer in model.layers:
+        for name, dt in (("weights", np.int8), ("bias", "<i4"), ("lls_m", "<i4")):
+            cur = getattr(layer, name, None)
+            if cur is None:
+                continue
+            n = int(np.asarray(cur).size) * np.dtype(dt).itemsize
+            if off + n > len(data):
+                raise ValueError(f"weight stream of {len(data)} bytes is too short for the model "
+                                 f"(layer {layer.name if hasattr(layer, 'name') else '?'} {name})")
+            arr = np.frombuffer(data, dt, count=int(np.asarray(cur).size), offset=off).reshape(np.shape(cur))
+            parts.append((layer, name, arr.astype(np.asarray(cur).dtype)))
+            off += n
+    if off != len(data):
+        raise ValueError(f"weight stream of {len(data)} bytes, the model holds {off}")
+    for layer, name, arr in parts:
+        setattr(layer, name, arr)

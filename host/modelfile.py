@@ -360,6 +360,24 @@ def strip_host(blob: bytes) -> bytes:
     return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
 
 
+RATE_FIELDS = ("lr_mult", "lr_shift", "lls_m_lr_mult", "lls_m_lr_shift")
+
+
+def device_identity(blob: bytes) -> bytes:
+    """The model as a board knows it: `strip_host(blob)` with every layer's learning-rate words
+    (RATE_FIELDS) set to 0. Learning rates are not part of a model's identity: the host sends them
+    with SET_LR before every epoch. `export-c` compiles exactly this into flash, and
+    host.protocol.Link.load_model recognises the model in flash by its (size, CRC32), so a file
+    carrying any rates (the fine-tuning recipe's, a schedule's) is the flashed model."""
+    dev = bytearray(strip_host(blob))
+    n = struct.unpack_from("<i", dev, 36)[0]
+    for i in range(n):
+        for f in RATE_FIELDS:
+            struct.pack_into("<i", dev, LAYER_TABLE_OFF + i * LAYER_ENTRY_BYTES + 4 * LAYER_FIELDS.index(f), 0)
+    body = bytes(dev[FILE_HEADER_BYTES:])
+    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+
+
 def train_ram_bytes(blob: bytes) -> int:
     """RAM a board needs for this file's trainable tensors when the file itself stays in flash
     (tl_modelfile_load_rom): per trainable layer its weights rounded up to 4 bytes, its int32 bias

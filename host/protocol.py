@@ -416,22 +416,29 @@ class Link:
     def load_model(self, blob: bytes, progress=None) -> dict:
         """LOAD_BEGIN, chunks, LOAD_END: the device checks the CRC32 and parses the file before use.
 
-        When the last INFO showed a model in the firmware's flash that is this file, or this file
-        without its host-only area (host.modelfile.strip_host, what `make MODEL=` compiles in),
-        nothing is sent: LOAD_BEGIN names it, the device answers "resident" and LOAD_END copies its
-        trainable tensors to RAM afresh. Returns the arena, shape and the (size, CRC32) the device
-        now holds (model_size, model_crc: INFO reports the same)."""
+        When the last INFO showed a model in the firmware's flash that is this file, this file
+        without its host-only area (host.modelfile.strip_host), or its device identity
+        (host.modelfile.device_identity: also without learning rates, what `make MODEL=` compiles
+        in), nothing is sent: LOAD_BEGIN names it, the device answers "resident" and LOAD_END
+        copies its trainable tensors to RAM afresh; when the flash holds the identity, SET_LR then
+        gives the device this file's own learning rates, so it holds exactly the file asked for.
+        Returns the arena, shape and the (size, CRC32) the device now holds (model_size,
+        model_crc: INFO reports the same)."""
         blob = bytes(blob)
+        rates = None                                  # SET_LR after a resident load, if the flash lacks them
         rom = (self.last_info.rom_size, self.last_info.rom_crc) if self.last_info else (0, 0)
         if rom[0]:
             from host import modelfile
             cands = [blob]
             try:
-                cands.append(modelfile.strip_host(blob))
+                cands += [modelfile.strip_host(blob), modelfile.device_identity(blob)]
             except modelfile.ModelFileError:
                 pass                                  # not a model file: the device will say so
             for cand in cands:
                 if (len(cand), zlib.crc32(cand)) == rom:
+                    if cand is cands[-1] and cand not in cands[:-1]:
+                        rates = [tuple(e[f] for f in modelfile.RATE_FIELDS)
+                                 for e in modelfile.layer_entries(blob, modelfile.read_header(blob))]
                     blob = cand
                     break
         p = self.command(OP["LOAD_BEGIN"], struct.pack("<II", len(blob), zlib.crc32(blob)))
@@ -441,6 +448,8 @@ class Link:
         elif progress:
             progress(len(blob))
         arena, n_layers, classes = struct.unpack_from("<IHH", self.command(OP["LOAD_END"]))
+        if resident and rates is not None:
+            self.set_lr(rates)      # the flash holds the model without rates: the file's own follow
         return {"arena_bytes": arena, "n_layers": n_layers, "classes": classes, "resident": resident,
                 "model_size": len(blob), "model_crc": zlib.crc32(blob)}
 

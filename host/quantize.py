@@ -137,7 +137,9 @@ def cmd_export_c(args) -> int:
     from host.modelfile import read_model_file
     blob = read_model_file(args.model)
     modelfile.read_header(blob, args.model)          # magic, version, CRC checked, clear errors
-    device = blob if args.keep_host else modelfile.strip_host(blob)
+    # the board's copy: no host-only area, no learning rates (they come by SET_LR; the host
+    # recognises the model in flash by this identity, host.modelfile.device_identity)
+    device = blob if args.keep_host else modelfile.device_identity(blob)
     name = _c_ident(args.name or os.path.splitext(os.path.basename(args.model))[0])
     rep = size_report(device)
     os.makedirs(args.output, exist_ok=True)

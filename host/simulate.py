@@ -37,6 +37,8 @@ DEFAULT_LR_HIDDEN = 3e-5
 DEFAULT_LR_CLASSIFIER = 3e-2
 DEFAULT_HEAD = "grid"
 DEFAULT_DIFFICULTY = 0.0
+DEFAULT_ALPHA = 0.25
+LR_RANGE = (1e-9, 1.0)     # a learning rate outside this is a typo (the recipes use 3e-6 .. 3e-2)
 
 
 class UsageError(Exception):
@@ -48,16 +50,22 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     the simulation given the same values train identically."""
     from host.cli_common import int_at_least
 
-    p.add_argument("--difficulty", type=float, default=DEFAULT_DIFFICULTY,
-                   help=f"synthetic data: clutter, noise and figure-size variation in [0, 1] "
+    p.add_argument("--difficulty", type=float, default=None,
+                   help=f"synthetic data only: clutter, noise and figure-size variation in [0, 1] "
                         f"(default {DEFAULT_DIFFICULTY})")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: generated person/no-person scenes) or a dataset path "
                         "(EEMBC VWW folder, MLPerf person/non_person folders, tinylls shards, ...)")
+    p.add_argument("--val-split", default=None, metavar="F|N",
+                   help="validation part of --data: a fraction (0.25), percentage (25%%) or count of images, "
+                        "drawn by the seeded permutation of host.datasets.vww_split (default 25%%: 800 images "
+                        "give the published 600 / 200)")
+    p.add_argument("--val-data", default=None, metavar="PATH",
+                   help="a separate validation data set (then all of --data trains; default: split --data)")
     p.add_argument("--model", help="model file to fine-tune (default: MobileNetV1 from scratch)")
-    p.add_argument("--epochs", type=int_at_least(1), default=None,
-                   help=f"passes over the training set (default {DEFAULT_EPOCHS} from scratch, "
-                        "host.recipes.RECIPE_EPOCHS when fine-tuning --model)")
+    p.add_argument("--epochs", type=int_at_least(0), default=None,
+                   help=f"passes over the training set, 0: only evaluate (default {DEFAULT_EPOCHS} from "
+                        "scratch, host.recipes.RECIPE_EPOCHS when fine-tuning --model)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds initialisation, sample order and stochastic rounding")
     p.add_argument("--rule", choices=sorted(RULES), default="lls-square", help="learning rule / basis")
@@ -72,9 +80,11 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "cosine from scratch, constant when fine-tuning --model, as measured)")
     p.add_argument("--rounding", choices=["stochastic", "nearest"], default="stochastic",
                    help="rounding of weight updates")
-    p.add_argument("--alpha", type=float, default=0.25, help="MobileNet width multiplier (from scratch)")
-    p.add_argument("--head", choices=["grid", "gap"], default=DEFAULT_HEAD,
-                   help="from scratch: classifier on the flattened last map (grid) or after global pooling")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"MobileNet width multiplier, from scratch only (default {DEFAULT_ALPHA})")
+    p.add_argument("--head", choices=["grid", "gap"], default=None,
+                   help=f"from scratch only: classifier on the flattened last map (grid) or after global "
+                        f"pooling (default {DEFAULT_HEAD})")
     p.add_argument("--limit", type=int_at_least(0), default=0,
                    help="use at most this many training samples (default 0: all)")
     p.add_argument("--shift", action="store_true",
@@ -90,21 +100,52 @@ def parse_args(argv=None) -> argparse.Namespace:
                        description="Simulate on-device LLS training on the host with the tinylls C core.")
     add_training_args(p)
     p.add_argument("--json", help="write the summary as JSON to this file")
+    p.add_argument("--log", help="JSONL log: one record per training sample and per evaluation (host.runlog)")
+    p.add_argument("--plot", help="PNG: validation accuracy per epoch from the epoch-0 baseline, running "
+                                  "training accuracy, local heads")
     p.add_argument("--save-model", help="write the trained model to this model file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------- data and model
-def load_data(spec: str, difficulty: float):
+def load_data(spec: str, difficulty: float | None, val_split=None, val_data: str | None = None,
+              log=None):
+    """(train, val) Datasets. synthetic: its own default split. A path: `val_data` is the
+    validation set (all of `spec` trains), else `val_split` (host.datasets.parse_val_split; default
+    25%) of `spec` by host.datasets.vww_split's seeded permutation (800 images: 600 / 200)."""
     from host import datasets
 
     if spec == "synthetic":
-        if not 0.0 <= difficulty <= 1.0:
-            raise UsageError(f"--difficulty must be in [0, 1], got {difficulty}")
-        return datasets.synthetic.default_split(0, difficulty=difficulty)
-    ds = datasets.open(spec)
-    return datasets.vww_split(ds, seed=0)
+        if val_split is not None or val_data is not None:
+            raise UsageError("--val-split / --val-data apply to a --data path; the synthetic scenes "
+                             "come with their own validation set")
+        d = DEFAULT_DIFFICULTY if difficulty is None else difficulty
+        if not 0.0 <= d <= 1.0:
+            raise UsageError(f"--difficulty must be in [0, 1], got {d}")
+        return datasets.synthetic.default_split(0, difficulty=d)
+    ds = _open(spec, "--data", log)
+    if val_data is not None:
+        if val_split is not None:
+            raise UsageError("give --val-split or --val-data, not both")
+        return ds.sorted_by_id(), _open(val_data, "--val-data", log).sorted_by_id()
+    frac = datasets.DEFAULT_VAL_SPLIT if val_split is None else datasets.parse_val_split(val_split)
+    n_train, _ = datasets.split_counts(len(ds), frac, f"--data {spec}")
+    return datasets.vww_split(ds, seed=0, n_train=n_train)
+
+
+def _open(path: str, flag: str, log=None):
+    from host import datasets
+
+    if path == "synthetic" or path.startswith("synthetic:"):
+        raise UsageError(f"{flag} {path}: give a data set path here")
+    ds = datasets.open(path)
+    if len(ds) == 0:
+        raise UsageError(f"{flag} {path}: no images")
+    note = ds.meta.get("converted") if isinstance(getattr(ds, "meta", None), dict) else None
+    if note:                       # said once, even with --quiet: the model sees other pixels than the files hold
+        print(f"warning: {flag} {path}: {note}", file=sys.stderr, flush=True)
+    return ds
 
 
 def camera_shift(images: np.ndarray) -> np.ndarray:
@@ -156,12 +197,20 @@ def build_model(args, train):
         if h != w:
             raise UsageError(f"from-scratch MobileNet needs square images, the data is {h}x{w}")
         model = nets.build("mobilenet", seed=args.seed, calib=train.images[:16], classes=2,
-                           alpha=args.alpha, resolution=h, channels=c, head=args.head)
+                           alpha=model_alpha(args), resolution=h, channels=c, head=args.head or DEFAULT_HEAD)
         lr_h = DEFAULT_LR_HIDDEN if args.lr_hidden is None else args.lr_hidden
         lr_c = DEFAULT_LR_CLASSIFIER if args.lr_classifier is None else args.lr_classifier
     nets.set_learning_rates(model, lr_h, lr_c)
     select_trainable(model, args.train_layers)
     return model
+
+
+def model_alpha(args) -> float:
+    return DEFAULT_ALPHA if args.alpha is None else args.alpha
+
+
+def model_name(args, model) -> str:
+    return args.model or f"mobilenet_v1_{model_alpha(args)}_{model.input_shape[0]}"
 
 
 def match_channels(images: np.ndarray, channels: int, what: str) -> np.ndarray:
@@ -199,20 +248,52 @@ def resolve_defaults(args) -> None:
         args.lr_schedule = "constant" if args.model else "cosine"
 
 
-def prepare(args) -> Setup:
-    resolve_defaults(args)
-    if args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+def check_args(args) -> None:
+    """Options that make no sense, or that the run would silently ignore: UsageError naming the
+    flag (one line, exit 2), before any data is read."""
+    if args.epochs is not None and args.epochs < 0:
+        raise UsageError(f"--epochs must be >= 0 (0: evaluate only), got {args.epochs}")
     for name in ("limit", "val_limit"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0: all), got {getattr(args, name)}")
-    train, val = load_data(args.data, args.difficulty)
+    import os
+    if args.model and not os.path.isfile(args.model):
+        raise UsageError(f"--model {args.model}: no such file (make one with `python -m host.quantize "
+                         f"import-tflite IN.tflite -o {args.model}`)")
+    for flag, v in (("--data", args.data), ("--val-data", args.val_data)):
+        if v is not None and v != "synthetic" and not v.startswith("synthetic:") and not os.path.exists(v):
+            raise UsageError(f"{flag} {v}: no such file or folder")
+    if args.model:
+        for flag, v in (("--alpha", args.alpha), ("--head", args.head)):
+            if v is not None:
+                raise UsageError(f"{flag} builds a model from scratch; it has no effect with --model {args.model}")
+    if args.alpha is not None and not 0.0 < args.alpha <= 4.0:
+        raise UsageError(f"--alpha must be in (0, 4], got {args.alpha}")
+    if args.difficulty is not None and args.data != "synthetic":
+        raise UsageError(f"--difficulty shapes the synthetic scenes; it has no effect with --data {args.data}")
+    for flag, v in (("--lr-hidden", args.lr_hidden), ("--lr-classifier", args.lr_classifier)):
+        if v is not None and not LR_RANGE[0] <= v <= LR_RANGE[1]:
+            raise UsageError(f"{flag} {v}: a learning rate must be within [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]")
+    if args.val_split is not None:
+        from host.datasets import parse_val_split
+        try:
+            parse_val_split(args.val_split)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
+def prepare(args, log=None) -> Setup:
+    check_args(args)
+    resolve_defaults(args)
+    train, val = load_data(args.data, args.difficulty, args.val_split, args.val_data, log)
     model = build_model(args, train)
     c = model.input_shape[2]
     tr_x = match_channels(train.images, c, f"--data {args.data}")
     va_x = match_channels(val.images, c, f"--data {args.data}")
     if tr_x.shape[1:] != model.input_shape:
         raise UsageError(f"--data images are {tr_x.shape[1:]}, the model expects {model.input_shape}")
+    if va_x.shape[1:] != model.input_shape:
+        raise UsageError(f"--val-data images are {va_x.shape[1:]}, the model expects {model.input_shape}")
     if args.shift:
         tr_x, va_x = camera_shift(tr_x), camera_shift(va_x)
     tr_y, va_y = train.labels, val.labels
@@ -225,66 +306,108 @@ def prepare(args) -> Setup:
     return Setup(model, tr_x, tr_y, va_x, va_y, config)
 
 
-def run(args, threads: int | None = None) -> dict:
+def run(args, threads: int | None = None, outputs=None) -> dict:
     """The run of `args` on the simulated core (host.train.run over host.train.SimulatedCore);
-    `threads`: cores the C epoch runner pipelines over (default host.train.default_threads())."""
-    from host import train
+    `threads`: cores the C epoch runner pipelines over (default host.train.default_threads()).
+    `outputs` (host.outputs.Outputs): where --log, --plot and --save-model go (temporary names;
+    the caller commits them)."""
+    from host import runlog, train
     from host.core import CModel
     from host.model import weights_sha256
 
-    setup = prepare(args)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    setup = prepare(args, log=log)
     model = setup.model
     cm = CModel(model, **setup.config)
     backend = train.SimulatedCore(cm, threads=threads)
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    name = model_name(args, model)
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
         f"train {len(setup.train_y)}, val {len(setup.val_y)} samples ({args.data}); "
         f"{backend.threads} thread(s)")
     log(f"scratch arena {cm.arena_bytes} B (largest layer in+out {cm.max_layer_bytes} B); "
         f"a backprop trainer keeps {cm.bp_activation_bytes} B of activations")
-    out = train.run(backend, model, setup.train_x, setup.train_y, setup.val_x, setup.val_y,
-                    epochs=args.epochs, lr_schedule=args.lr_schedule, seed=args.seed,
-                    progress=not args.quiet, log=log)
-    if args.save_model:
+    head = {"data": args.data, "val_data": args.val_data, "val_split": args.val_split, "model": name,
+            "rule": args.rule, "epochs": args.epochs, "seed": args.seed, "lr_schedule": args.lr_schedule,
+            "shift": bool(args.shift), "config": setup.config,
+            "train_samples": int(len(setup.train_y)), "val_samples": int(len(setup.val_y))}
+    want_log = outputs is not None and ("--log" in outputs or "--plot" in outputs)
+    records: list[dict] = []
+    logf = outputs.open_text("--log") if outputs is not None and "--log" in outputs else None
+    try:
+        def write(rec):
+            if logf is not None:
+                logf.write(json.dumps(rec) + "\n")
+            if "--plot" in outputs and rec["kind"] in ("train", "eval"):
+                records.append(rec)
+        write({"kind": "start", **head}) if want_log else None
+        out = train.run(backend, model, setup.train_x, setup.train_y, setup.val_x, setup.val_y,
+                        epochs=args.epochs, lr_schedule=args.lr_schedule, seed=args.seed,
+                        progress=not args.quiet, log=log, record=write if want_log else None)
+        summary = {
+            **head,
+            "train_accuracy": out["train_accuracy"], "val_accuracy": out["val_accuracy"],
+            "val_accuracy_before": out["val_accuracy_before"],
+            "per_layer_accuracy": [None if not L.has_weights else a
+                                   for a, L in zip(out["local_accuracy"] or [0.0] * len(model.layers), model.layers)],
+            "history": out["history"],
+            "evals": out["evals"],
+            "val_predictions": out["val_predictions"],
+            "scratch_bytes": cm.arena_bytes, "max_layer_bytes": cm.max_layer_bytes,
+            "bp_activation_bytes": cm.bp_activation_bytes,
+            "weights_sha256": weights_sha256(model),
+            "threads": backend.threads,
+            "seconds": out["seconds"], "train_seconds": out["train_seconds"],
+            "samples_per_second": out["samples_per_second"],
+        }
+        if want_log:
+            write({"kind": "end", **{k: summary[k] for k in ("weights_sha256", "train_accuracy", "val_accuracy",
+                                                             "val_accuracy_before")}})
+    finally:
+        if logf is not None:
+            logf.close()
+    if outputs is not None and "--plot" in outputs:
+        runlog.plot(records, str(outputs.temp("--plot")), runlog.title_of(summary))
+    if outputs is not None and "--save-model" in outputs:
         from host import modelfile
 
-        modelfile.save(model, args.save_model)
-    return {
-        "data": args.data, "model": args.model or f"mobilenet_v1_{args.alpha}_{model.input_shape[0]}",
-        "rule": args.rule, "epochs": args.epochs, "seed": args.seed,
-        "train_samples": out["train_samples"], "val_samples": out["val_samples"],
-        "train_accuracy": out["train_accuracy"], "val_accuracy": out["val_accuracy"],
-        "per_layer_accuracy": [None if not L.has_weights else a
-                               for a, L in zip(out["local_accuracy"] or [0.0] * len(model.layers), model.layers)],
-        "history": out["history"],
-        "val_predictions": out["val_predictions"],
-        "scratch_bytes": cm.arena_bytes, "max_layer_bytes": cm.max_layer_bytes,
-        "bp_activation_bytes": cm.bp_activation_bytes,
-        "weights_sha256": weights_sha256(model),
-        "threads": backend.threads,
-        "seconds": out["seconds"], "train_seconds": out["train_seconds"],
-        "samples_per_second": out["samples_per_second"],
-    }
+        modelfile.save(model, str(outputs.temp("--save-model")))
+    return summary
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from host.cli_common import fail, interrupted
     from host.core import TinyllsError
     from host.datasets import DataError
+    from host.outputs import OutputError, Outputs
 
+    outputs = None
     try:
-        summary = run(args)
-    except (UsageError, DataError, TinyllsError, FileNotFoundError, ValueError) as exc:
-        from host.cli_common import fail
+        outputs = Outputs({"--json": args.json, "--log": args.log, "--plot": args.plot,
+                           "--save-model": args.save_model})
+        summary = run(args, outputs=outputs)
+        if args.json:
+            outputs.write_text("--json", json.dumps(summary, indent=2) + "\n")
+        written = outputs.commit()
+    except (UsageError, DataError, TinyllsError, OutputError, FileNotFoundError, ValueError, OSError) as exc:
+        if outputs is not None:
+            outputs.discard()
         return fail("host.simulate", exc)
     except KeyboardInterrupt:
-        from host.cli_common import interrupted
+        if outputs is not None:
+            outputs.discard()
         return interrupted("host.simulate")
-    print(f"train accuracy {summary['train_accuracy']:.3f}, validation accuracy {summary['val_accuracy']:.3f}, "
-          f"{summary['samples_per_second']:.1f} samples/s, weights sha256 {summary['weights_sha256'][:16]}...")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+    except BaseException:
+        if outputs is not None:
+            outputs.discard()
+        raise
+    before = summary["val_accuracy_before"]
+    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+    print(f"validation accuracy {fmt(before)} before, {fmt(summary['val_accuracy'])} after {args.epochs} epoch(s); "
+          f"train accuracy {fmt(summary['train_accuracy'])}, {summary['samples_per_second']:.1f} samples/s, "
+          f"weights sha256 {summary['weights_sha256'][:16]}...")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

@@ -216,12 +216,66 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
-def run(args, log=None, progress=True) -> dict:
+def flash_model_name(elf: str | None) -> str | None:
+    """The model file a firmware ELF was built with (`make MODEL=`), from the header export-c
+    generated in its build folder (BUILD/pio/BOARD/model/fw_model.h); None if unknown."""
+    import re
+    if not elf:
+        return None
+    for h in sorted(Path(elf).resolve().parent.glob("pio/*/model/fw_model.h")):
+        m = re.search(r"export-c (\S+)`", h.read_text(errors="replace"))
+        if m:
+            return m.group(1)
+    return None
+
+
+def check_board_takes(args, info, blob: bytes, name: str) -> None:
+    """Refuse, before anything is sent, a model the board can neither recognise in its flash nor
+    receive: one line naming the model the firmware holds and how to build one for this model."""
+    from host import modelfile
+    ids = {(len(b), zlib.crc32(b)) for b in (blob, modelfile.strip_host(blob), modelfile.device_identity(blob))}
+    if info.rom_size and (info.rom_size, info.rom_crc) in ids:
+        return
+    if len(blob) <= info.blob_cap:
+        return
+    if args.model:
+        build = f"make -C firmware BOARD={info.board} MODEL={args.model}"
+    else:
+        build = (f"save the starting model with `python -m host.simulate <the same options> --epochs 0 "
+                 f"--save-model start.tlm`, then make -C firmware BOARD={info.board} MODEL=start.tlm")
+    if info.rom_size:
+        held = flash_model_name(getattr(args, "qemu", None))
+        held = f"{held} ({info.rom_size} bytes, CRC32 {info.rom_crc:08x})" if held else \
+            f"another model ({info.rom_size} bytes, CRC32 {info.rom_crc:08x})"
+        raise StreamError(f"the firmware holds {held} in flash, not {name}, and has room for "
+                          f"{info.blob_cap} bytes of a model sent over the link ({name}: {len(blob)} bytes); "
+                          f"build a firmware for this model: {build}")
+    raise StreamError(f"{name} is {len(blob)} bytes, the firmware's model buffer holds {info.blob_cap}: "
+                      f"build a firmware for this model: {build} (or BLOB_BYTES={len(blob)})")
+
+
+def save_model_from(model, weights: bytes, path: str) -> None:
+    """The board's trained weights read back (READ_WEIGHTS) into a model file at `path`: the run's
+    model (structure, quantization, base learning rates) with the board's tensors."""
+    import copy
+
+    from host import modelfile
+    from host.model import load_weight_stream
+    m = copy.deepcopy(model)
+    load_weight_stream(m, weights)
+    modelfile.save(m, path)
+
+
+def run(args, log=None, progress=True, outputs=None) -> dict:
+    """`outputs` (host.outputs.Outputs): where --save-model goes (a temporary name; the caller
+    commits it)."""
     from tqdm import tqdm
 
-    from host import modelfile, protocol, train
+    from host import modelfile, protocol, simulate, train
     from host.model import weights_sha256
 
+    # the data, the model and the run first: a mistake there is said before a board is touched
+    setup, cm = prepare_run(args)
     qemu = None
     port = None
     try:
@@ -255,12 +309,12 @@ def run(args, log=None, progress=True) -> dict:
             raise StreamError(f"firmware speaks protocol {info.proto}, this host speaks "
                               f"{protocol.lib.TL_PROTO_VERSION}: reflash the firmware")
 
-        if setup is None:
-            setup, cm = prepare_run(args)
         model = setup.model
         tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
         blob = modelfile.to_bytes(model)
         config = core_config(cm)
+        model_name = simulate.model_name(args, model)
+        check_board_takes(args, info, blob, model_name)
 
         link.reset()
         with tqdm(total=len(blob), unit="B", unit_scale=True, desc="load model", disable=not progress,
@@ -279,12 +333,13 @@ def run(args, log=None, progress=True) -> dict:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
 
-        model_name = args.model or f"mobilenet_v1_{args.alpha}_{model.input_shape[0]}"
         n_train, n_val = len(tr_y), len(va_y)
         write({"kind": "start", "t": _now(), "device": info.as_dict(), "model": model_name,
-               "data": args.data, "epochs": args.epochs, "seed": args.seed, "rule": args.rule,
+               "data": args.data, "val_data": args.val_data, "val_split": args.val_split,
+               "shift": bool(args.shift), "epochs": args.epochs, "seed": args.seed, "rule": args.rule,
                "config": setup.config, "device_config": config, "lr_schedule": args.lr_schedule,
-               "train_samples": n_train, "eval_samples": n_val, "arena_bytes": loaded["arena_bytes"],
+               "train_samples": n_train, "val_samples": n_val, "eval_samples": n_val,
+               "arena_bytes": loaded["arena_bytes"],
                "host_arena_bytes": cm.arena_bytes})
 
         start, resumed = (0, 0), None
@@ -327,7 +382,7 @@ def run(args, log=None, progress=True) -> dict:
         try:
             board = Board(link, every, tag)
             out = train.run(board, model, tr_x, tr_y, va_x, va_y, epochs=args.epochs,
-                            lr_schedule=args.lr_schedule, seed=args.seed, eval_each_epoch=False,
+                            lr_schedule=args.lr_schedule, seed=args.seed,
                             eval_every=args.eval_every, progress=progress, record=write, start=start)
         except ValueError as e:              # a learning rate too large for a quantized multiplier
             raise StreamError(str(e)) from e
@@ -340,10 +395,15 @@ def run(args, log=None, progress=True) -> dict:
             raise StreamError(f"weights read back (CRC32 {zlib.crc32(weights):08x}) differ from the "
                               f"board's own CRC32 {info_end.weights_crc:08x}")
         dev_stats = link.device_stats()
+        if outputs is not None and "--save-model" in outputs:
+            save_model_from(model, weights, str(outputs.temp("--save-model")))
         summary = {
             "resumed_from": resumed,
             "checkpoint_every": every,
             "data": args.data,
+            "val_data": args.val_data,
+            "val_split": args.val_split,
+            "shift": bool(args.shift),
             "model": model_name,
             "rule": args.rule,
             "config": setup.config,
@@ -357,6 +417,7 @@ def run(args, log=None, progress=True) -> dict:
             # as host.simulate: accuracy of the last epoch's on-device predictions while training
             "train_accuracy": out["train_accuracy"],
             "eval_accuracy": out["val_accuracy"],
+            "eval_accuracy_before": out["val_accuracy_before"],
             "local_accuracy": out["local_accuracy"],
             "history": out["history"],
             "evals": out["evals"],
@@ -376,7 +437,8 @@ def run(args, log=None, progress=True) -> dict:
             "link": {k: v for k, v in vars(link.stats).items() if k != "op_seconds"},
         }
         write({"kind": "end", "t": _now(), **{k: summary[k] for k in ("weights_sha256", "train_accuracy",
-                                                                      "eval_accuracy", "link")}})
+                                                                      "eval_accuracy", "eval_accuracy_before",
+                                                                      "link")}})
         return summary
     finally:
         if port is not None:
@@ -388,34 +450,10 @@ def run(args, log=None, progress=True) -> dict:
             qemu.close()
 
 
-def plot(log_path: str, png_path: str):
-    """Running training accuracy and evaluation accuracy against training samples."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, run_acc, ev_steps, ev_acc = [], [], [], []
-    with open(log_path, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if r["kind"] == "train":
-                steps.append(r["step"])
-                run_acc.append(r["running_accuracy"])
-            elif r["kind"] == "eval":
-                ev_steps.append(r["step"])
-                ev_acc.append(r["accuracy"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, run_acc, label="train (running, on-device)")
-    ax.plot(ev_steps, ev_acc, "o-", label="eval")
-    ax.set_xlabel("training samples")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)  # curves at exactly 0 or 1 stay visible inside the frame
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+def plot(log_path: str, png_path: str, title: str = ""):
+    """The run's plot (host.runlog.plot) from its JSONL log."""
+    from host import runlog
+    runlog.plot(runlog.read(log_path), png_path, title)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,9 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_args(ap)
     ap.add_argument("--eval-every", type=int, default=0, metavar="K",
                     help="also evaluate after every K training samples (default: only at the end)")
-    ap.add_argument("--log", help="JSONL log, one record per sample and per evaluation")
+    ap.add_argument("--log", help="JSONL log, one record per sample and per evaluation (written whole at the end; "
+                                  "with --checkpoint-every / --resume a journal written as the run goes)")
     ap.add_argument("--plot", help="PNG accuracy curve (needs --log or writes a temporary one)")
     ap.add_argument("--json", help="summary JSON (accuracies, samples, weights_sha256)")
+    ap.add_argument("--save-model", metavar="OUT.tlm",
+                    help="write the board's trained weights, read back, as a model file")
     ap.add_argument("--chunk", type=int, help="initial payload bytes per data frame (default 1024)")
     ap.add_argument("--trace", action="store_true", help="hex dump of every packet on stderr")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -450,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from host import protocol
+    from host import protocol, simulate
     from host.cli_common import fail, interrupted
+    from host.outputs import OutputError, Outputs
     if bool(args.port) == bool(args.qemu):
         return fail("host.stream", "give either --port PORT, or --qemu ELF to start the emulated board")
     for name in ("epochs", "eval_every", "limit", "val_limit", "checkpoint_every"):
@@ -460,32 +502,60 @@ def main(argv=None) -> int:
             return fail("host.stream", f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if args.chunk is not None and not protocol.CHUNK_MIN <= args.chunk <= protocol.CHUNK_MAX:
         return fail("host.stream", f"--chunk must be in [{protocol.CHUNK_MIN}, {protocol.CHUNK_MAX}], got {args.chunk}")
-    log_path = args.log
-    if args.plot and not log_path:
-        log_path = str(Path(args.plot).with_suffix(".jsonl"))
+    outputs = None
     log = None
     try:
-        if log_path:
-            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-            log = open(log_path, "a" if args.resume else "w", encoding="utf-8")
-        summary = run(args, log=log, progress=not args.quiet)
-    except (StreamError, protocol.ProtocolError, OSError) as e:
-        return fail("host.stream", e)
-    except KeyboardInterrupt:
-        return interrupted("host.stream")
-    finally:
+        simulate.check_args(args)
+        # every output checked (folders made) before the board is touched; written to temporary
+        # names, renamed only when the whole run succeeded - except the JSONL log of a checkpointed
+        # run (--checkpoint-every / --resume): that run is made to survive a crash, so its log is a
+        # journal written in place (appended to on --resume), kept whatever happens
+        outputs = Outputs({"--json": args.json, "--log": args.log, "--plot": args.plot,
+                           "--save-model": args.save_model})
+        journal = bool(args.log) and bool(args.checkpoint_every or args.resume)
+        if journal:
+            log = open(outputs.paths["--log"], "a" if args.resume else "w", encoding="utf-8")
+        elif args.log or args.plot:
+            log = open(outputs.temp("--log"), "w", encoding="utf-8") if args.log else \
+                open(Path(outputs.temp("--plot")).with_suffix(".jsonl"), "w", encoding="utf-8")
+        summary = run(args, log=log, progress=not args.quiet, outputs=outputs)
         if log is not None:
             log.close()
-    if args.plot:
-        plot(log_path, args.plot)
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    print(json.dumps({k: summary[k] for k in ("samples", "eval_samples", "train_accuracy", "eval_accuracy",
-                                             "weights_sha256", "mcu_train_insn_median",
+        if args.plot:
+            from host import runlog
+            plot(log.name, str(outputs.temp("--plot")), runlog.title_of(summary))
+            if not args.log:
+                os.unlink(log.name)
+        if args.json:
+            outputs.write_text("--json", json.dumps(summary, indent=2) + "\n")
+        written = outputs.commit()
+    except (StreamError, protocol.ProtocolError, simulate.UsageError, OutputError, OSError) as e:
+        _discard(outputs, log, args)
+        return fail("host.stream", e)
+    except KeyboardInterrupt:
+        _discard(outputs, log, args)
+        return interrupted("host.stream")
+    except BaseException:
+        _discard(outputs, log, args)
+        raise
+    print(json.dumps({k: summary[k] for k in ("samples", "eval_samples", "train_accuracy", "eval_accuracy_before",
+                                             "eval_accuracy", "weights_sha256", "mcu_train_insn_median",
                                              "mcu_infer_insn_median")}))
+    for path in written:
+        print(f"wrote {path}")
     return 0
+
+
+def _discard(outputs, log, args) -> None:
+    if log is not None:
+        log.close()
+        if not args.log:
+            try:
+                os.unlink(log.name)
+            except FileNotFoundError:
+                pass
+    if outputs is not None:
+        outputs.discard()
 
 
 if __name__ == "__main__":

@@ -155,17 +155,23 @@ def _sample_record(kind: str, r: Result, **fields) -> dict:
 def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
         val_y: np.ndarray, *, epochs: int, lr_schedule: str, seed: int, eval_each_epoch: bool = True,
         eval_every: int = 0, progress: bool = True, record: Callable[[dict], None] | None = None,
-        log: Callable[[str], None] | None = None, start: tuple[int, int] = (0, 0)) -> dict:
+        log: Callable[[str], None] | None = None, baseline: bool = True,
+        start: tuple[int, int] = (0, 0)) -> dict:
     """Train `backend` for `epochs` passes over (train_x uint8, train_y) and evaluate it on
     (val_x, val_y). The model's Layer.lr / lls_m_lr are the base rates (left as they were); the
-    schedule scales them per epoch. `record` receives one dict per training sample ("train"), per
-    evaluated sample ("eval_sample") and per evaluation ("eval"); `log` one line per evaluation.
+    schedule scales them per epoch. The validation set is evaluated before the first step
+    (step 0, epoch 0: the baseline), after every epoch (`eval_each_epoch`), every `eval_every`
+    samples and at the end; `epochs` = 0 only evaluates. `baseline=False` skips the step-0
+    evaluation (a caller that measured it already). `record` receives one dict per training
+    sample ("train"), per evaluated sample ("eval_sample") and per evaluation ("eval"); `log` one
+    line per evaluation.
 
     start = (epoch, index): resume a run whose backend already holds the weights of the samples
     before position `index` of epoch `epoch`'s order (a board restored from a checkpoint): the run
-    goes on from there exactly as the uninterrupted one would (same rates, order, steps); training
-    accuracies then count the samples of this call only. A backend with a `begin_epoch(epoch, index)`
-    method is told where each epoch (or the resumed part of one) starts, after its rates are set."""
+    goes on from there exactly as the uninterrupted one would (same rates, order, steps; no second
+    baseline); training accuracies then count the samples of this call only. A backend with a
+    `begin_epoch(epoch, index)` method is told where each epoch (or the resumed part of one)
+    starts, after its rates are set."""
     from tqdm import tqdm
 
     from host.schedule import epoch_order
@@ -186,7 +192,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
     state = {"step": first_step, "correct": 0}
     train_seconds = 0.0
 
-    def evaluate(step: int, epoch: int) -> dict:
+    def evaluate(step: int, epoch: float) -> dict:
         eval_chunk = backend.eval_chunk or n_val
         results: list[Result] = []
         with tqdm(total=n_val, desc="eval", unit="img", disable=not progress or eval_chunk >= n_val,
@@ -202,6 +208,7 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
         local = np.array([r.local_pred for r in results], np.int64).reshape(n_val, -1)
         insn = [r.insn for r in results if r.insn is not None]
         rec = {"kind": "eval", "t": _now(), "step": step, "epoch": epoch, "n": n_val,
+               "baseline": step == 0,
                "accuracy": float(np.mean(preds == val_y)), "preds": [int(p) for p in preds],
                "local_accuracy": [float(a) for a in np.mean(local == val_y[:, None], axis=0)],
                "insn_median": int(np.median(insn)) if insn else None}
@@ -209,15 +216,21 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
         if record is not None:
             record(rec)
         if log is not None:
-            log(f"epoch {epoch + 1}, step {step}: val {rec['accuracy']:.3f}  local heads " +
+            when = "before training" if step == 0 else f"epoch {epoch:g}, step {step}"
+            log(f"{when}: val {rec['accuracy']:.3f}  local heads " +
                 " ".join(f"{a:.2f}" if L.has_weights else "-" for a, L in zip(rec["local_accuracy"], model.layers)))
         return rec
 
     def eval_due(step: int) -> bool:
         return bool(eval_every) and step % eval_every == 0 and step < total
 
+    def done_epochs(step: int) -> float:
+        return round(step / n_train, 6) if n_train else float(epochs)
+
     t0 = time.perf_counter()
     try:
+        if n_val and first_step == 0 and (baseline or epochs == 0):   # the baseline: the model as it came
+            evaluate(0, 0)
         for epoch in range(start_epoch, epochs):
             factor = lr_factor(lr_schedule, epoch, epochs)
             apply_lr(model, base_lr, factor)
@@ -258,15 +271,15 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
                     bar.set_postfix(train_acc=f"{correct / (e - s0):.3f}", **backend.postfix())
                     s = e
                     if n_val and eval_due(state["step"]):
-                        evaluate(state["step"], epoch)
+                        evaluate(state["step"], done_epochs(state["step"]))
             entry = {"epoch": epoch + 1, "train_accuracy": correct / (n_train - s0) if n_train > s0 else None,
                      "lr_factor": factor}
             if eval_each_epoch and n_val:     # unless an eval_every point fell on the epoch's end
                 done = evals and evals[-1]["step"] == state["step"]
-                entry["val_accuracy"] = (evals[-1] if done else evaluate(state["step"], epoch))["accuracy"]
+                entry["val_accuracy"] = (evals[-1] if done else evaluate(state["step"], epoch + 1))["accuracy"]
             history.append(entry)
         if n_val and not (evals and evals[-1]["step"] == total):
-            evaluate(total, epochs - 1)
+            evaluate(total, epochs)
     finally:
         apply_lr(model, base_lr, 1.0)
     seconds = time.perf_counter() - t0
@@ -277,10 +290,11 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
         "start_step": first_step,                 # > 0: resumed (trained this call: samples - start_step)
         "train_accuracy": history[-1]["train_accuracy"] if history else None,
         "val_accuracy": last["accuracy"] if last else None,
+        "val_accuracy_before": evals[0]["accuracy"] if evals else None,
         "local_accuracy": last["local_accuracy"] if last else [],
         "val_predictions": last["preds"] if last else [],
         "history": history,
-        "evals": [{k: e[k] for k in ("step", "n", "accuracy", "local_accuracy")} for e in evals],
+        "evals": [{k: e[k] for k in ("step", "epoch", "n", "accuracy", "local_accuracy")} for e in evals],
         "train_preds": train_preds,
         "insn_median": last["insn_median"] if last else None,
         "seconds": seconds, "train_seconds": train_seconds,

@@ -115,9 +115,9 @@ def test_every_option_of_every_tool_shows_its_default(module, monkeypatch):
 @pytest.mark.parametrize("argv, needle", [
     ([], "give a command"),
     (["bogus"], "invalid choice"),
-    (["simulate", "--epochs", "0"], "--epochs: must be >= 1"),
+    (["simulate", "--epochs", "-1"], "--epochs: must be >= 0"),
     (["simulate", "--no-such-option"], "unrecognized arguments"),
-    (["stream", "--epochs", "0", "--port", "loop://"], "--epochs: must be >= 1"),
+    (["stream", "--epochs", "-1", "--port", "loop://"], "--epochs: must be >= 0"),
     (["stream", "--data", "synthetic"], "give either --port"),
     (["import", "export-c", "missing.tlm", "-o", "out"], "missing.tlm"),
     (["import"], "required"),

@@ -209,7 +209,8 @@ def test_qemu_training_is_bit_identical_to_host_simulate(clean_run, model_file, 
                                           "inv_tau_q8": 512}
     assert clean_run["mcu_train_insn_median"] > clean_run["mcu_infer_insn_median"] > 0
     kinds = [r["kind"] for r in clean_run["_log"]]
-    assert kinds.count("train") == N_TRAIN and kinds.count("eval_sample") == N_EVAL
+    # the baseline before training and the evaluation after the epoch
+    assert kinds.count("train") == N_TRAIN and kinds.count("eval_sample") == 2 * N_EVAL
     assert (Path(clean_run["_dir"]) / "clean.png").stat().st_size > 1000
     print(f"clean run: {clean_run['_seconds']:.0f} s")
 
@@ -281,7 +282,8 @@ def test_model_in_flash_trains_like_host_simulate_in_exact_ram(flash_elf, tmp_pa
 
 def test_stream_reports_missing_port_and_silent_firmware(tmp_path, capsys):
     from host import stream
-    assert stream.main(["--port", str(tmp_path / "ttyNOPE"), "--data", str(tmp_path)]) == 2
+    small = ["--limit", "2", "--val-limit", "2", "--epochs", "1"]       # a valid run: the data is read first
+    assert stream.main(["--port", str(tmp_path / "ttyNOPE"), *small]) == 2
     assert "no such device" in capsys.readouterr().err
     # a socket that accepts but never answers: "does not answer"
     import socket
@@ -289,8 +291,7 @@ def test_stream_reports_missing_port_and_silent_firmware(tmp_path, capsys):
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     try:
-        rc = stream.main(["--port", f"socket://127.0.0.1:{srv.getsockname()[1]}", "--data", str(tmp_path),
-                          "--quiet"])
+        rc = stream.main(["--port", f"socket://127.0.0.1:{srv.getsockname()[1]}", *small, "--quiet"])
     finally:
         srv.close()
     assert rc == 2

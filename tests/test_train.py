@@ -88,4 +88,21 @@ def test_board_and_simulated_core_share_the_run(setup):
     for k in ("train_preds", "history", "val_predictions", "local_accuracy", "evals"):
         assert board[k] == sim[k], k
     assert [r["kind"] for r in records].count("train") == EPOCHS * len(ty)
-    assert [r["step"] for r in records if r["kind"] == "eval"] == [25, 30, 50, 60, 75, 90]
+    # the baseline before any step (epoch 0), every 25 samples, every epoch's end (30 samples each)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 25, 30, 50, 60, 75, 90]
+    assert [r["epoch"] for r in evals] == [0, round(25 / 30, 6), 1, round(50 / 30, 6), 2, 2.5, 3]
+    assert evals[0]["baseline"] and board["val_accuracy_before"] == evals[0]["accuracy"] == sim["val_accuracy_before"]
+    assert board["evals"][0]["step"] == 0
+
+
+def test_epochs_0_only_evaluates(setup):
+    model, tx, ty, vx, vy = setup
+    m = copy.deepcopy(model)
+    cm = CModel(m, **CFG)
+    before = weights_sha256(m)
+    out = train.run(train.SimulatedCore(cm, threads=1), m, tx, ty, vx, vy, epochs=0, lr_schedule="constant",
+                    seed=0, progress=False)
+    assert weights_sha256(m) == before and out["samples"] == 0 and out["history"] == []
+    assert [e["step"] for e in out["evals"]] == [0]
+    assert out["val_accuracy"] == out["val_accuracy_before"] is not None

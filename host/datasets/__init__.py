@@ -29,7 +29,8 @@ from . import shards, synthetic
 from .augment import augment, augment_params, shuffle
 from .base import DataError, Dataset, Skipped, to_grey
 
-__all__ = ["open", "detect", "vww_split", "augment", "augment_params", "shuffle", "to_grey",
+__all__ = ["open", "detect", "vww_split", "split_counts", "parse_val_split", "DEFAULT_VAL_SPLIT",
+           "augment", "augment_params", "shuffle", "to_grey",
            "Dataset", "DataError", "Skipped", "LAYOUTS", "shards", "synthetic"]
 
 LAYOUTS = ("shards", "eembc", "mlperf-folders", "tfrecord", "synthetic")
@@ -114,3 +115,41 @@ def vww_split(ds: Dataset, seed: int = 0, n_train: int = 600) -> tuple[Dataset, 
     perm = np.random.default_rng(seed).permutation(len(srt))
     return srt.subset(perm[:n_train]), srt.subset(perm[n_train:])
 
+
+
+DEFAULT_VAL_SPLIT = 0.25     # 800 images (vww01-eembc) -> 600 train / 200 validation, the published split
+
+
+def parse_val_split(text: str) -> float | int:
+    """--val-split: a fraction in (0, 1) ("0.25"), a percentage ("25%") or a count of images ("200")."""
+    t = str(text).strip()
+    bad = f"--val-split must be a fraction in (0, 1), a percentage or a count >= 1, got {text!r}"
+    try:
+        if t.endswith("%"):
+            v = float(t[:-1]) / 100.0
+        elif t.isdigit():
+            n = int(t)
+            if n < 1:
+                raise ValueError
+            return n
+        else:
+            v = float(t)
+    except ValueError:
+        raise ValueError(bad) from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(bad)
+    return v
+
+
+def split_counts(n: int, val_split: float | int = DEFAULT_VAL_SPLIT, name: str = "data") -> tuple[int, int]:
+    """(n_train, n_val) of `n` images: a count is taken as is, a fraction f gives
+    n_val = max(1, round(f n)) (half up); both parts must keep at least one image."""
+    if isinstance(val_split, int):
+        n_val = val_split
+    else:
+        n_val = max(1, int(np.floor(val_split * n + 0.5)))
+    if n - n_val < 1 or n_val < 1:
+        raise DataError(f"{name}: {n} image(s) are too few to split off {n_val} for validation and keep "
+                        f"at least one for training; give a separate validation folder with --val-data, "
+                        f"or more images")
+    return n - n_val, n_val

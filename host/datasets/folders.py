@@ -73,13 +73,18 @@ def open_folders(path: os.PathLike | str, *, skip_bad: bool = False, size: Optio
     keep: list[int] = []
     skipped: list[Skipped] = []
     results = decode_many(((str(p), None) for _, p, _ in rows), size=size, resize=resize,
-                          grey=grey, workers=workers, progress=progress)
+                          grey=grey, workers=workers, progress=progress, report=True)
+    n_resized, modes = 0, {}
     for k, (ok, res) in enumerate(results):
         if not ok:
             if not skip_bad:
                 raise DataError(res)
             skipped.append(Skipped(str(rows[k][1]), res))
             continue
+        res, (was_resized, mode0) = res
+        n_resized += bool(was_resized)
+        if mode0 is not None:
+            modes[mode0] = modes.get(mode0, 0) + 1
         if images and res.shape != images[0].shape:
             raise DataError(f"{rows[k][1]}: image shape {res.shape} differs from "
                             f"{images[0].shape} of {rows[keep[0]][1]} (pass size=...)")
@@ -91,4 +96,18 @@ def open_folders(path: os.PathLike | str, *, skip_bad: bool = False, size: Optio
         images=np.stack(images), labels=np.array([rows[k][2] for k in keep], dtype=np.int64),
         ids=[rows[k][0] for k in keep], layout="mlperf-folders", name=root.name, classes=2,
         source=str(root), skipped=skipped,
-        meta={"ignored_files": ignored, "resize": resize, "checksums": "none in this layout"})
+        meta={"ignored_files": ignored, "resize": resize, "checksums": "none in this layout",
+              "resized": n_resized, "converted_modes": modes, "converted": _conversion_note(
+                  n_resized, modes, len(keep), size, resize, grey)})
+
+
+def _conversion_note(n_resized: int, modes: dict, n: int, size, resize: str, grey: bool) -> str | None:
+    """One line saying what was done to the pictures to make them model inputs (None: nothing)."""
+    parts = []
+    if n_resized:
+        parts.append(f"{n_resized} of {n} images resized to {size}x{size} ({resize})")
+    if modes:
+        parts.append(", ".join(f"{c} converted from {m} to RGB" for m, c in sorted(modes.items())))
+    if grey:
+        parts.append(f"{n} converted to grey")
+    return "; ".join(parts) or None

@@ -32,12 +32,13 @@ MAX_IMAGE_BYTES = 64 * safeio.MiB     # an encoded picture; checked before the f
 
 def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
            resize: str = "squash", grey: bool = False, name: Optional[str] = None,
-           expect_wh: Optional[tuple[int, int]] = None) -> np.ndarray:
+           expect_wh: Optional[tuple[int, int]] = None, report: bool = False):
     """Read `src` (a path or the encoded bytes) -> uint8 (size, size, 3 or 1).
 
     size=None keeps the original size. `name` is used in error messages (defaults to the
     path). `expect_wh` = (width, height) the annotations claim: a mismatch is an error, since
-    it means the file is not the picture the labels describe."""
+    it means the file is not the picture the labels describe. `report`: return (array,
+    (resized, original mode or None if it was RGB)) instead."""
     if resize not in RESIZE_MODES:
         raise DataError(f"resize mode {resize!r} unknown; use one of {', '.join(RESIZE_MODES)}")
     label = name or (str(src) if not isinstance(src, bytes) else "<bytes>")
@@ -51,6 +52,8 @@ def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
                     f"{label}: picture is {im.size[0]}x{im.size[1]} but the annotations say "
                     f"{expect_wh[0]}x{expect_wh[1]} (wrong file?)")
             w, h = im.size
+            mode0 = im.mode
+            resized = size is not None and (w, h) != (size, size)
             if resize == "center-crop" and size is not None:
                 s = min(w, h)
                 box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
@@ -80,4 +83,5 @@ def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
         raise DataError(f"{label}: corrupt image ({e})") from None
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise DataError(f"{label}: decoded to unexpected shape {arr.shape}")
-    return to_grey(arr) if grey else np.ascontiguousarray(arr)
+    out = to_grey(arr) if grey else np.ascontiguousarray(arr)
+    return (out, (resized, None if mode0 == "RGB" else mode0)) if report else out

@@ -55,7 +55,8 @@ def _decode_item(kw: dict, item: tuple) -> Any:
 
 def decode_many(items: Iterable[tuple[str, Optional[tuple[int, int]]]], *, size: Optional[int],
                 resize: str = "squash", grey: bool = False, workers: int = 1,
-                progress: Progress = None) -> Iterator[tuple[bool, Any]]:
-    """Decode (path, expected (w, h) or None) pairs -> (ok, array or error message), in order."""
-    fn = partial(_decode_item, {"size": size, "resize": resize, "grey": grey})
+                progress: Progress = None, report: bool = False) -> Iterator[tuple[bool, Any]]:
+    """Decode (path, expected (w, h) or None) pairs -> (ok, array or error message), in order
+    (`report`: (array, (resized, original mode)) as imaging.decode reports it)."""
+    fn = partial(_decode_item, {"size": size, "resize": resize, "grey": grey, "report": report})
     return imap(fn, list(items), workers=workers, progress=progress)
