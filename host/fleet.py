@@ -16,7 +16,7 @@ sample count and metrics (accuracy on its shard before / after, its local heads'
 server averages them in the real domain with per-channel scales and requantizes deterministically
 (host.fleet_agg: Flower's stock averaging is wrong for int8, see there).
 
-Data: --data is split as host.simulate does (host.datasets.vww_split: 600 train / rest test); the
+Data: --data is split as host.simulate does (its default 25% validation; 800 images: 600 / 200); the
 training part is dealt into --clients label-skewed shards (each client's person fraction drawn from
 Beta(--skew, --skew)) and every client sees its shard through its own camera (seeded brightness,
 contrast, colour cast, blur: `Camera`). The global model is evaluated on the held-out test images,
@@ -217,7 +217,8 @@ class Device:
                 backend = _DropMidway(backend, max(1, n // 2), self)
             ev_x, ev_y = (self.images, self.labels) if local_eval else (self.images[:0], self.labels[:0])
             out = train.run(backend, model, self.images, self.labels, ev_x, ev_y, epochs=epochs,
-                            lr_schedule="constant", seed=s, eval_each_epoch=False, progress=False)
+                            lr_schedule="constant", seed=s, eval_each_epoch=False, progress=False,
+                            baseline=False)   # accuracy-before is measured above, on the same images
             tensors = self.read(model, cm, layers)
         metrics["train-accuracy"] = float(out["train_accuracy"])
         if local_eval:
@@ -723,9 +724,9 @@ def load_model(path: str):
 
 
 def load_split(data: str):
-    from host import datasets
-    ds = datasets.open(data)
-    return datasets.vww_split(ds, seed=0)
+    """(train, test) exactly as host.simulate splits --data (default 25%: 800 images give 600 / 200)."""
+    from host import simulate
+    return simulate.load_data(data, None)
 
 
 def build_devices(train_x, train_y, *, clients: int, boards: int = 0, qemu: str | None = None,
@@ -797,7 +798,7 @@ def main(argv=None) -> int:
         import flwr  # noqa: F401
     except ImportError:
         return cli_common.fail(TOOL, "needs Flower: pip install '.[fleet]' (or pip install flwr)")
-    from host import datasets
+    from host import datasets, simulate
     from host.core import TinyllsError
     devices = {}
     try:
@@ -823,7 +824,7 @@ def main(argv=None) -> int:
         summary = run_fleet(fleet, rounds=args.rounds, local_epochs=args.local_epochs, fraction=args.fraction,
                             lr_scale=args.lr_scale, local_eval=not args.no_local_eval,
                             eval_fn=lambda arrays: evaluate_model(fleet.global_model(arrays), test_x, te.labels))
-    except (FleetError, datasets.DataError, TinyllsError, ValueError, OSError) as e:
+    except (FleetError, datasets.DataError, simulate.UsageError, TinyllsError, ValueError, OSError) as e:
         return cli_common.fail(TOOL, e)
     finally:
         for d in devices.values():
