@@ -279,13 +279,11 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
     qemu = None
     port = None
     try:
-        setup = cm = None
         qemu_dir = None
         if args.qemu and args.flash_dir:
             # the emulated board's checkpoint flash (host/flashsim.py): made before QEMU starts,
             # sized for this run's model, kept across runs
             from host.flashsim import FLASH_FILE, make_flash_file, region_bytes_for
-            setup, cm = prepare_run(args)
             qemu_dir = Path(args.flash_dir)
             qemu_dir.mkdir(parents=True, exist_ok=True)
             if not (qemu_dir / FLASH_FILE).is_file():
