@@ -28,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -112,7 +113,10 @@ class Board:
 
 def _die_with_parent() -> None:
     """In the QEMU child before exec (Linux): SIGKILL when the host process dies, so a killed
-    host.stream leaves no emulated board holding the port and the checkpoint flash file."""
+    host.stream leaves no emulated board holding the port and the checkpoint flash file.
+    Linux ties this signal to the *thread* that started the child, so it is only asked for from
+    the main thread: a board started by a worker thread (host.fleet runs boards in threads) would
+    otherwise be killed when that thread ends, between two rounds."""
     try:
         import ctypes
         import signal
@@ -153,7 +157,9 @@ class QemuBoard:
         self.cmd = [exe, *machine, "-nographic", "-monitor", "none", "-icount", "shift=0", "-kernel", str(elf),
                     "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on", *extra_args]
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.STDOUT, cwd=cwd,
+                                     preexec_fn=_die_with_parent if threading.current_thread() is
+                                     threading.main_thread() else None)
 
     def connect(self, timeout: float = QEMU_CONNECT_TIMEOUT):
         """Opens the serial socket once QEMU listens (wait=on: the guest starts when we connect)."""
