@@ -109,7 +109,7 @@ def test_c_loader_refusals_after_the_shapes_are_named_too(blob):
 
 
 @pytest.mark.parametrize("edit, named", [
-    (lambda d: d["layers"][0].pop("lr"), "layers[0]: field 'lr' missing"),
+    (lambda d: d["layers"][0].pop("lr"), "host JSON layers[0]: field 'lr' missing"),
     (lambda d: d["layers"][1].pop("leaky_alpha"), "layers[1]: field 'leaky_alpha' missing"),
     (lambda d: d["layers"][2].pop("name"), "layers[2]: field 'name' missing"),
     (lambda d: d.pop("meta"), "field 'meta' missing"),
@@ -273,3 +273,59 @@ def test_from_bytes_on_arbitrary_bytes_raises_only_model_file_errors():
                 raw = bytearray(with_crc(raw))
             kind, msg = host_verdict(bytes(raw))
             assert kind == "ModelFileError", (n, kind, msg)
+
+
+# ------------------------------------------------------------------------------ every tool: one line, exit 2
+
+BROKEN = {   # file name -> (how it is broken, the field its error line must name)
+    "tall.tlm": (lambda b: set_word(set_word(b, layer_word(0, "in_h"), 65536), 20, 65536), "layer 0: in_h=65536"),
+    "high.tlm": (lambda b: set_word(b, layer_word(0, "out_h"), 2_000_000_000), "layer 0: out_h=2000000000"),
+    "no_lr.tlm": (lambda b: with_json(b, lambda d: d["layers"][0].pop("lr")), "host JSON layers[0]: field 'lr' missing"),
+    "no_meta.tlm": (lambda b: with_json(b, lambda d: d.pop("meta")), "host JSON field 'meta' missing"),
+    # before: OverflowError (int16_t) out of host.core.CModel, which filled the C structs itself
+    "zp.tlm": (lambda b: set_word(b, layer_word(0, "in_zp"), 67_108_864), "layer 0: in_zp=67108864"),
+}
+# the model-file part of each tool's command line; the board/data options make them reach the model
+TOOLS = {
+    "host.simulate": lambda f, tmp: ["--model", f, "--data", "synthetic", "--epochs", "1", "--quiet"],
+    "host.stream": lambda f, tmp: ["--model", f, "--data", "synthetic", "--port", "loop://", "--epochs", "1"],
+    "host.evaluate": lambda f, tmp: ["--model", f, "--data", "synthetic", "--quiet"],
+    "host.quantize": lambda f, tmp: ["export-c", f, "-o", str(tmp / "c")],
+    "host.plan": lambda f, tmp: ["--model", f],
+    "host.fleet": lambda f, tmp: ["--model", f, "--data", "synthetic"],
+}
+HOST_AREA_ONLY = {"no_lr.tlm", "no_meta.tlm"}     # export-c compiles the device part, which is valid
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_every_tool_reading_a_model_prints_one_line_naming_file_and_field_and_exits_2(tool, blob, tmp_path, capsys):
+    import importlib
+
+    from host import cli_common
+    main = importlib.import_module(tool).main
+    for name, (breaking, field) in BROKEN.items():
+        path = tmp_path / name
+        path.write_bytes(breaking(blob))
+        rc = cli_common.run_main(tool, main, TOOLS[tool](str(path), tmp_path))
+        err = capsys.readouterr().err.strip().splitlines()
+        if tool == "host.quantize" and name in HOST_AREA_ONLY:
+            assert rc == 0, err                       # a board never reads the host-only area
+            continue
+        assert rc == 2 and len(err) == 1, (tool, name, rc, err)
+        assert err[0].startswith(f"{tool}: error: {path}: {field}"), (tool, err[0])
+
+
+def test_python_m_simulate_on_a_broken_model_file_exits_2(blob, tmp_path):
+    """End to end, as the issue ran it: no traceback, one line, status 2."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = tmp_path / "no_lr.tlm"
+    path.write_bytes(BROKEN["no_lr.tlm"][0](blob))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "host.simulate", "--model", str(path), "--data", "synthetic"],
+                       cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and r.stderr == f"host.simulate: error: {path}: host JSON layers[0]: field 'lr' missing\n", \
+        (r.returncode, r.stderr[-2000:])
