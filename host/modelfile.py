@@ -297,7 +297,7 @@ _INT32_MAX = 0x7FFFFFFF
 def c_loader_status(blob: bytes) -> int:
     """tl_modelfile_load's status for `blob` (0: TL_OK), run on a 4-byte aligned private copy (the
     loader parses in place; the caller's bytes are never touched)."""
-    from host._tinylls import ffi, lib          # here: host.core imports this module
+    from host._tinylls import ffi, lib  # here: host.core imports this module
     if len(blob) > C_MAX_FILE_BYTES:
         return int(lib.TL_ERR_ARG)
     buf = ffi.new("uint32_t[]", max(1, (len(blob) + 3) // 4))
@@ -512,11 +512,11 @@ def _host_layer(lj, i: int, e: dict, classes: int, where: str) -> dict:
            "leaky_alpha": _multiplier(lj["leaky_alpha"], f"{what}.leaky_alpha"),
            "lls_m_lr": _multiplier(lj.get("lls_m_lr", 0.0), f"{what}.lls_m_lr")}
     shape = lj.get("lls_m_shape")
-    if shape is not None:
-        if (not isinstance(shape, list) or not shape or
-                not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= classes for d in shape)
-                or int(np.prod(shape)) != e["lls_m_len"]):
-            raise ModelFileError(f"{what}.lls_m_shape={shape!r}: not a shape of lls_m_len={e['lls_m_len']} values")
+    if shape is not None and (
+            not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= classes for d in shape)
+            or math.prod(shape) != e["lls_m_len"]):
+        raise ModelFileError(f"{what}.lls_m_shape={shape!r}: not a shape of lls_m_len={e['lls_m_len']} values")
     out["lls_m_shape"] = shape
     return out
 

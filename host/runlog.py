@@ -8,6 +8,19 @@ the baseline before training), "end" (weights_sha256, accuracies).
 from __future__ import annotations
 
 import json
+import math
+
+from host.outputs import OutputError
+
+# One record per training sample (~300 bytes with logits and local predictions) and per validation
+# sample of every evaluation: a million-sample run stays well below this.
+MAX_RUNLOG_BYTES = 1 << 30
+
+
+class RunLogError(OutputError):
+    """A run log (or a checkpointed run's journal) that cannot be read back: the message names the
+    file, the line and the field. An OutputError because the log is a tool's own output, read back
+    to plot it, so the tools that write it already report this class as one line with exit 2."""
 
 
 def title_of(summary: dict) -> str:
@@ -84,6 +97,53 @@ def plot(records, png_path: str, title: str = "") -> None:
     plt.close(fig)
 
 
+# the fields plot() reads, per record kind: name -> what it must be
+_NUMBER, _INT, _NUMBERS = "a number", "an integer", "a list of numbers"
+REQUIRED = {"train": {"step": _INT, "epoch": _INT, "running_accuracy": _NUMBER},
+            "eval": {"step": _INT, "accuracy": _NUMBER, "local_accuracy": _NUMBERS}}
+
+
+def _is(value, kind: str) -> bool:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return number(value)
+    return isinstance(value, list) and all(number(v) for v in value)
+
+
 def read(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a JSONL run log, read the one bounded way (host.safeio: a regular file of at
+    most MAX_RUNLOG_BYTES, UTF-8). Every line is a JSON object with a string "kind"; "train" and
+    "eval" records have the fields plot() uses, with their types, and every "eval" has as many
+    local accuracies as the first. One exception: a last line without its newline that is not JSON
+    is a record cut short by a crash (a journal is written as the run goes) and is left out.
+    Anything else raises RunLogError naming the file, the line and the field."""
+    from host import safeio
+    text = safeio.read_text(path, MAX_RUNLOG_BYTES, "run log", error=RunLogError)
+    lines = text.split("\n")
+    records, n_local = [], None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {no}"
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError) as e:
+            if no == len(lines):              # no newline after it: a write the crash cut short
+                break
+            raise RunLogError(f"{where}: not a JSON record ({e})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+            raise RunLogError(f"{where}: not a record (a JSON object with a string \"kind\")")
+        for field, kind in REQUIRED.get(rec["kind"], {}).items():
+            if not _is(rec.get(field), kind):
+                raise RunLogError(f"{where}: {rec['kind']} record: {field}={rec.get(field)!r} is not {kind}")
+        if rec["kind"] == "eval":
+            if n_local is None:
+                n_local = len(rec["local_accuracy"])
+            elif len(rec["local_accuracy"]) != n_local:
+                raise RunLogError(f"{where}: eval record: local_accuracy has {len(rec['local_accuracy'])} "
+                                  f"layers, the first eval record {n_local}")
+        records.append(rec)
+    return records

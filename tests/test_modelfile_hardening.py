@@ -18,7 +18,12 @@ import pytest
 from test_modelfile import c_load, small_model
 
 from host import modelfile
-from host.modelfile import LAYER_ENTRY_BYTES, LAYER_FIELDS, LAYER_TABLE_OFF, ModelFileError
+from host.modelfile import (
+    LAYER_ENTRY_BYTES,
+    LAYER_FIELDS,
+    LAYER_TABLE_OFF,
+    ModelFileError,
+)
 
 HEADER_WORDS = ("classes", "in_h", "in_w", "in_c", "input_zp", "n_layers", "layer_table_off",
                 "layer_entry_bytes", "data_off", "host_off", "host_len", "json_len")
@@ -265,7 +270,7 @@ def test_mutations_host_accepts_exactly_what_the_c_loader_accepts(blob):
 
 def test_from_bytes_on_arbitrary_bytes_raises_only_model_file_errors():
     rng = np.random.default_rng(5)
-    for n in list(range(0, 80)) + [200, 1000]:
+    for n in list(range(80)) + [200, 1000]:
         for _ in range(5):
             raw = bytearray(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
             if n >= 16 and rng.integers(2):
