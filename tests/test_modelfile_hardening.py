@@ -334,3 +334,28 @@ def test_python_m_simulate_on_a_broken_model_file_exits_2(blob, tmp_path):
                        timeout=300)
     assert r.returncode == 2 and r.stderr == f"host.simulate: error: {path}: host JSON layers[0]: field 'lr' missing\n", \
         (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_every_tool_given_a_fifo_as_model_file_answers_at_once(tool, tmp_path, capsys):
+    """host.evaluate read a model file's first 4 bytes before checking it was a regular file: a
+    FIFO blocked it for ever."""
+    import importlib
+    import os
+    import threading
+
+    from host import cli_common
+    fifo = tmp_path / "model.tlm"
+    os.mkfifo(fifo)
+    main = importlib.import_module(tool).main
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("rc", cli_common.run_main(tool, main, TOOLS[tool](str(fifo), tmp_path))),
+                         daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():                                  # unblock the reader, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail(f"{tool} blocked reading the FIFO {fifo}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert box["rc"] == 2 and len(err) == 1 and err[0].startswith(f"{tool}: error: ") and str(fifo) in err[0], err
