@@ -452,6 +452,37 @@ def _first_problem(blob: bytes, hdr: dict, entries: list[dict]) -> str | None:
         return f"layer {len(entries) - 1}: out_c={last['out_c']}: the last layer must give classes={hdr['classes']}"
     if last["kind"] == KIND_CODES["avgpool"]:
         return f"layer {len(entries) - 1}: kind={last['kind']}: the last layer cannot be an avgpool"
+    for i, e in enumerate(entries):
+        problem = _prepare_problem(e, is_last=i == len(entries) - 1)
+        if problem:
+            return f"layer {i}: {problem}"
+    return None
+
+
+C_MAX_CHANNELS = 4096       # tl_model.c check_layer
+C_MAX_EDGE = 4096           # axis_ok: spatial edges of conv, dwconv and avgpool layers
+C_MAX_KERNEL = 64           # axis_ok: kernel edge and stride
+
+
+def _prepare_problem(e: dict, is_last: bool) -> str | None:
+    """What tl_model_prepare (run by the loader once the file parsed) refuses in one layer, named."""
+    for f in ("in_c", "out_c"):
+        if e[f] > C_MAX_CHANNELS:
+            return f"{f}={e[f]}: more than the core's {C_MAX_CHANNELS} channels"
+    kind = {v: k for k, v in KIND_CODES.items()}[e["kind"]]
+    if kind != "fc":
+        for f in ("in_h", "in_w", "out_h", "out_w"):
+            if e[f] > C_MAX_EDGE:
+                return f"{f}={e[f]}: more than the core's {C_MAX_EDGE} for a {kind} layer"
+        for f in ("k_h", "k_w", "stride_h", "stride_w"):
+            if e[f] > C_MAX_KERNEL:
+                return f"{f}={e[f]}: more than the core's {C_MAX_KERNEL}"
+    trainable = bool(e["flags"] & FLAG_TRAINABLE)
+    if kind == "avgpool" and trainable:
+        return f"flags=0x{e['flags']:x}: an avgpool layer has nothing to train"
+    if kind != "avgpool" and trainable and is_last and e["out_h"] * e["out_w"] != 1:
+        return (f"out_h={e['out_h']}, out_w={e['out_w']}: a trainable last layer gives one value per class "
+                "(1 x 1 x classes)")
     return None
 
 
