@@ -113,13 +113,33 @@ def _is(value, kind: str) -> bool:
     return isinstance(value, list) and all(number(v) for v in value)
 
 
+RECORD_OPENING = '{"kind": '       # how every record json.dumps writes starts ("kind" first)
+
+
+def _after_torn_record(line: str):
+    """The record a resumed run appended right after one its crashed predecessor cut short (a
+    journal is appended to in place, so the two share a line), or None when the line is not that."""
+    at = line.find(RECORD_OPENING, 1)
+    for _ in range(4):          # a cut record holds no other record: a few tries, never quadratic
+        if at <= 0:
+            break
+        try:
+            rec = json.loads(line[at:])
+        except (ValueError, RecursionError):
+            at = line.find(RECORD_OPENING, at + 1)
+            continue
+        return rec if isinstance(rec, dict) and isinstance(rec.get("kind"), str) else None
+    return None
+
+
 def read(path) -> list[dict]:
     """The records of a JSONL run log, read the one bounded way (host.safeio: a regular file of at
     most MAX_RUNLOG_BYTES, UTF-8). Every line is a JSON object with a string "kind"; "train" and
     "eval" records have the fields plot() uses, with their types, and every "eval" has as many
-    local accuracies as the first. One exception: a last line without its newline that is not JSON
-    is a record cut short by a crash (a journal is written as the run goes) and is left out.
-    Anything else raises RunLogError naming the file, the line and the field."""
+    local accuracies as the first. Two exceptions, both a record cut short by a crash (a journal is
+    written as the run goes): a last line without its newline that is not JSON is left out, and so
+    is a cut record that a resumed run's first record was appended to, on the same line. Anything
+    else raises RunLogError naming the file, the line and the field."""
     from host import safeio
     text = safeio.read_text(path, MAX_RUNLOG_BYTES, "run log", error=RunLogError)
     lines = text.split("\n")
@@ -133,7 +153,9 @@ def read(path) -> list[dict]:
         except (ValueError, RecursionError) as e:
             if no == len(lines):              # no newline after it: a write the crash cut short
                 break
-            raise RunLogError(f"{where}: not a JSON record ({e})") from None
+            rec = _after_torn_record(line)
+            if rec is None:
+                raise RunLogError(f"{where}: not a JSON record ({e})") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
             raise RunLogError(f"{where}: not a record (a JSON object with a string \"kind\")")
         for field, kind in REQUIRED.get(rec["kind"], {}).items():

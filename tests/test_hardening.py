@@ -498,6 +498,11 @@ def test_runlog_journal_cut_by_a_crash_keeps_its_whole_records(tmp_path):
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 25])    # 24 bytes of the last record
     assert runlog.read(cut) == whole[:-1]
+    # a resumed run appends to the journal in place: its first record shares the cut record's line
+    data_lines = data.splitlines(keepends=True)
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_bytes(cut.read_bytes() + b"".join(data_lines[-3:]))
+    assert runlog.read(resumed) == whole[:-1] + whole[-3:]
     # ... but a broken record with records after it is an error, not something to skip silently
     torn_inside = tmp_path / "torn.jsonl"
     torn_inside.write_bytes(cut.read_bytes() + b"\n" + data.splitlines()[-1] + b"\n")
