@@ -316,7 +316,7 @@ def _qmult_ok(mult: int, shift: int) -> bool:
     return (mult == 0 or mult >= 1 << 30) and -31 <= shift <= 30
 
 
-def _window_problem(axis: str, e: dict, inn: int, out: int, k: int, stride: int, pad: int) -> str | None:
+def _window_problem(axis: str, inn: int, out: int, k: int, stride: int, pad: int) -> str | None:
     ks, ss, ps, os_ = f"k_{axis}", f"stride_{axis}", ("pad_top" if axis == "h" else "pad_left"), f"out_{axis}"
     if k < 1:
         return f"{ks}={k}: a kernel edge is at least 1"
@@ -355,7 +355,7 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
     for axis, inn, out, k, stride, pad in (
             ("h", e["in_h"], e["out_h"], e["k_h"], e["stride_h"], e["pad_top"]),
             ("w", e["in_w"], e["out_w"], e["k_w"], e["stride_w"], e["pad_left"])):
-        problem = _window_problem(axis, e, inn, out, k, stride, pad)
+        problem = _window_problem(axis, inn, out, k, stride, pad)
         if problem:
             return problem
     if kind == "fc":
@@ -446,7 +446,7 @@ def _first_problem(blob: bytes, hdr: dict, entries: list[dict]) -> str | None:
             if lls_len is not None and e["lls_m_len"] != lls_len:
                 return f"layer {i}: lls_m_len={e['lls_m_len']}: another layer has {lls_len} (one LLS variant per model)"
             lls_len = e["lls_m_len"]
-        prev, src = e, f"layer {i - 0}'s output"
+        prev, src = e, f"layer {i}'s output"
     last = entries[-1]
     if last["out_c"] != hdr["classes"]:
         return f"layer {len(entries) - 1}: out_c={last['out_c']}: the last layer must give classes={hdr['classes']}"
