@@ -192,6 +192,8 @@ def mutate(blob: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
     hdr = modelfile.read_header(blob)
     b = bytearray(blob)
     choice = rng.integers(8)
+    if hdr["json_len"] == 0 and choice in (4, 5):     # a device blob: no host-only area to mutate
+        choice = 7
     if choice <= 2:                                   # a layer-table or model-header word
         n_words = (hdr["data_off"] - 16) // 4
         w = int(rng.integers(n_words))
@@ -267,6 +269,25 @@ def test_mutations_host_accepts_exactly_what_the_c_loader_accepts(blob):
     assert min(counts.values()) >= 50, counts
     # every refusal names its field (a check added to the C loader must be named in _first_problem too)
     assert unnamed == 0, (unnamed, counts)
+
+
+def test_device_blobs_check_device_accepts_exactly_what_the_c_loader_accepts(blob):
+    """What export-c compiles (no host-only area): here the verdicts must agree on every mutant."""
+    dev = modelfile.device_identity(blob)
+    rng = np.random.default_rng(19)
+    agree = {True: 0, False: 0}
+    for k in range(1500):
+        bad, what = mutate(dev, rng)
+        c_ok = c_load(bad)[0] == 0
+        try:
+            modelfile.check_device(bad, "dev.tlm")
+            host_ok = True
+        except ModelFileError as e:
+            host_ok = False
+            assert str(e).startswith("dev.tlm: ") and "the model as a whole" not in str(e), (k, what, str(e))
+        assert host_ok == c_ok, f"mutation {k} ({what}): host {host_ok}, C loader {c_ok}"
+        agree[c_ok] += 1
+    assert min(agree.values()) >= 100, agree
 
 
 def test_from_bytes_on_arbitrary_bytes_raises_only_model_file_errors():
