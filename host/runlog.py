@@ -3,7 +3,10 @@
 Records (host.train.run's `record`): "start" (model, data, options), "train" (one per training
 sample: step, epoch, index, label, pred, running_accuracy), "eval_sample" (one per validation
 sample of every evaluation), "eval" (step, epoch, accuracy, local_accuracy per layer; step 0 is
-the baseline before training), "end" (weights_sha256, accuracies).
+the baseline before training), "end" (weights_sha256, accuracies). host.stream adds "resume".
+
+read() is how a log comes back (to plot it): bounded like every file the project reads, each
+record checked, one error class (RunLogError) naming the file, the line and the field.
 """
 from __future__ import annotations
 
