@@ -3,14 +3,22 @@
  * Padded taps are skipped, which equals padding with the input zero point. */
 #include "tl_config.h"
 
-/* bytes of stack for the patches of consecutive output pixels: this frame sits on the deepest
- * stack chain (above tl_pwconv_s8's widened pixel pair), so it is kept small; MobileNet's first
- * layer (27 taps) still gets runs of 18 pixels, 3 calls per 48-pixel row. */
+/* bytes of stack for the patches of consecutive output pixels: on a board this frame sits on the
+ * deepest stack chain (above tl_pwconv_s8's widened pixel pair), so it is kept small; MobileNet's
+ * first layer (27 taps) still gets runs of 18 pixels, 3 calls per 48-pixel row. */
+#if TL_HOST_WIDE
+#define TL_CONV_PATCH 2048 /* the host's stacks are large: a whole 48-pixel row of 27-tap patches per call */
+#else
 #define TL_CONV_PATCH 512
+#endif
 
-#if TL_HAVE_DSP
-/* n bytes, a word at a time (Cortex-M4 loads and stores unaligned words); no byte loop, which gcc
- * would turn into a memcpy call costing more than the copy. */
+/* The row copy below where unaligned words are cheap (Cortex-M4 DSP builds, the host); the
+ * portable firmware keeps the tap-by-tap loop. */
+#define TL_CONV_ROW_COPY (TL_HAVE_DSP || TL_HOST_WIDE)
+
+#if TL_CONV_ROW_COPY
+/* n bytes, a word at a time (Cortex-M4 and x86 load and store unaligned words); no byte loop,
+ * which gcc would turn into a memcpy call costing more than the copy. */
 static inline void copy_small(int8_t *d, const int8_t *s, int32_t n)
 {
     int32_t i = 0;
@@ -54,7 +62,7 @@ static int conv_patches(const tl_ctx *scratch, const tl_conv_params *p, const tl
                 int8_t *dst = patch + k * K;
                 for (int32_t fy = 0; fy < kh; fy++) {
                     const int32_t y = y0 + fy;
-#if TL_HAVE_DSP
+#if TL_CONV_ROW_COPY
                     if (y >= 0 && y < ih && x0 >= 0 && x0 + kw <= iw) {
                         /* a row of taps inside the image: kw * ic contiguous bytes on both sides */
                         copy_small(dst + fy * kw * ic, in + (y * iw + x0) * ic, kw * ic);
