@@ -313,7 +313,7 @@ static tl_status layer_forward(const tl_layer *L, const int8_t *in, int8_t *out,
         if (tl_layer_is_pointwise(L))
             s = tl_pwconv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         else
-            s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+            s = tl_conv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         break;
     }
     case TL_LAYER_DWCONV: {
