@@ -396,6 +396,70 @@ static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32
     }
 }
 
+#define TL_CLAMP_MAX_P 8 /* pooling grids up to 8x8 (tl_model's choose_pool) take the row-wise loop */
+
+/* tl_upd_cell_signal in 32 bits (|dv| < 2^30): tl_shr_round by rs, clamped to +-32767 */
+static inline int32_t cell_signal_dsp(int32_t dv, int32_t half, int32_t rs)
+{
+    const int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
+    return TL_CLAMP(v0, -32767, 32767);
+}
+
+/* One output row of a channel: p segments of bw positions (pooling cells), drow[k] = v[cell] where
+ * output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
+ * ow * 32767: the caller keeps ow < 2^16); *nz gets each segment's sum ORed in. Inlined with bw a
+ * constant for the usual cell widths. */
+static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, int32_t oc, const int32_t *v, int32_t p,
+                                                               int32_t lo1, int32_t hi1, int16_t *drow, int32_t *nz,
+                                                               const int32_t bw)
+{
+    int32_t row = 0, z = 0;
+    for (int32_t cx = 0; cx < p; cx++, drow += bw) {
+        const int32_t v0 = v[cx];
+        int32_t seg = 0;
+#pragma GCC unroll 8
+        for (int32_t k = 0; k < bw; k++, h += oc) {
+            const int32_t hv = *h;
+            /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
+            const int32_t val = v0 & ~(((hv - lo1) | (hi1 - hv)) >> 31);
+            drow[k] = (int16_t)val;
+            seg += val;
+        }
+        row += seg;
+        z |= seg;
+    }
+    *nz |= z;
+    return row;
+}
+
+/* The cell-by-cell loop, for pooling grids finer than TL_CLAMP_MAX_P. */
+static int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int32_t rs, const int8_t *out,
+                                 int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo1, int32_t hi1,
+                                 int16_t *delta, int32_t *nonzero)
+{
+    int64_t acc_b = 0;
+    int32_t nz = 0;
+    for (int32_t cy = 0; cy < p; cy++) {
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int32_t v0 = cell_signal_dsp(d[cy * p + cx], half, rs);
+            int32_t open = bh * bw; /* minus one per closed position below */
+            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                const int8_t *h = out + (oy * ow + cx * bw) * oc;
+                int16_t *drow = delta + oy * ow + cx * bw;
+                for (int32_t k = 0; k < bw; k++, h += oc) {
+                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
+                    drow[k] = (int16_t)(v0 & ~closed);
+                    open += closed;
+                }
+            }
+            acc_b += (int64_t)v0 * open;
+            nz |= open ? v0 : 0;
+        }
+    }
+    *nonzero = nz;
+    return acc_b;
+}
+
 /* tl_upd_delta_map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
  * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
  * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
@@ -424,24 +488,29 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
         *nonzero = nz;
         return sum;
     }
+    if (p > TL_CLAMP_MAX_P || ow > 65535)
+        return delta_clamp_cells(d, p, half, rs, out, ow, oc, bh, bw, lo1, hi1, delta, nonzero);
+    /* Row by row: a cell's positions in one output row are bw consecutive delta entries and
+     * outputs oc bytes apart. A segment's delta values are v0 or 0, so its sum is v0 times its open
+     * positions: the bias sum is the sum of the segment sums (as the portable v0 * open per cell),
+     * and a segment sum is nonzero iff v0 != 0 and a position is open (the portable *nonzero). */
+    int32_t v[TL_CLAMP_MAX_P];
     for (int32_t cy = 0; cy < p; cy++) {
-        for (int32_t cx = 0; cx < p; cx++) {
-            const int32_t dv = d[cy * p + cx];
-            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs); /* tl_shr_round */
-            v0 = TL_CLAMP(v0, -32767, 32767);
-            int32_t open = bh * bw; /* minus one per closed position below */
-            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
-                const int8_t *h = out + (oy * ow + cx * bw) * oc;
-                int16_t *drow = delta + oy * ow + cx * bw;
-                for (int32_t k = 0; k < bw; k++, h += oc) {
-                    /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
-                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
-                    drow[k] = (int16_t)(v0 & ~closed);
-                    open += closed;
-                }
-            }
-            acc_b += (int64_t)v0 * open;
-            nz |= open ? v0 : 0;
+        for (int32_t cx = 0; cx < p; cx++)
+            v[cx] = cell_signal_dsp(d[cy * p + cx], half, rs);
+        for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+            const int8_t *h = out + oy * ow * oc;
+            int16_t *drow = delta + oy * ow;
+            int32_t row;
+            if (bw == 3)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 3);
+            else if (bw == 6)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 6);
+            else if (bw == 2)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 2);
+            else
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, bw);
+            acc_b += row;
         }
     }
     *nonzero = nz;
