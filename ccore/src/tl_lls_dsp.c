@@ -460,6 +460,171 @@ static int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int3
     return acc_b;
 }
 
+/* ---------------------------------------------------------------- small 1x1 layers, input widened once */
+/* corr_apply_dsp spends half of its inner loop widening the input (two loads, PKHBT/PKHTB, four
+ * SXTB16 per position pair and group of four input channels), the same work for every output
+ * channel. When the arena's free gap (past the layer's delta map, below the nearer of its input
+ * and output) holds it, the layer's input is widened once into that gap, (x0[j], x1[j]) pairs as
+ * the SMLADs take them, and each channel's loop is an LDRD of the list, an LDM and four SMLAD. */
+typedef struct {
+    const int32_t *wide; /* [group g][pair k][4 words]: lanes (x_2k[4g+t], x_2k+1[4g+t]), t = 0, 2, 1, 3 */
+    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs */
+    int32_t npp;         /* position pairs, the last one (x, 0) when the positions are odd */
+} corr_wide;
+
+/* The gap's words (4-aligned start, 8 past the delta map), or 0 words when the pointers do not
+ * tell (an input outside the arena is simply not a bound). The layer's input and output are in
+ * the arena, at the two ends of the gap (tl_model.c's plan), except a model input staged elsewhere. */
+static int32_t *arena_gap(const tl_arena *a, int32_t np, const int8_t *in, const int8_t *out, int32_t *n_words)
+{
+    const uintptr_t lo = ((uintptr_t)(a->delta + np) + 7u) & ~(uintptr_t)7u;
+    uintptr_t hi = (uintptr_t)(a->act + a->act_size);
+    const uintptr_t pi = (uintptr_t)in, po = (uintptr_t)out;
+    if (pi >= lo && pi < hi)
+        hi = pi;
+    if (po >= lo && po < hi)
+        hi = po;
+    hi &= ~(uintptr_t)3u;
+    *n_words = hi > lo ? (int32_t)((hi - lo) / 4u) : 0;
+    return (int32_t *)lo;
+}
+
+/* Where the widened input of np positions of ic channels goes in the gap; 0 if it does not fit. */
+static int corr_wide_of(const tl_arena *a, int32_t np, const int8_t *in, const int8_t *out, int32_t ic, corr_wide *w)
+{
+    int32_t room;
+    int32_t *g = arena_gap(a, np, in, out, &room);
+    const int32_t npp = (np + 1) / 2, ng = ic / 4;
+    if (room < ng * npp * 4 + 2 * npp)
+        return 0;
+    w->wide = g;
+    w->list = g + ng * npp * 4;
+    w->npp = npp;
+    return 1;
+}
+
+/* Widens in (np positions of ic channels, ic a multiple of 4) into the gap; 0 if it does not fit.
+ * Once per layer: the channels' calls find it with corr_wide_of. */
+static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t np, const int8_t *in,
+                                                    const int8_t *out, int32_t ic)
+{
+    corr_wide w;
+    if ((ic & 3) != 0 || !corr_wide_of(a, np, in, out, ic, &w))
+        return 0;
+    const int32_t npp = w.npp;
+    int32_t *dst = (int32_t *)w.wide;
+    for (int32_t j = 0; j < ic; j += 4) {
+        for (int32_t k = 0; k < npp; k++, dst += 4) {
+            const uint32_t x0 = tl_rd32(in + 2 * k * ic + j);
+            const uint32_t x1 = 2 * k + 1 < np ? tl_rd32(in + (2 * k + 1) * ic + j) : 0u;
+            const uint32_t lo = (uint32_t)tl_pk_bt((int32_t)x0, (int32_t)x1);
+            const uint32_t hi = (uint32_t)tl_pk_tb((int32_t)x0, (int32_t)x1);
+            dst[0] = (int32_t)__sxtb16(lo);
+            dst[1] = tl_sxtb16_ror8(lo);
+            dst[2] = (int32_t)__sxtb16(hi);
+            dst[3] = tl_sxtb16_ror8(hi);
+        }
+    }
+    return 1;
+}
+
+/* a_t += sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3, for one
+ * group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
+ * LDM fills r0-r3 in order and gcc would not keep the thirteen registers without spilling. */
+static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
+                                                                const int32_t *base, int32_t *s)
+{
+    register int32_t x0 __asm__("r0");
+    register int32_t x1 __asm__("r1");
+    register int32_t x2 __asm__("r2");
+    register int32_t x3 __asm__("r3");
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, dd, off;
+    __asm__ volatile("1:\n\t"
+                     "ldrd    %[dd], %[off], [%[l]], #8\n\t"
+                     "add     %[off], %[off], %[base]\n\t"
+                     "ldmia   %[off], {r0, r1, r2, r3}\n\t"
+                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
+                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
+                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
+                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
+                     "cmp     %[l], %[end]\n\t"
+                     "bne     1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [l] "+r"(list),
+                       [dd] "=&r"(dd), [off] "=&r"(off), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+                       [x3] "=&r"(x3)
+                     : [base] "r"(base), [end] "r"(lend)
+                     : "cc", "memory");
+    s[0] = a0;
+    s[1] = a1;
+    s[2] = a2;
+    s[3] = a3;
+}
+
+/* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
+ * position is the pair (delta, 0) there, (x, 0) here), the same updates. */
+static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *delta, int32_t np, const corr_wide *w,
+                                                                 int32_t ic, int32_t zp, const tl_upd_row *u,
+                                                                 int32_t idx0, const int nearest, const int big)
+{
+    const int32_t npair = np / 2;
+    int32_t *lp = w->list;
+    int32_t ds = 0;
+    for (int32_t k = 0; k < npair; k++) {
+        const int32_t dd = (int32_t)tl_rd32(delta + 2 * k);
+        ds = __smlad(dd, 0x00010001, ds);
+        if (dd != 0) {
+            lp[0] = dd;
+            lp[1] = 16 * k;
+            lp += 2;
+        }
+    }
+    if (np & 1) {
+        const int32_t dlast = (uint16_t)delta[np - 1];
+        ds += (int16_t)dlast;
+        if (dlast != 0) {
+            lp[0] = dlast;
+            lp[1] = 16 * npair;
+            lp += 2;
+        }
+    }
+    const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
+    const upd_fast f = upd_fast_of(u);
+    const int32_t *base = w->wide;
+    for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
+        int32_t a[4] = {0, 0, 0, 0};
+        if (lp != w->list)
+            corr_wide_dot(w->list, lp, base, a);
+        upd_one_fast(&f, a[0] - zpd, idx0 + j, nearest, big);
+        upd_one_fast(&f, a[1] - zpd, idx0 + j + 1, nearest, big);
+        upd_one_fast(&f, a[2] - zpd, idx0 + j + 2, nearest, big);
+        upd_one_fast(&f, a[3] - zpd, idx0 + j + 3, nearest, big);
+    }
+}
+
+/* Returns 0 (and does nothing) when the input was not widened (corr_wide_make returned 0). */
+static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t np, const tl_arena *a,
+                                                   const int8_t *in, const int8_t *out, int32_t ic, int32_t zp,
+                                                   const tl_upd_row *u, int32_t idx0)
+{
+    corr_wide wide;
+    if ((ic & 3) != 0 || !corr_wide_of(a, np, in, out, ic, &wide))
+        return 0;
+    const corr_wide *w = &wide;
+    const int big = 31 + u->Ec - u->ws > 63;
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 1, 1);
+        else
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 1, 0);
+    } else {
+        if (big)
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 0, 1);
+        else
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 0, 0);
+    }
+    return 1;
+}
+
 /* tl_upd_delta_map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
  * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
  * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
@@ -578,6 +743,9 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
     const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);
     const int leaky = L->act == TL_ACT_LEAKY;
     int64_t acc[TL_UPD_JB];
+    /* the small 1x1 layers' input widened once for corr_wide_dsp, where it fits */
+    if (!dw_preview && tl_layer_is_pointwise(L) && oh * ow <= TL_UPD_SMALL && L->in_c <= TL_UPD_SMALL_IC)
+        (void)corr_wide_make(a, oh * ow, in, out, L->in_c);
     for (int32_t c = 0; c < oc; c++) {
         /* as tl_lls_update_ref: the channel's own block exponent, its delta map and bias sum */
         const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
@@ -607,7 +775,8 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
         const int32_t r_upd = 31 + u.Ec - u.ws;
         const int fast_round = !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX;
         if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && fast_round) {
-            corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
+            if (!corr_wide_dsp(delta, oh * ow, a, in, out, ic, L->in_zp, &u, c * ic))
+                corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
         } else if (dw_kind && kh == 3 && kw == 3 && ow <= TL_UPD_PAIRS) {
             int64_t g[9], gs[9];
             dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left, g, gs);
