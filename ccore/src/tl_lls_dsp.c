@@ -528,17 +528,17 @@ static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t n
     return 1;
 }
 
-/* a_t += sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3, for one
- * group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
+/* s[t] = a_init + sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3,
+ * for one group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
  * LDM fills r0-r3 in order and gcc would not keep the thirteen registers without spilling. */
 static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
-                                                                const int32_t *base, int32_t *s)
+                                                                const int32_t *base, int32_t a_init, int32_t *s)
 {
     register int32_t x0 __asm__("r0");
     register int32_t x1 __asm__("r1");
     register int32_t x2 __asm__("r2");
     register int32_t x3 __asm__("r3");
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, dd, off;
+    int32_t a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init, dd, off;
     __asm__ volatile("1:\n\t"
                      "ldrd    %[dd], %[off], [%[l]], #8\n\t"
                      "add     %[off], %[off], %[base]\n\t"
@@ -561,10 +561,13 @@ static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *l
 }
 
 /* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
- * position is the pair (delta, 0) there, (x, 0) here), the same updates. */
+ * position is the pair (delta, 0) there, (x, 0) here), the same updates (each weight's depends on
+ * its own sum and index only, so they may wait for all the sums: in sums[ic], the arena's wacc,
+ * when there is one). */
 static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *delta, int32_t np, const corr_wide *w,
                                                                  int32_t ic, int32_t zp, const tl_upd_row *u,
-                                                                 int32_t idx0, const int nearest, const int big)
+                                                                 int32_t idx0, int32_t *sums, const int nearest,
+                                                                 const int big)
 {
     const int32_t npair = np / 2;
     int32_t *lp = w->list;
@@ -590,18 +593,28 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
     const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
     const upd_fast f = upd_fast_of(u);
     const int32_t *base = w->wide;
+    if (sums) { /* every sum first, then one update loop with its constants in registers */
+        for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
+            if (lp != w->list) /* the gradient sum delta x - zp sum delta (|each| < 2^30) */
+                corr_wide_dot(w->list, lp, base, -zpd, sums + j);
+            else
+                sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
+        }
+        for (int32_t j = 0; j < ic; j++)
+            upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
+        return;
+    }
     for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
-        int32_t a[4] = {0, 0, 0, 0};
+        int32_t a[4] = {-zpd, -zpd, -zpd, -zpd};
         if (lp != w->list)
-            corr_wide_dot(w->list, lp, base, a);
-        upd_one_fast(&f, a[0] - zpd, idx0 + j, nearest, big);
-        upd_one_fast(&f, a[1] - zpd, idx0 + j + 1, nearest, big);
-        upd_one_fast(&f, a[2] - zpd, idx0 + j + 2, nearest, big);
-        upd_one_fast(&f, a[3] - zpd, idx0 + j + 3, nearest, big);
+            corr_wide_dot(w->list, lp, base, -zpd, a);
+        upd_one_fast(&f, a[0], idx0 + j, nearest, big);
+        upd_one_fast(&f, a[1], idx0 + j + 1, nearest, big);
+        upd_one_fast(&f, a[2], idx0 + j + 2, nearest, big);
+        upd_one_fast(&f, a[3], idx0 + j + 3, nearest, big);
     }
 }
 
-/* Returns 0 (and does nothing) when the input was not widened (corr_wide_make returned 0). */
 static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t np, const tl_arena *a,
                                                    const int8_t *in, const int8_t *out, int32_t ic, int32_t zp,
                                                    const tl_upd_row *u, int32_t idx0)
@@ -610,17 +623,18 @@ static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t
     if ((ic & 3) != 0 || !corr_wide_of(a, np, in, out, ic, &wide))
         return 0;
     const corr_wide *w = &wide;
+    int32_t *sums = (int32_t *)(void *)a->wacc; /* in_c int64 of room (tl_model.c) */
     const int big = 31 + u->Ec - u->ws > 63;
     if (u->rounding == TL_ROUND_NEAREST) {
         if (big)
-            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 1, 1);
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 1, 1);
         else
-            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 1, 0);
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 1, 0);
     } else {
         if (big)
-            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 0, 1);
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 0, 1);
         else
-            corr_wide_loop(delta, np, w, ic, zp, u, idx0, 0, 0);
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 0, 0);
     }
     return 1;
 }
