@@ -405,16 +405,16 @@ static inline int32_t cell_signal_dsp(int32_t dv, int32_t half, int32_t rs)
     return TL_CLAMP(v0, -32767, 32767);
 }
 
-/* One output row of a channel: p segments of bw positions (pooling cells), drow[k] = v[cell] where
- * output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
+/* One output row of a channel: p segments of bw positions (pooling cells), drow[k ds] = v[cell]
+ * where output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
  * ow * 32767: the caller keeps ow < 2^16); *nz gets each segment's sum ORed in. Inlined with bw a
  * constant for the usual cell widths. */
 static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, int32_t oc, const int32_t *v, int32_t p,
                                                                int32_t lo1, int32_t hi1, int16_t *drow, int32_t *nz,
-                                                               const int32_t bw)
+                                                               const int32_t bw, const int32_t ds)
 {
     int32_t row = 0, z = 0;
-    for (int32_t cx = 0; cx < p; cx++, drow += bw) {
+    for (int32_t cx = 0; cx < p; cx++, drow += bw * ds) {
         const int32_t v0 = v[cx];
         int32_t seg = 0;
 #pragma GCC unroll 8
@@ -422,7 +422,7 @@ static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, 
             const int32_t hv = *h;
             /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
             const int32_t val = v0 & ~(((hv - lo1) | (hi1 - hv)) >> 31);
-            drow[k] = (int16_t)val;
+            drow[k * ds] = (int16_t)val;
             seg += val;
         }
         row += seg;
@@ -432,10 +432,11 @@ static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, 
     return row;
 }
 
-/* The cell-by-cell loop, for pooling grids finer than TL_CLAMP_MAX_P. */
-static int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int32_t rs, const int8_t *out,
+/* The cell-by-cell loop, for pooling grids finer than TL_CLAMP_MAX_P (inlined: no frame of its
+ * own under dw_group_update's). */
+static inline __attribute__((always_inline)) int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int32_t rs, const int8_t *out,
                                  int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo1, int32_t hi1,
-                                 int16_t *delta, int32_t *nonzero)
+                                 int16_t *delta, int32_t ds, int32_t *nonzero)
 {
     int64_t acc_b = 0;
     int32_t nz = 0;
@@ -445,10 +446,10 @@ static int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int3
             int32_t open = bh * bw; /* minus one per closed position below */
             for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
                 const int8_t *h = out + (oy * ow + cx * bw) * oc;
-                int16_t *drow = delta + oy * ow + cx * bw;
+                int16_t *drow = delta + (oy * ow + cx * bw) * ds;
                 for (int32_t k = 0; k < bw; k++, h += oc) {
                     const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
-                    drow[k] = (int16_t)(v0 & ~closed);
+                    drow[k * ds] = (int16_t)(v0 & ~closed);
                     open += closed;
                 }
             }
@@ -644,9 +645,10 @@ static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t
  * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
  * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' as a sign mask. Returns
  * the bias gradient sum; *nonzero as the portable loop. */
-static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
-                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
-                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+static inline __attribute__((always_inline)) int64_t delta_clamp_body(const int32_t *d, int32_t p, int32_t rs,
+                                                                       const int8_t *out, int32_t ow, int32_t oc,
+                                                                       int32_t bh, int32_t bw, int32_t lo, int32_t hi,
+                                                                       int16_t *delta, int32_t *nonzero, const int32_t ds)
 {
     const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
     const int32_t lo1 = lo + 1, hi1 = hi - 1; /* open iff lo1 <= h <= hi1 */
@@ -660,7 +662,7 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             v0 = TL_CLAMP(v0, -32767, 32767);
             const int32_t h = out[t * oc];
             const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
-            delta[t] = (int16_t)v;
+            delta[t * ds] = (int16_t)v;
             sum += v;
             nz |= v;
         }
@@ -668,7 +670,7 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
         return sum;
     }
     if (p > TL_CLAMP_MAX_P || ow > 65535)
-        return delta_clamp_cells(d, p, half, rs, out, ow, oc, bh, bw, lo1, hi1, delta, nonzero);
+        return delta_clamp_cells(d, p, half, rs, out, ow, oc, bh, bw, lo1, hi1, delta, ds, nonzero);
     /* Row by row: a cell's positions in one output row are bw consecutive delta entries and
      * outputs oc bytes apart. A segment's delta values are v0 or 0, so its sum is v0 times its open
      * positions: the bias sum is the sum of the segment sums (as the portable v0 * open per cell),
@@ -679,21 +681,127 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             v[cx] = cell_signal_dsp(d[cy * p + cx], half, rs);
         for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
             const int8_t *h = out + oy * ow * oc;
-            int16_t *drow = delta + oy * ow;
+            int16_t *drow = delta + oy * ow * ds;
             int32_t row;
             if (bw == 3)
-                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 3);
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 3, ds);
             else if (bw == 6)
-                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 6);
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 6, ds);
             else if (bw == 2)
-                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 2);
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 2, ds);
             else
-                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, bw);
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, bw, ds);
             acc_b += row;
         }
     }
     *nonzero = nz;
     return acc_b;
+}
+
+static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    return delta_clamp_body(d, p, rs, out, ow, oc, bh, bw, lo, hi, delta, nonzero, 1);
+}
+
+/* delta_clamp_dsp writing every fourth int16 (delta[4 pos]): the four interleaved maps of dw_group_update */
+static __attribute__((noinline)) int64_t delta_clamp4_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                          int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                          int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    return delta_clamp_body(d, p, rs, out, ow, oc, bh, bw, lo, hi, delta, nonzero, 4);
+}
+
+/* ---------------------------------------------------------------- 3x3 depthwise, four channels at a time */
+/* The nine tap gradients of channels c..c+3 of a 3x3 depthwise layer: g[9 t + tap] = sum delta_t
+ * (x_t - zp) over the positions whose tap falls inside the image, t = 0..3. dq holds the four delta
+ * maps interleaved, per position the int16 (d0, d2, d1, d3), so one LDRD gives (d0, d2) and
+ * (d1, d3); one word load gives the four channels' inputs (in points at channel c), SXTB16 and
+ * SSUB16 make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
+ * SMLABB / SMLATT take the four products. The int32 sums go to int64 after every row: at most
+ * TL_UPD_PAIRS (the caller's bound on ow) products of |d (x - zp)| <= 32767 * 255, exact. The same
+ * integers as dw3x3_grad's sum delta x - zp sum delta. */
+static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh, int32_t ow, const int8_t *in,
+                                                  int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
+                                                  int32_t pt, int32_t pl, int32_t zp, int64_t *g)
+{
+    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const int32_t step = sw * ch;
+    for (int32_t fy = 0; fy < 3; fy++) {
+        int32_t ry0, ry1;
+        tl_valid_range(oh, ih, sh, pt, fy, &ry0, &ry1);
+        for (int32_t fx = 0; fx < 3; fx++) {
+            int32_t cx0, cx1;
+            tl_valid_range(ow, iw, sw, pl, fx, &cx0, &cx1);
+            int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int32_t oy = ry0; oy < ry1; oy++) {
+                const uint32_t *dp = dq + 2 * (oy * ow + cx0);
+                const uint32_t *dend = dq + 2 * (oy * ow + cx1);
+                const int8_t *xp = in + ((oy * sh - pt + fy) * iw + cx0 * sw - pl + fx) * ch;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (; dp < dend; dp += 2, xp += step) {
+                    const uint32_t de = dp[0], dodd = dp[1];
+                    const uint32_t xv = tl_rd32(xp);
+                    const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
+                    const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                    a0 = __smlabb((int32_t)de, xe, a0);
+                    a2 = __smlatt((int32_t)de, xe, a2);
+                    a1 = __smlabb((int32_t)dodd, xo, a1);
+                    a3 = __smlatt((int32_t)dodd, xo, a3);
+                }
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                s3 += a3;
+            }
+            const int32_t tap = fy * 3 + fx;
+            g[tap] = s0;
+            g[9 + tap] = s1;
+            g[18 + tap] = s2;
+            g[27 + tap] = s3;
+        }
+    }
+}
+
+/* tl_lls_update_dsp's channel loop for channels c..c+3 of a 3x3 depthwise layer with a ReLU /
+ * ReLU6 / linear activation: their delta maps interleaved in dq (the arena's free gap, 8 bytes per
+ * position), one pass of dw3x3_grad4 for the four, then each channel's update as the loop does it
+ * (skipped when its delta map is all zero; each channel's weights and bias are its own, so the
+ * order of the channels does not matter). Out of line: its frame stays off the deepest chain. */
+static __attribute__((noinline)) void dw_group_update(tl_model *m, tl_layer *L, const tl_arena *a, const int8_t *in,
+                                                      const int8_t *out, int32_t E, uint32_t prefix, int32_t n_w,
+                                                      int32_t c, uint32_t *dq)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool;
+    const int32_t bh = oh / p, bw = ow / p;
+    int64_t acc_b[4];
+    int32_t Ec[4], nz[4], any = 0;
+    for (int32_t t = 0; t < 4; t++) {
+        const int32_t *dt = a->signal + (c + t) * p * p;
+        const int32_t rs = tl_upd_channel_shift(dt, p * p);
+        Ec[t] = E - rs;
+        /* slot of channel t in a position's (d0, d2, d1, d3) */
+        int16_t *slot = (int16_t *)(void *)dq + ((t & 1) * 2 + (t >> 1));
+        acc_b[t] = delta_clamp4_dsp(dt, p, rs, out + c + t, ow, oc, bh, bw, L->act_min, L->act_max, slot, &nz[t]);
+        any |= nz[t];
+    }
+    if (!any)
+        return;
+    int64_t g[36];
+    dw3x3_grad4(dq, oh, ow, in + c, L->in_h, L->in_w, L->in_c, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
+                L->in_zp, g);
+    for (int32_t t = 0; t < 4; t++) {
+        if (!nz[t])
+            continue;
+        const tl_upd_row u = tl_upd_channel(m, L, c + t, Ec[t], prefix, NULL);
+        const int32_t r_upd = 31 + u.Ec - u.ws;
+        if (r_upd >= 32 && r_upd <= TL_UPD_R_MAX)
+            apply_row_dsp(&u, g + 9 * t, 9, c + t, oc);
+        else
+            tl_upd_apply_row(&u, g + 9 * t, 9, c + t, oc);
+        tl_upd_bias(m, L, c + t, acc_b[t], Ec[t], prefix ^ (uint32_t)(n_w + c + t), NULL);
+    }
 }
 
 /* Step 1 of tl_train_hidden for one row of one pooling cell: Pc[c * pp] += sum of the bw pixels'
@@ -760,7 +868,21 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
     /* the small 1x1 layers' input widened once for corr_wide_dsp, where it fits */
     if (!dw_preview && tl_layer_is_pointwise(L) && oh * ow <= TL_UPD_SMALL && L->in_c <= TL_UPD_SMALL_IC)
         (void)corr_wide_make(a, oh * ow, in, out, L->in_c);
+    /* 3x3 depthwise layers four channels at a time, where the interleaved delta maps fit the gap */
+    uint32_t *dq = NULL;
+    if (L->kind == TL_LAYER_DWCONV && L->k_h == 3 && L->k_w == 3 && ow <= TL_UPD_PAIRS && !classifier && !leaky &&
+        !dw_preview && !db_preview) {
+        int32_t room;
+        dq = (uint32_t *)arena_gap(a, oh * ow, in, out, &room);
+        if (room < 2 * oh * ow)
+            dq = NULL;
+    }
     for (int32_t c = 0; c < oc; c++) {
+        if (dq && c + 3 < oc) {
+            dw_group_update(m, L, a, in, out, E, prefix, n_w, c, dq);
+            c += 3;
+            continue;
+        }
         /* as tl_lls_update_ref: the channel's own block exponent, its delta map and bias sum */
         const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
         const int32_t rs = tl_upd_channel_shift(d + t0, nt);
