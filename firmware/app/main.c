@@ -47,10 +47,8 @@
 #define TL_FW_MAX_LAYERS TL_MAX_LAYERS
 #endif
 
-/* uint64_t storage keeps both 8-byte aligned: the loaders need 4, the arena 8. A zero-sized blob
- * (a compiled-in model with no trainable layer) still gets one word. */
 #if defined(TL_PROFILE) && defined(__ARM_ARCH_7EM__)
-void prof_start(void);        /* profile.c: the sampling profiler of bench/mcu_perf.py --profile */
+void prof_start(void);        /* profile.c: the sampling profiler of bench/mcu_perf.py's profile, mps2-an386 only */
 void prof_command_done(void);
 #define PROF_START() prof_start()
 #define PROF_COMMAND_DONE() prof_command_done()
@@ -59,6 +57,8 @@ void prof_command_done(void);
 #define PROF_COMMAND_DONE() ((void)0)
 #endif
 
+/* uint64_t storage keeps both 8-byte aligned: the loaders need 4, the arena 8. A zero-sized blob
+ * (a compiled-in model with no trainable layer) still gets one word. */
 static uint64_t g_blob[(TL_FW_BLOB_BYTES + 7) / 8 > 0 ? (TL_FW_BLOB_BYTES + 7) / 8 : 1];
 static uint64_t g_arena[(TL_FW_ARENA_BYTES + 7) / 8];
 static tl_layer g_layers[TL_FW_MAX_LAYERS];
