@@ -1,6 +1,7 @@
 /* A sampling profiler for the emulated Cortex-M4 (mps2-an386 under QEMU -icount shift=0), built
- * only with -DTL_PROFILE (by bench/mcu_perf.py, for mps2-an386: the timer and its IRQ are that board's). QEMU has no cycle counter and the SysTick
- * counter ticks every 40 instructions, too coarse to time a kernel's phases; instead the CMSDK
+ * only with -DTL_PROFILE (by bench/mcu_perf.py, for mps2-an386: the timer and its IRQ are that
+ * board's). QEMU has no cycle counter and the SysTick counter ticks every 40 instructions, too
+ * coarse to time a kernel's phases; instead the CMSDK
  * timer 0 interrupts every ~500 instructions (a pseudo-random reload, so that the sampling period
  * does not lock onto a loop's period) and the handler records the interrupted PC with the layer
  * the model was running (tl_prof_layer, set in ccore's layer loop). The samples go to the file
