@@ -563,8 +563,7 @@ static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *l
 
 /* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
  * position is the pair (delta, 0) there, (x, 0) here), the same updates (each weight's depends on
- * its own sum and index only, so they may wait for all the sums: in sums[ic], the arena's wacc,
- * when there is one). */
+ * its own sum and index only, so they may wait for all the sums: in sums[ic], the arena's wacc). */
 static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *delta, int32_t np, const corr_wide *w,
                                                                  int32_t ic, int32_t zp, const tl_upd_row *u,
                                                                  int32_t idx0, int32_t *sums, const int nearest,
@@ -594,37 +593,29 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
     const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
     const upd_fast f = upd_fast_of(u);
     const int32_t *base = w->wide;
-    if (sums) { /* every sum first, then one update loop with its constants in registers */
-        for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
-            if (lp != w->list) /* the gradient sum delta x - zp sum delta (|each| < 2^30) */
-                corr_wide_dot(w->list, lp, base, -zpd, sums + j);
-            else
-                sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
-        }
-        for (int32_t j = 0; j < ic; j++)
-            upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
-        return;
-    }
+    /* every sum first (the gradient sum delta x - zp sum delta, |each| < 2^30), then one update
+     * loop with its constants in registers */
     for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
-        int32_t a[4] = {-zpd, -zpd, -zpd, -zpd};
         if (lp != w->list)
-            corr_wide_dot(w->list, lp, base, -zpd, a);
-        upd_one_fast(&f, a[0], idx0 + j, nearest, big);
-        upd_one_fast(&f, a[1], idx0 + j + 1, nearest, big);
-        upd_one_fast(&f, a[2], idx0 + j + 2, nearest, big);
-        upd_one_fast(&f, a[3], idx0 + j + 3, nearest, big);
+            corr_wide_dot(w->list, lp, base, -zpd, sums + j);
+        else
+            sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
     }
+    for (int32_t j = 0; j < ic; j++)
+        upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
 }
 
+/* Returns 0 (and does nothing) when the input was not widened (corr_wide_make returned 0) or the
+ * layer has no wacc; the caller then takes corr_apply_dsp. */
 static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t np, const tl_arena *a,
                                                    const int8_t *in, const int8_t *out, int32_t ic, int32_t zp,
                                                    const tl_upd_row *u, int32_t idx0)
 {
     corr_wide wide;
-    if ((ic & 3) != 0 || !corr_wide_of(a, np, in, out, ic, &wide))
+    int32_t *sums = (int32_t *)(void *)a->wacc; /* in_c int64 of room in a trainable 1x1 layer (tl_model.c) */
+    if ((ic & 3) != 0 || !sums || !corr_wide_of(a, np, in, out, ic, &wide))
         return 0;
     const corr_wide *w = &wide;
-    int32_t *sums = (int32_t *)(void *)a->wacc; /* in_c int64 of room (tl_model.c) */
     const int big = 31 + u->Ec - u->ws > 63;
     if (u->rounding == TL_ROUND_NEAREST) {
         if (big)
