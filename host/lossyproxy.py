@@ -86,6 +86,7 @@ class LossyProxy:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._socks: list[socket.socket] = []
+        self._manglers: list[_Mangler] = []
         self._accept = threading.Thread(target=self._serve, name="lossyproxy-accept", daemon=True)
 
     def start(self) -> "LossyProxy":
@@ -110,6 +111,7 @@ class LossyProxy:
             self._socks += [client, upstream]
             for src, dst, stats in ((client, upstream, self.up), (upstream, client, self.down)):
                 m = _Mangler(self.flip, self.drop, random.Random(rng_seed.random()), stats, self.dup)
+                self._manglers.append(m)
                 t = threading.Thread(target=self._pump, args=(src, dst, m), daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -145,6 +147,14 @@ class LossyProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def set_damage(self, flip: float | None = None, drop: float | None = None, dup: float | None = None):
+        """Changes the damage from now on, in both directions, for the current client and later
+        ones (drop=1.0: an outage)."""
+        for m in [self] + list(self._manglers):
+            m.flip = m.flip if flip is None else flip
+            m.drop = m.drop if drop is None else drop
+            m.dup = m.dup if dup is None else dup
 
     def close(self):
         self._stop.set()
