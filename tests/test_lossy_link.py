@@ -1,7 +1,8 @@
 """Issue 18, the link: no run is lost to a bad serial link (emulated Cortex-M4 behind host.lossyproxy).
 
 The matrix streams one small run (MobileNetV1-0.05 on 48x48 images, 2 training samples) through
-byte flips 1e-3 and 1e-2, frame drops 1e-2, frame duplicates 1e-2 and all three at once: each run
+byte flips 1e-3 and 1e-2, frame drops 1e-2, frame duplicates 1e-2 and all three at once (flips at
+the report's 3e-3 there): each run
 either completes with host.simulate's weights, or stops with one line saying the link is too bad
 and is resumed (--resume, from the board's checkpoint flash) until it does. Then the two reported
 defects: (1) training finished under combined faults, then the read-back failed and nothing was
@@ -137,7 +138,7 @@ MATRIX = {                                  # name: damage per byte (flip) or pe
     "flips-1e-2": dict(flip=1e-2),
     "drops-1e-2": dict(drop=1e-2),
     "dups-1e-2": dict(dup=1e-2),
-    "combined": dict(flip=1e-2, drop=1e-2, dup=1e-2),
+    "combined": dict(flip=3e-3, drop=1e-2, dup=1e-2),    # the report's defect 1 (1e-2 flips: ~60 s more)
 }
 
 
@@ -187,9 +188,9 @@ def read_weights_offsets(monkeypatch, on_read=None) -> list:
 
 def quick_silence(monkeypatch):
     """A dead link is declared after MAX_ATTEMPTS silent attempts whose wait doubles up to
-    ACK_TIMEOUT_MAX (~40 s); capped at 0.4 s here so the outages below cost seconds."""
+    ACK_TIMEOUT_MAX (~40 s); capped at 0.2 s here so the outages below cost seconds."""
     from host import protocol as P
-    monkeypatch.setattr(P, "ACK_TIMEOUT_MAX", 0.4)
+    monkeypatch.setattr(P, "ACK_TIMEOUT_MAX", 0.2)
     monkeypatch.setattr("host.stream.READBACK_PAUSE", 0.2)
 
 
