@@ -261,3 +261,57 @@ def test_defect2_connect_survives_one_percent_flipped_bytes(lossy):
         assert max(attempts) > 4, attempts        # the old limit would have given up on these links
     finally:
         port.close()
+
+
+# ---------------------------------------------------------------- the policy itself, without a board
+def test_byte_error_rate_is_the_maximum_likelihood_estimate():
+    """Mixed frame sizes, most large ones failing: failures/bytes would say ~2e-3 at p = 1e-2."""
+    import random
+
+    from host.protocol import byte_error_rate
+    for p in (1e-3, 1e-2):
+        rng = random.Random(18)
+        attempts = []
+        for _ in range(4000):
+            size = rng.choice([40, 60, 500, 1100])
+            attempts.append((size, rng.random() < (1 - p) ** size))
+        assert abs(byte_error_rate(attempts) - p) < 0.15 * p
+    assert byte_error_rate([(100, True)] * 5) == 0.0 and byte_error_rate([]) == 0.0
+    assert byte_error_rate([(100, False)] * 5) > 0.5
+
+
+def flipping(p: float, seed: int):
+    rng = np.random.default_rng(seed)
+
+    def damage(data: bytes) -> bytes:
+        b = np.frombuffer(data, np.uint8).copy()
+        hit = rng.random(len(b)) < p
+        b[hit] ^= rng.integers(1, 256, int(hit.sum()), dtype=np.uint8)
+        return b.tobytes()
+    return damage
+
+
+def test_attempts_grow_with_the_measured_error_rate_and_silence_still_fails_fast():
+    from host import protocol as P
+    port = P.SimulatedPort()
+    port.tx_filter, port.rx_filter = flipping(1e-2, 1), flipping(1e-2, 2)
+    link = P.Link(port)
+    for _ in range(5):                           # defect 2 in process: 4 attempts were not enough
+        assert link.sync().proto == P.lib.TL_PROTO_VERSION
+    assert link.stats.max_attempts > P.SYNC_ATTEMPTS
+    assert 3e-3 < link.error_rate() < 3e-2
+    assert link.attempt_budget(480) > link.attempt_budget(60) >= P.MAX_ATTEMPTS
+
+    class Chatter:                               # bytes, but never a frame: not the firmware
+        timeout, portstr, in_waiting = 0.01, "chatter://", 0
+
+        def write(self, b):
+            return len(b)
+
+        def read(self, n=1):
+            return b"\x55\x13\xc0"
+
+    t = __import__("time").monotonic()
+    with pytest.raises(P.NoAnswerError, match="no well-formed answer to INFO.*wrong baud rate"):
+        P.Link(Chatter()).sync(patience=1.0)
+    assert __import__("time").monotonic() - t < 5
