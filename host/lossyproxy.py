@@ -9,7 +9,8 @@ Each direction is cut into frames at SLIP END bytes; a frame is dropped with pro
 otherwise each of its bytes is XORed with a random non-zero value with probability `flip`, and the
 (possibly damaged) frame is sent twice with probability `dup` (a retransmitting modem or a
 repeated DMA buffer: the copy carries the same damage). All decisions come from a seeded generator
-per direction, so a run is reproducible given the same traffic. The proxy accepts one client at a time and connects to the target when it arrives.
+per direction, so a run is reproducible given the same traffic. The proxy accepts one client at a
+time and connects to the target when it arrives.
 """
 from __future__ import annotations
 
@@ -203,7 +204,8 @@ def main(argv=None) -> int:
     except OSError as e:
         return cli_common.fail(TOOL, f"cannot listen on 127.0.0.1:{args.listen}: {e}")
     print(f"lossyproxy: socket://127.0.0.1:{proxy.port} -> {args.target[0]}:{args.target[1]} "
-          f"(flip {args.flip}, drop {args.drop}, dup {args.dup}, seed {args.seed}); Ctrl-C stops", file=sys.stderr, flush=True)
+          f"(flip {args.flip}, drop {args.drop}, dup {args.dup}, seed {args.seed}); Ctrl-C stops",
+          file=sys.stderr, flush=True)
     try:
         while True:
             threading.Event().wait(1.0)

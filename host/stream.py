@@ -411,8 +411,9 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             write({"kind": "resume", "t": _now(), **resumed})
         board = Board(link, every, tag)
         first_step = start[0] * n_train + start[1]
-        partial = {"complete": False, "stopped_in": "training", "resumed_from": resumed, "checkpoint_every": every,
-                   "data": args.data, "model": model_name, "rule": args.rule, "seed": args.seed,
+        partial = {"complete": False, "stopped_in": "training", "resumed_from": resumed,
+                   "checkpoint_every": every, "data": args.data, "model": model_name, "rule": args.rule,
+                   "seed": args.seed,
                    "epochs": args.epochs, "train_samples": n_train, "eval_samples": n_val,
                    "initial_weights_sha256": weights_sha256(model)}
 
@@ -422,7 +423,8 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             partial.update(stopped_in=phase, error=str(e), device_steps=steps,
                            total_steps=n_train * args.epochs, link=link_summary(link))
             if every:
-                how = (f"the board keeps its state and its checkpoints (every {every} samples{', and one at the end' if phase == 'read-back' else ''}): "
+                last = ", and one at the end of training" if phase == "read-back" else ""
+                how = (f"the board keeps its state and its checkpoints (every {every} samples{last}): "
                        f"run again with --resume (same options) to finish with the same weights")
             else:
                 how = ("the board keeps its state, but without --checkpoint-every the run cannot be resumed: "
