@@ -93,7 +93,7 @@ class LossyBoard:
 
     def close(self):
         self.proxy.close()
-        self.board.close()
+        self.board.close()          # twice is harmless: the fixture closes every board it made
 
 
 @pytest.fixture
@@ -101,7 +101,9 @@ def lossy(elf, plan, tmp_path):
     made = []
 
     def make(seed=1, flip=0.0, drop=0.0, dup=0.0):
-        b = LossyBoard(elf, tmp_path, plan, seed, flip=flip, drop=drop, dup=dup)
+        d = tmp_path / f"board-{len(made)}"
+        d.mkdir()
+        b = LossyBoard(elf, d, plan, seed, flip=flip, drop=drop, dup=dup)
         made.append(b)
         return b
 
@@ -142,30 +144,41 @@ MATRIX = {                                  # name: damage per byte (flip) or pe
 }
 
 
+def tested(damage: dict, seen: dict, summary: dict) -> bool:
+    """Did the proxy do each kind of damage asked for, and did the host have to deal with it? (A
+    dropped BUSY frame or a duplicated last answer costs nothing: such a run proves nothing.)"""
+    kinds = {"flip": "flipped", "drop": "dropped", "dup": "duplicated"}
+    done = all(seen["up"][kinds[k]] + seen["down"][kinds[k]] > 0 for k, v in damage.items() if v)
+    link = summary["link"]
+    # damage or loss: retransmissions, in the JSON, and a measured error rate
+    felt_loss = not (damage.get("flip") or damage.get("drop")) or \
+        (link["retransmits"] > 0 and link["byte_error_rate"] > 0)
+    # a request sent twice is answered from the device's cache, an answer sent twice is stray
+    felt_dup = not damage.get("dup") or summary["device_stats"]["duplicates"] + link["stray"] > 0
+    return done and felt_loss and felt_dup
+
+
+SEEDS_PER_CASE = 6           # a small run has ~150 frames: at 1e-2 per frame, 1 seed in 5 damages none
+
+
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_lossy_link_matrix_never_loses_the_run(name, lossy, data, simulated, tmp_path, capsys):
     damage = MATRIX[name]
-    b = lossy(seed=3, **damage)
-    summary, stops = run_to_the_end(b.url, data, tmp_path, capsys)
-    seen = b.proxy.summary()
-    assert summary["weights_sha256"] == simulated
-    assert summary["weights_sha256"] != summary["initial_weights_sha256"]        # it did train
-    assert summary["device"]["steps"] == 2                                        # no TRAIN applied twice
+    for seed in range(3, 3 + SEEDS_PER_CASE):
+        b = lossy(seed=seed, **damage)
+        summary, stops = run_to_the_end(b.url, data, tmp_path, capsys)
+        seen = b.proxy.summary()
+        assert summary["weights_sha256"] == simulated
+        assert summary["weights_sha256"] != summary["initial_weights_sha256"]    # it did train
+        assert summary["device"]["steps"] == 2                                    # no TRAIN applied twice
+        if tested(damage, seen, summary):
+            break                            # else this seed proved nothing: the next one
+        b.close()
+    assert tested(damage, seen, summary), (seen, summary["link"], summary["device_stats"])
     link = summary["link"]
-    # the damage asked for did happen, and the host paid for it in retransmissions (in the JSON)
-    if damage.get("flip"):
-        assert seen["up"]["flipped"] > 0 and seen["down"]["flipped"] > 0, seen
-    if damage.get("drop"):
-        assert seen["up"]["dropped"] + seen["down"]["dropped"] > 0, seen
-    if damage.get("dup"):
-        assert seen["up"]["duplicated"] + seen["down"]["duplicated"] > 0, seen
-        # a request sent twice is answered from the device's cache, an answer sent twice is stray
-        assert summary["device_stats"]["duplicates"] + link["stray"] > 0
-    if damage.get("flip") or damage.get("drop"):
-        assert link["retransmits"] > 0 and link["byte_error_rate"] > 0
     print(f"{name}: {link['commands']} commands, {link['retransmits']} retransmissions, "
           f"at most {link['max_attempts']} attempts, measured byte error rate {link['byte_error_rate']}, "
-          f"{len(stops)} stop(s); proxy {seen}")
+          f"{len(stops)} stop(s), seed {seed}; proxy {seen}")
 
 
 def read_weights_offsets(monkeypatch, on_read=None) -> list:
