@@ -144,7 +144,7 @@ MATRIX = {                                  # name: damage per byte (flip) or pe
 }
 
 
-def tested(damage: dict, seen: dict, summary: dict) -> bool:
+def damage_was_felt(damage: dict, seen: dict, summary: dict) -> bool:
     """Did the proxy do each kind of damage asked for, and did the host have to deal with it? (A
     dropped BUSY frame or a duplicated last answer costs nothing: such a run proves nothing.)"""
     kinds = {"flip": "flipped", "drop": "dropped", "dup": "duplicated"}
@@ -171,10 +171,10 @@ def test_lossy_link_matrix_never_loses_the_run(name, lossy, data, simulated, tmp
         assert summary["weights_sha256"] == simulated
         assert summary["weights_sha256"] != summary["initial_weights_sha256"]    # it did train
         assert summary["device"]["steps"] == 2                                    # no TRAIN applied twice
-        if tested(damage, seen, summary):
+        if damage_was_felt(damage, seen, summary):
             break                            # else this seed proved nothing: the next one
         b.close()
-    assert tested(damage, seen, summary), (seen, summary["link"], summary["device_stats"])
+    assert damage_was_felt(damage, seen, summary), (seen, summary["link"], summary["device_stats"])
     link = summary["link"]
     print(f"{name}: {link['commands']} commands, {link['retransmits']} retransmissions, "
           f"at most {link['max_attempts']} attempts, measured byte error rate {link['byte_error_rate']}, "
