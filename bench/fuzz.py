@@ -2,7 +2,7 @@
 per target.
 
     python bench/fuzz.py --seconds 30 [--jobs 2] [--only NAME ...] [--json out.json]
-    python bench/fuzz.py --c-seconds 600 --py-seconds 300 --jobs 1     # the long run
+    python bench/fuzz.py --c-seconds 600 --py-seconds 300 --jobs 1 --keep-going   # the long run
 
 C targets (fuzz/fuzz_*.c) are libFuzzer programs built with clang -fsanitize=fuzzer,address,
 undefined against every ccore/src/*.c; Python targets (fuzz/py_*.py) run under atheris (pip
@@ -13,8 +13,8 @@ Python target, any exception other than the project's own error class stops that
 input is kept in the work folder and named in the JSON.
 
 Per target: executions, coverage (libFuzzer's edge count "cov" and features "ft"), corpus size
-(inputs in the final corpus), crashes, timeouts, ooms, uncaught (Python exceptions), the saved
-inputs, seconds. Exit status 1 when any target found anything, 2 for bad arguments or a target
+(inputs in the final corpus), crashes, timeouts, ooms, uncaught_exceptions (Python; their kinds
+in exception_kinds), the saved inputs, the logs, seconds. Exit status 1 when any target found anything, 2 for bad arguments or a target
 that could not be built or started. Progress goes to stderr, JSON to stdout (and --json).
 """
 from __future__ import annotations
@@ -107,55 +107,77 @@ def parse_log(text: str) -> dict:
     return res
 
 
+def exception_kinds(text: str) -> list[str]:
+    """The first line after each atheris "Uncaught Python exception" banner (e.g. "KeyError: 'lr'")."""
+    lines = text.splitlines()
+    return [lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "=== Uncaught Python exception: ===" in line]
+
+
 def run_target(name: str, t: dict, exe: str | None, seconds: int, work: str, timeout: int,
-               rss_mb: int) -> dict:
-    """Runs one target for `seconds`; the JSON record."""
+               rss_mb: int, keep_going: bool = False) -> dict:
+    """Runs one target for `seconds`; the JSON record. libFuzzer stops at its first finding; with
+    keep_going it is started again (same corpus folder, so progress is kept) until the time is
+    used up, and every finding is counted."""
     tdir = os.path.join(work, "run", name)
     new_corpus = os.path.join(tdir, "corpus")
     os.makedirs(new_corpus, exist_ok=True)
     seeds = os.path.join(CORPUS, name)
-    args = [f"-max_total_time={seconds}", f"-timeout={timeout}", f"-rss_limit_mb={rss_mb}",
-            "-print_final_stats=1", f"-artifact_prefix={tdir}{os.sep}", new_corpus]
-    if os.path.isdir(seeds):
-        args.append(seeds)
     env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:detect_leaks=1:allocator_may_return_null=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    if t["kind"] == "c":
-        cmd = [exe, *args]
-    else:
-        cmd = [sys.executable, t["src"], *args]
+    if t["kind"] == "py":
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["ASAN_OPTIONS"] = "detect_leaks=0"
-    log_path = os.path.join(tdir, "fuzz.log")
     log(f"{name}: running {seconds} s")
     start = time.monotonic()
-    with open(log_path, "w") as lf:
-        # libFuzzer stops itself at max_total_time; the wall-clock guard catches a wedged process
-        try:
-            rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                timeout=seconds + 4 * timeout + 120).returncode
-        except subprocess.TimeoutExpired:
-            rc = None
-    elapsed = time.monotonic() - start
-    text = open(log_path, errors="replace").read()
-    res = {"target": name, "kind": t["kind"], "seconds": round(elapsed, 1), **parse_log(text)}
+    res = {"target": name, "kind": t["kind"], "executions": 0, "coverage": 0, "features": 0, "corpus_size": 0}
+    uncaught, kinds_seen, rcs, logs, errors = 0, [], [], [], []
+    while True:
+        left = seconds - int(time.monotonic() - start)
+        if left < 1 or (rcs and not keep_going):
+            break
+        args = [f"-max_total_time={left}", f"-timeout={timeout}", f"-rss_limit_mb={rss_mb}",
+                "-print_final_stats=1", f"-artifact_prefix={tdir}{os.sep}", new_corpus]
+        if os.path.isdir(seeds):
+            args.append(seeds)
+        cmd = [exe, *args] if t["kind"] == "c" else [sys.executable, t["src"], *args]
+        log_path = os.path.join(tdir, f"fuzz-{len(rcs) + 1}.log")
+        logs.append(log_path)
+        with open(log_path, "w") as lf:
+            # libFuzzer stops itself at max_total_time; the wall-clock guard catches a wedged process
+            try:
+                rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                    timeout=left + 4 * timeout + 120).returncode
+            except subprocess.TimeoutExpired:
+                rc = None
+        rcs.append(rc)
+        text = open(log_path, errors="replace").read()
+        part = parse_log(text)
+        res["executions"] += part["executions"]
+        res["coverage"] = max(res["coverage"], part["coverage"])
+        res["features"] = max(res["features"], part["features"])
+        res["corpus_size"] = part["corpus_size"] or res["corpus_size"]
+        kinds = exception_kinds(text)
+        uncaught += len(kinds)
+        kinds_seen += [k for k in kinds if k not in kinds_seen]
+        if rc not in (0, None) and not re.search(r"Test unit written to|ERROR: libFuzzer|Uncaught", text):
+            errors.append((text.strip().splitlines() or ["no output"])[-1][:300])
+            break                     # it did not even start: running it again will not help
     arts = sorted(f for f in os.listdir(tdir) if ARTIFACT.match(f))
     kinds = [a.split("-")[0] for a in arts]
-    uncaught = text.count("=== Uncaught Python exception: ===")
-    res.update(crashes=kinds.count("crash") + kinds.count("leak") - (uncaught if t["kind"] == "py" else 0),
-               timeouts=kinds.count("timeout") + (1 if rc is None else 0), ooms=kinds.count("oom"),
-               uncaught_exceptions=uncaught, exit_status=rc,
+    crashes = kinds.count("crash") + kinds.count("leak") - (uncaught if t["kind"] == "py" else 0)
+    res.update(seconds=round(time.monotonic() - start, 1), crashes=max(crashes, 0),
+               timeouts=kinds.count("timeout") + rcs.count(None), ooms=kinds.count("oom"),
+               uncaught_exceptions=uncaught, exception_kinds=kinds_seen, runs=len(rcs), exit_status=rcs[-1] if rcs else None,
                inputs=[os.path.join(tdir, a) for a in arts if not a.startswith("slow-unit")],
                corpus_files=len(os.listdir(new_corpus)) + (len(os.listdir(seeds)) if os.path.isdir(seeds) else 0),
-               log=log_path)
-    res["crashes"] = max(res["crashes"], 0)
+               logs=logs)
     found = res["crashes"] + res["timeouts"] + res["ooms"] + res["uncaught_exceptions"]
     # a run that ended badly without leaving an input (e.g. the harness failed to start) is a failure too
-    res["ok"] = found == 0 and rc == 0
-    if rc not in (0, None) and found == 0:
-        res["error"] = (text.strip().splitlines() or ["no output"])[-1][:300]
+    res["ok"] = found == 0 and not errors and all(rc == 0 for rc in rcs)
+    if errors:
+        res["error"] = errors[0]
     log(f"{name}: {res['executions']} executions, cov {res['coverage']}, ft {res['features']}, "
-        f"{found} finding(s){'' if res['ok'] else ' -> FAILED, see ' + log_path}")
+        f"{found} finding(s){'' if res['ok'] else ' -> FAILED, see ' + logs[-1]}")
     return res
 
 
@@ -172,6 +194,9 @@ def main(argv=None) -> int:
                     help="targets run at the same time, and parallel compiles (default: %(default)s)")
     ap.add_argument("--only", nargs="+", metavar="NAME", default=None,
                     help="run only these targets (default: all; --list shows the names)")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="after a finding, start the target again until its time is used up, counting "
+                         "every finding (default: stop that target at its first)")
     ap.add_argument("--list", action="store_true", help="print the target names and exit")
     ap.add_argument("--json", metavar="FILE", default=None, help="also write the JSON to FILE (default: none)")
     ap.add_argument("--work", metavar="DIR", default=None,
@@ -215,7 +240,7 @@ def main(argv=None) -> int:
 
     with ThreadPoolExecutor(a.jobs) as ex:
         results = list(ex.map(lambda n: run_target(n, tgts[n], exes.get(n), seconds_of(n), work, a.timeout,
-                                                   a.rss_mb), names))
+                                                   a.rss_mb, a.keep_going), names))
     report = {"work": work, "targets": results,
               "total": {k: sum(r[k] for r in results) for k in
                         ("executions", "crashes", "timeouts", "ooms", "uncaught_exceptions")},
