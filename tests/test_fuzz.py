@@ -4,7 +4,7 @@
 each C and atheris target for 30 s, two at a time (about 3.5 minutes on the 2-core machine).
 A crash, sanitizer report, hang, out-of-memory or escaped Python exception fails the test, which
 names the target, the saved input and the log. The long run is the same script with more time
-(README: bench/fuzz.py --c-seconds 600 --py-seconds 300 --jobs 1).
+(bench/fuzz.py --c-seconds 600 --py-seconds 300 --jobs 1 --keep-going).
 """
 from __future__ import annotations
 
