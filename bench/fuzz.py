@@ -124,9 +124,12 @@ def run_target(name: str, t: dict, exe: str | None, seconds: int, work: str, tim
     seeds = os.path.join(CORPUS, name)
     env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:detect_leaks=1:allocator_may_return_null=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    scratch = os.path.join(tdir, "scratch")     # the data-set targets' folders, removed below
     if t["kind"] == "py":
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["ASAN_OPTIONS"] = "detect_leaks=0"
+        env["FUZZ_SCRATCH"] = scratch
+        os.makedirs(scratch, exist_ok=True)
     log(f"{name}: running {seconds} s")
     start = time.monotonic()
     res = {"target": name, "kind": t["kind"], "executions": 0, "coverage": 0, "features": 0, "corpus_size": 0}
@@ -162,6 +165,7 @@ def run_target(name: str, t: dict, exe: str | None, seconds: int, work: str, tim
         if rc not in (0, None) and not re.search(r"Test unit written to|ERROR: libFuzzer|Uncaught", text):
             errors.append((text.strip().splitlines() or ["no output"])[-1][:300])
             break                     # it did not even start: running it again will not help
+    shutil.rmtree(scratch, ignore_errors=True)
     arts = sorted(f for f in os.listdir(tdir) if ARTIFACT.match(f))
     kinds = [a.split("-")[0] for a in arts]
     crashes = kinds.count("crash") + kinds.count("leak") - (uncaught if t["kind"] == "py" else 0)

@@ -15,7 +15,9 @@ import fuzz_files  # noqa: E402
 with atheris.instrument_imports(include=["host"]):
     from host.datasets import DataError, coco
 
-ROOT = tempfile.mkdtemp(prefix="fuzz-coco-")
+# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
+# without running Python clean-up
+ROOT = tempfile.mkdtemp(prefix="fuzz-coco-", dir=os.environ.get("FUZZ_SCRATCH"))
 
 
 def test_one_input(data: bytes) -> None:

@@ -14,7 +14,9 @@ with atheris.instrument_imports(include=["host"]):
     import host.datasets
     from host.datasets import DataError, eembc
 
-ROOT = tempfile.mkdtemp(prefix="fuzz-eembc-")
+# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
+# without running Python clean-up
+ROOT = tempfile.mkdtemp(prefix="fuzz-eembc-", dir=os.environ.get("FUZZ_SCRATCH"))
 
 
 def test_one_input(data: bytes) -> None:
