@@ -107,3 +107,19 @@ def test_image_claiming_billions_of_pixels_is_a_data_error_naming_the_file(tmp_p
         folders.open_folders(tmp_path, size=16, workers=1)
     ds = folders.open_folders(tmp_path, size=16, workers=1, skip_bad=True)
     assert [Path(s.path).name for s in ds.skipped] == ["huge.png"] and ds.ids == ["ok"]
+
+
+def test_symlink_with_a_name_too_long_is_a_data_error_in_every_folder_reader(tmp_path):
+    """py_eembc found pathlib's glob raising OSError (ENAMETOOLONG) on a symbolic link whose
+    target has a component longer than the file system allows; every reader now says DataError."""
+    import pytest
+
+    from host import datasets
+    from host.datasets import DataError, coco, eembc, folders, shards
+    (tmp_path / "odd").symlink_to("x" * 300)
+    for read in (lambda: eembc.open_eembc(tmp_path), lambda: folders.open_folders(tmp_path),
+                 lambda: datasets.open(tmp_path), lambda: shards.open_shards(tmp_path / "odd"),
+                 lambda: list(shards.stream(tmp_path / "odd")),
+                 lambda: coco.label_images(tmp_path / "odd" / "instances.json", tmp_path)):
+        with pytest.raises(DataError, match=r"odd"):
+            read()
