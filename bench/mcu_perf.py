@@ -11,6 +11,14 @@ same with a _generic suffix, dsp_generic_weights_identical, plus the sections (a
 and deepest stack frames (-fstack-usage) of this build, which receives the model file over the
 link. The RAM of on-board training (mcu_train_ram_bytes: model in flash, measured stack) is
 bench/mcu.py's figure. A benchmark, not a test.
+
+The instruction profile (a third build, -DTL_PROFILE: bench/mcu_profile.py, firmware/app/profile.c;
+--no-profile skips it): mcu_profile_infer / mcu_profile_train give per layer the estimated
+instructions of its forward pass and of its local learning, and the top functions (inlined code
+under the inlined function's name), symbols and source lines, each as a share of the sampled
+instructions and that share of the DSP build's measured count. mcu_infer_cycles_per_mac_est (and
+_train_) is a MODEL, not a measurement: the sampled instruction mix priced with Cortex-M4 timings
+(loads/stores 2, MACs 1, taken branches 3; bench/mcu_profile.py) times instructions per MAC.
 """
 from __future__ import annotations
 
@@ -61,11 +69,30 @@ def run_board(elf: Path, blob: bytes, xs, ys) -> dict:
     return {"infer": infer, "train": train, "weights_sha256": hashlib.sha256(weights).hexdigest()}
 
 
+def profile(tmp: Path, arena: int, blob: bytes, in_bytes: int, xs, ys, model, out: dict) -> dict:
+    import mcu_profile
+
+    elf = build(tmp / "build_profile", arena, len(blob), in_bytes, "-DTL_PROFILE")
+    samples = mcu_profile.run_profile(elf, blob, xs, ys, tmp / "profile_run")
+    names = [f"{k} {L.kind} {L.kernel[0]}x{L.kernel[1]} {L.in_shape[2]}->{L.out_shape[2]} "
+             f"{L.out_shape[0]}x{L.out_shape[1]}" for k, L in enumerate(model.layers)]
+    res = {}
+    for kind in ("infer", "train"):
+        prof = mcu_profile.summarize(samples[kind], elf, out[f"mcu_{kind}_insn"], names)
+        res[f"mcu_profile_{kind}"] = prof
+        res[f"mcu_{kind}_cycles_per_mac_est"] = round(prof["cycles_per_insn_model"] * out[f"mcu_{kind}_insn"]
+                                                      / max(out["macs"], 1), 3)
+    res["mcu_cycles_est_note"] = ("model, not measurement: sampled instruction mix x Cortex-M4 TRM timings "
+                                  "(load/store 2, MAC 1, taken branch 3; bench/mcu_profile.py)")
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/mcu_perf.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="tinylls model file (default: MobileNetV1-0.25 96x96x3 from scratch)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--no-profile", action="store_true", help="skip the profiled build and its run")
     args = ap.parse_args(argv)
     from mcu import macs_of, size_of, stack_usage
 
@@ -118,6 +145,8 @@ def main(argv=None) -> int:
         out.update(stack)
         out["infer_insn_all"] = runs["dsp"]["infer"]
         out["train_insn_all"] = runs["dsp"]["train"]
+        if not args.no_profile:
+            out.update(profile(tmp, arena, blob, in_bytes, xs, ys, model, out))
     return emit(out, args.json)
 
 

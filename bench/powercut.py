@@ -99,14 +99,20 @@ def train(rig: Rig, n: int, rng) -> None:
         rig.cm.train_step(x, int(rng.integers(0, 2)))
 
 
-def prepare(model=None):
-    """(model, blob, flash with generations 1 and 2, rig holding the new state, fingerprints)."""
+def new_rig(model=None):
+    """(model, its model file, its checkpoint payload bytes, a new flash region sized for its checkpoint payload, a rig on it);
+    default model: the VWW-size one."""
     model = model or vww_size_model()
     blob = modelfile.to_bytes(model)
     cm_probe = CModel(model)
     payload = lib.tl_ckpt_payload_bytes(cm_probe._m, int(cm_probe._m.cfg.variant))
     flash = NorFlash(region_bytes_for(payload, SECTOR, PAGE), SECTOR, PAGE)
-    rig = Rig(model, flash, blob)
+    return model, blob, payload, flash, Rig(model, flash, blob)
+
+
+def prepare(model=None):
+    """(model, blob, flash with generations 1 and 2, rig holding the new state, fingerprints)."""
+    model, blob, payload, flash, rig = new_rig(model)
     rng = np.random.default_rng(1)
     assert rig.scan() == 0
     train(rig, 2, rng)
@@ -197,12 +203,7 @@ def _copy_state(src: Rig, dst: Rig) -> None:
 
 def wear(model=None, checkpoints: int = 10, every: int = DEFAULT_EVERY) -> dict:
     """Counters over `checkpoints` saves of the VWW-size state, and what they mean for the flash."""
-    model = model or vww_size_model()
-    blob = modelfile.to_bytes(model)
-    cm_probe = CModel(model)
-    payload = lib.tl_ckpt_payload_bytes(cm_probe._m, int(cm_probe._m.cfg.variant))
-    flash = NorFlash(region_bytes_for(payload, SECTOR, PAGE), SECTOR, PAGE)
-    rig = Rig(model, flash, blob)
+    model, blob, payload, flash, rig = new_rig(model)
     assert rig.scan() == 0
     for _ in range(checkpoints):
         rig.m.step += every

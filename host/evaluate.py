@@ -30,10 +30,11 @@ TOOL = "host.evaluate"
 
 def load_model(path: str, reference: str = "litert") -> Model:
     """A tinylls model file or a .tflite, by content."""
+    from host import modelfile, safeio      # a regular file before its first bytes are read: a FIFO would block
+    safeio.check_file(path, modelfile.MAX_MODEL_BYTES, "model file", error=modelfile.ModelFileError)
     with open(path, "rb") as f:
         head = f.read(4)
     if head == b"TLLS":
-        from host import modelfile
         return modelfile.load(path)
     from host.tflite_import import import_tflite
     return import_tflite(path, reference=reference)

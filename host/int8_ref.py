@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from host.model import Layer, Model, quantize_multiplier, quantize_multipliers
+from host.model import Layer, Model, forward_in_batches, quantize_multiplier, quantize_multipliers
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -485,20 +485,8 @@ def run_model(model: Model, x_int8, *, batch: int = 32, return_all: bool = False
         raise ValueError(f"run_model: input must be int8, got {xb.dtype}")
     if tuple(xb.shape[1:]) != tuple(model.input_shape):
         raise ValueError(f"run_model: input shape {xb.shape[1:]} != model input {model.input_shape}")
-    outs, alls = [], []
-    for s in range(0, xb.shape[0], batch):
-        h = xb[s: s + batch]
-        acts = []
-        for layer in model.layers:
-            h = run_layer(layer, h)
-            if return_all:
-                acts.append(h)
-        outs.append(h.reshape(h.shape[0], -1))
-        alls.append(acts)
-    if return_all:
-        return [np.concatenate([a[i] for a in alls]) for i in range(len(model.layers))]
-    logits = np.concatenate(outs)
-    return logits[0] if single else logits
+    out = forward_in_batches(xb, model.layers, run_layer, batch=batch, return_all=return_all)
+    return out[0] if single and not return_all else out
 
 
 def apply_softmax(model: Model, logits, flavour: str = "litert") -> np.ndarray:

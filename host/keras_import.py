@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from host import safeio
-from host.model import Layer, Model
+from host.model import Layer, Model, forward_in_batches
 
 MAX_H5_BYTES = 2 * safeio.GiB           # checked before h5py opens the file
 MAX_WEIGHT_VALUES = 64 << 20            # one weight array (a compressed dataset may claim more)
@@ -64,19 +64,8 @@ class KerasNet:
     def forward(self, pixels: np.ndarray, *, batch: int = 64, return_all: bool = False):
         """uint8 (N, H, W, C) pixels -> float logits (N, classes) (pre-softmax), or every layer's
         output (for calibration) with return_all=True."""
-        outs, alls = [], []
-        for s in range(0, len(pixels), batch):
-            h = pixels[s: s + batch].astype(np.float32) / np.float32(255.0)
-            acts = []
-            for layer in self.layers:
-                h = _float_layer(layer, h)
-                if return_all:
-                    acts.append(h)
-            outs.append(h.reshape(h.shape[0], -1))
-            alls.append(acts)
-        if return_all:
-            return [np.concatenate([a[i] for a in alls]) for i in range(len(self.layers))]
-        return np.concatenate(outs)
+        return forward_in_batches(pixels, self.layers, _float_layer, batch=batch, return_all=return_all,
+                                  prepare=lambda p: p.astype(np.float32) / np.float32(255.0))
 
 
 # ---------------------------------------------------------------------------------- float kernels

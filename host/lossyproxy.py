@@ -1,14 +1,16 @@
-"""A TCP proxy that damages SLIP traffic on purpose: flips bytes and drops whole frames.
+"""A TCP proxy that damages SLIP traffic on purpose: flips bytes, drops and duplicates whole frames.
 
 Used to prove that host.stream and the firmware survive a bad serial link (tests/test_firmware.py):
 
-    python -m host.lossyproxy --target 127.0.0.1:4321 --listen 4322 --flip 0.001 --drop 0.01 --seed 1
+    python -m host.lossyproxy --target 127.0.0.1:4321 --listen 4322 --flip 0.001 --drop 0.01 --dup 0.01 --seed 1
     python -m host.stream --port socket://127.0.0.1:4322 ...
 
 Each direction is cut into frames at SLIP END bytes; a frame is dropped with probability `drop`,
-otherwise each of its bytes is XORed with a random non-zero value with probability `flip`. Both
-decisions come from a seeded generator per direction, so a run is reproducible given the same
-traffic. The proxy accepts one client at a time and connects to the target when it arrives.
+otherwise each of its bytes is XORed with a random non-zero value with probability `flip`, and the
+(possibly damaged) frame is sent twice with probability `dup` (a retransmitting modem or a
+repeated DMA buffer: the copy carries the same damage). All decisions come from a seeded generator
+per direction, so a run is reproducible given the same traffic. The proxy accepts one client at a
+time and connects to the target when it arrives.
 """
 from __future__ import annotations
 
@@ -33,13 +35,14 @@ class Damage:
     frames: int = 0
     dropped: int = 0
     flipped: int = 0
+    duplicated: int = 0
 
 
 class _Mangler:
     """Splits a byte stream at END bytes and damages it frame by frame."""
 
-    def __init__(self, flip: float, drop: float, rng: random.Random, stats: Damage):
-        self.flip, self.drop, self.rng, self.stats = flip, drop, rng, stats
+    def __init__(self, flip: float, drop: float, rng: random.Random, stats: Damage, dup: float = 0.0):
+        self.flip, self.drop, self.dup, self.rng, self.stats = flip, drop, dup, rng, stats
         self.buf = bytearray()
 
     def feed(self, data: bytes) -> bytes:
@@ -62,6 +65,9 @@ class _Mangler:
                     frame[i] ^= self.rng.randrange(1, 256)
                     self.stats.flipped += 1
             out += frame
+            if self.dup and self.rng.random() < self.dup:
+                self.stats.duplicated += 1
+                out += frame
         return bytes(out)
 
 
@@ -69,8 +75,8 @@ class LossyProxy:
     """Listens on 127.0.0.1:listen_port (0 = any free port, see .port) and relays to target."""
 
     def __init__(self, target: tuple[str, int], flip: float = 1e-3, drop: float = 0.01, seed: int = 0,
-                 listen_port: int = 0):
-        self.target, self.flip, self.drop, self.seed = target, flip, drop, seed
+                 listen_port: int = 0, dup: float = 0.0):
+        self.target, self.flip, self.drop, self.dup, self.seed = target, flip, drop, dup, seed
         self.up = Damage()        # host -> device
         self.down = Damage()      # device -> host
         self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,6 +87,7 @@ class LossyProxy:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._socks: list[socket.socket] = []
+        self._manglers: list[_Mangler] = []
         self._accept = threading.Thread(target=self._serve, name="lossyproxy-accept", daemon=True)
 
     def start(self) -> "LossyProxy":
@@ -104,7 +111,8 @@ class LossyProxy:
                 s.settimeout(0.2)
             self._socks += [client, upstream]
             for src, dst, stats in ((client, upstream, self.up), (upstream, client, self.down)):
-                m = _Mangler(self.flip, self.drop, random.Random(rng_seed.random()), stats)
+                m = _Mangler(self.flip, self.drop, random.Random(rng_seed.random()), stats, self.dup)
+                self._manglers.append(m)
                 t = threading.Thread(target=self._pump, args=(src, dst, m), daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -141,6 +149,14 @@ class LossyProxy:
             except OSError:
                 pass
 
+    def set_damage(self, flip: float | None = None, drop: float | None = None, dup: float | None = None):
+        """Changes the damage from now on, in both directions, for the current client and later
+        ones (drop=1.0: an outage)."""
+        for m in [self] + list(self._manglers):
+            m.flip = m.flip if flip is None else flip
+            m.drop = m.drop if drop is None else drop
+            m.dup = m.dup if dup is None else dup
+
     def close(self):
         self._stop.set()
         for s in self._socks + [self._srv]:
@@ -159,7 +175,7 @@ class LossyProxy:
 
     def summary(self) -> dict:
         return {"up": vars(self.up), "down": vars(self.down), "flip": self.flip, "drop": self.drop,
-                "seed": self.seed}
+                "dup": self.dup, "seed": self.seed}
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -175,18 +191,21 @@ def main(argv=None) -> int:
     ap.add_argument("--listen", type=int, default=0, help="port on 127.0.0.1 to listen on (default: any free)")
     ap.add_argument("--flip", type=float, default=1e-3, help="probability of flipping each byte (default 0.001)")
     ap.add_argument("--drop", type=float, default=0.01, help="probability of dropping each frame (default 0.01)")
+    ap.add_argument("--dup", type=float, default=0.0,
+                    help="probability of sending each frame twice (default 0)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = ap.parse_args(argv)
-    for name in ("flip", "drop"):
+    for name in ("flip", "drop", "dup"):
         v = getattr(args, name)
         if not 0.0 <= v <= 1.0:
             return cli_common.fail(TOOL, f"--{name} must be a probability in [0, 1], got {v}")
     try:
-        proxy = LossyProxy(args.target, args.flip, args.drop, args.seed, args.listen).start()
+        proxy = LossyProxy(args.target, args.flip, args.drop, args.seed, args.listen, args.dup).start()
     except OSError as e:
         return cli_common.fail(TOOL, f"cannot listen on 127.0.0.1:{args.listen}: {e}")
     print(f"lossyproxy: socket://127.0.0.1:{proxy.port} -> {args.target[0]}:{args.target[1]} "
-          f"(flip {args.flip}, drop {args.drop}, seed {args.seed}); Ctrl-C stops", file=sys.stderr, flush=True)
+          f"(flip {args.flip}, drop {args.drop}, dup {args.dup}, seed {args.seed}); Ctrl-C stops",
+          file=sys.stderr, flush=True)
     try:
         while True:
             threading.Event().wait(1.0)

@@ -185,3 +185,23 @@ def load_weight_stream(model: Model, data: bytes) -> None:
         raise ValueError(f"weight stream of {len(data)} bytes, the model holds {off}")
     for layer, name, arr in parts:
         setattr(layer, name, arr)
+
+
+def forward_in_batches(x, layers, run_layer, *, batch: int, prepare=None, return_all: bool = False):
+    """Runs x (N, ...) through `layers` `batch` samples at a time: h = run_layer(layer, h) from
+    prepare(x[s:s + batch]) (default: as is). Returns the flattened outputs (N, -1), or with
+    return_all every layer's outputs over all N (for calibration). The one batching loop of the
+    numpy references (host.int8_ref, host.keras_import)."""
+    outs, alls = [], []
+    for s in range(0, len(x), batch):
+        h = x[s: s + batch] if prepare is None else prepare(x[s: s + batch])
+        acts = []
+        for layer in layers:
+            h = run_layer(layer, h)
+            if return_all:
+                acts.append(h)
+        outs.append(h.reshape(h.shape[0], -1))
+        alls.append(acts)
+    if return_all:
+        return [np.concatenate([a[i] for a in alls]) for i in range(len(layers))]
+    return np.concatenate(outs)

@@ -11,6 +11,7 @@ tl_modelfile_load_rom). train_ram_bytes() is what a board keeping the file in fl
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 
@@ -253,8 +254,8 @@ def host_json(blob: bytes, hdr: dict, where: str = "model file") -> dict:
     raw = blob[hdr["host_off"]: hdr["host_off"] + hdr["json_len"]]
     try:
         return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{where}: host-only JSON section unreadable ({exc})") from exc
+    except (ValueError, RecursionError) as exc:       # UnicodeDecodeError is a ValueError
+        raise ModelFileError(f"{where}: host-only JSON section unreadable ({exc})") from None
 
 
 def layer_entries(blob: bytes, hdr: dict) -> list[dict]:
@@ -278,39 +279,349 @@ def section(blob: bytes, hdr: dict, off: int, count: int, dtype: str, what: str)
     return np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=off).astype(dtype)
 
 
-def from_bytes(blob: bytes, where: str = "model file") -> Model:
-    """Parse a model file (validating header, CRC and every offset) into a Model."""
-    blob = bytes(blob)
+# ---------------------------------------------------------------------------------- the C loader as the validator
+#
+# A model file is valid for a host tool exactly when the board's loader, tl_modelfile_load, accepts
+# it: from_bytes runs that very C code (through cffi) on the bytes before building anything, so the
+# host and a board can never disagree on what a valid file is. The C loader answers with a status
+# code only; _first_problem re-reads the fields in the C loader's order to name the one that fails
+# (the message's wording), while the decision stays with the C code.
+
+C_MAX_DIM = 32768                      # MAX_DIM in tl_modelfile.c
+C_MAX_TENSOR_ELEMS = 1 << 26           # MAX_TENSOR_ELEMS
+C_MAX_CLASSES = 32                     # TL_MAX_CLASSES
+C_MAX_FILE_BYTES = 0x7FFFFFFF          # the loader's size is an int32
+_INT32_MAX = 0x7FFFFFFF
+
+
+def c_loader_status(blob: bytes) -> int:
+    """tl_modelfile_load's status for `blob` (0: TL_OK), run on a 4-byte aligned private copy (the
+    loader parses in place; the caller's bytes are never touched)."""
+    from host._tinylls import ffi, lib  # here: host.core imports this module
+    if len(blob) > C_MAX_FILE_BYTES:
+        return int(lib.TL_ERR_ARG)
+    buf = ffi.new("uint32_t[]", max(1, (len(blob) + 3) // 4))
+    ffi.memmove(buf, blob, len(blob))
+    layers = ffi.new("tl_layer[]", lib.TL_MAX_LAYERS)
+    out = ffi.new("tl_model *")
+    return int(lib.tl_modelfile_load(ffi.cast("uint8_t *", buf), len(blob), layers, lib.TL_MAX_LAYERS, out))
+
+
+def c_status_text(status: int) -> str:
+    from host._tinylls import ffi, lib
+    return f"{ffi.string(lib.tl_strerror(status)).decode()} (code {status})"
+
+
+def _qmult_ok(mult: int, shift: int) -> bool:
+    return (mult == 0 or mult >= 1 << 30) and -31 <= shift <= 30
+
+
+def _window_problem(axis: str, inn: int, out: int, k: int, stride: int, pad: int) -> str | None:
+    ks, ss, ps, os_ = f"k_{axis}", f"stride_{axis}", ("pad_top" if axis == "h" else "pad_left"), f"out_{axis}"
+    if k < 1:
+        return f"{ks}={k}: a kernel edge is at least 1"
+    if stride < 1:
+        return f"{ss}={stride}: a stride is at least 1"
+    if not 0 <= pad < k:
+        return f"{ps}={pad}: padding must be in 0..{ks}-1 ({k - 1})"
+    if k > inn + pad:
+        return f"{ks}={k}: larger than in_{axis}={inn} plus {ps}={pad}"
+    if (out - 1) * stride - pad > inn - 1:
+        return f"{os_}={out}: too many windows for in_{axis}={inn}, {ks}={k}, {ss}={stride}, {ps}={pad}"
+    return None
+
+
+def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
+    """The first field of one layer entry that tl_modelfile_load's parse_layer refuses, or None."""
+    kinds = {v: k for k, v in KIND_CODES.items()}
+    if e["kind"] not in kinds:
+        return f"kind={e['kind']} unknown (known: {', '.join(f'{v} {k}' for k, v in KIND_CODES.items())})"
+    if e["act"] not in ACT_CODES.values():
+        return f"act={e['act']} unknown (known: {', '.join(f'{v} {k}' for k, v in ACT_CODES.items())})"
+    if e["flags"] & ~(FLAG_TRAINABLE | FLAG_SINGLE_ROUNDING):
+        return f"flags=0x{e['flags']:x}: unknown bits set"
+    for f in ("reserved0", "reserved1"):
+        if e[f]:
+            return f"{f}={e[f]}: must be 0"
+    for f in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c"):
+        if not 1 <= e[f] <= C_MAX_DIM:
+            return f"{f}={e[f]}: outside 1..{C_MAX_DIM}"
+    kind = kinds[e["kind"]]
+    in_n, out_n = e["in_h"] * e["in_w"] * e["in_c"], e["out_h"] * e["out_w"] * e["out_c"]
+    if in_n > C_MAX_TENSOR_ELEMS:
+        return f"in_h x in_w x in_c = {in_n} elements, more than {C_MAX_TENSOR_ELEMS}"
+    if out_n > C_MAX_TENSOR_ELEMS:
+        return f"out_h x out_w x out_c = {out_n} elements, more than {C_MAX_TENSOR_ELEMS}"
+    for axis, inn, out, k, stride, pad in (
+            ("h", e["in_h"], e["out_h"], e["k_h"], e["stride_h"], e["pad_top"]),
+            ("w", e["in_w"], e["out_w"], e["k_w"], e["stride_w"], e["pad_left"])):
+        problem = _window_problem(axis, inn, out, k, stride, pad)
+        if problem:
+            return problem
+    if kind == "fc":
+        for f, want in (("out_h", 1), ("out_w", 1), ("k_h", 1), ("k_w", 1), ("stride_h", 1), ("stride_w", 1),
+                        ("pad_top", 0), ("pad_left", 0)):
+            if e[f] != want:
+                return f"{f}={e[f]}: an fc layer has {f} {want}"
+    elif kind in ("dwconv", "avgpool") and e["in_c"] != e["out_c"]:
+        return f"out_c={e['out_c']}: a {kind} layer keeps in_c={e['in_c']}"
+    n_weights = weights_count(kind, (e["in_h"], e["in_w"], e["in_c"]), (e["out_h"], e["out_w"], e["out_c"]),
+                              (e["k_h"], e["k_w"]))
+    if n_weights > C_MAX_TENSOR_ELEMS:
+        return f"{n_weights} weights, more than {C_MAX_TENSOR_ELEMS}"
+    taps = {"conv": e["k_h"] * e["k_w"] * e["in_c"], "dwconv": e["k_h"] * e["k_w"], "fc": in_n,
+            "avgpool": e["k_h"] * e["k_w"]}[kind]
+    max_acc = taps * (128 if kind == "avgpool" else 255 * 128)
+    if max_acc > _INT32_MAX:
+        return f"{taps} taps per output: the int32 accumulator could overflow"
+    for f in ("in_zp", "out_zp"):
+        if not -128 <= e[f] <= 127:
+            return f"{f}={e[f]}: outside -128..127"
+    if not -128 <= e["act_min"] <= e["act_max"] <= 127:
+        return f"act_min={e['act_min']}, act_max={e['act_max']}: not -128 <= act_min <= act_max <= 127"
+    if kind == "avgpool" and e["in_zp"] != e["out_zp"]:
+        return f"out_zp={e['out_zp']}: an avgpool layer keeps in_zp={e['in_zp']}"
+    for m in ("leaky", "lr", "logit", "lls_m_lr"):
+        if not _qmult_ok(e[f"{m}_mult"], e[f"{m}_shift"]):
+            return (f"{m}_mult={e[f'{m}_mult']}, {m}_shift={e[f'{m}_shift']}: not a quantized multiplier "
+                    "(mult 0 or in [2^30, 2^31), shift in -31..30)")
+    lo, hi = hdr["data_off"], hdr["host_off"]
+    offs = [f"{s}_off" for s in TENSOR_SECTIONS[:8]]
+    if kind == "avgpool":
+        for f in offs:
+            if e[f]:
+                return f"{f}={e[f]}: an avgpool layer has no tensors (must be 0)"
+    else:
+        for f, count, size in zip(offs, [n_weights] + [e["out_c"]] * 7, [1] + [4] * 7):
+            off = e[f]
+            if off < lo or off > hi or off % 4 or count > (hi - off) // size:
+                return (f"{f}={off}: {count * size} bytes not inside the tensor area [{lo}, {hi}) or not "
+                        "4-byte aligned")
+        for m in ("out", "upd", "bupd"):
+            mults = np.frombuffer(blob, "<i4", e["out_c"], e[f"{m}_mult_off"])
+            shifts = np.frombuffer(blob, "<i4", e["out_c"], e[f"{m}_shift_off"])
+            for c, (mult, shift) in enumerate(zip(mults.tolist(), shifts.tolist())):
+                if not _qmult_ok(mult, shift):
+                    return f"{m}_mult[{c}]={mult}, {m}_shift[{c}]={shift}: not a quantized multiplier"
+        bias = np.frombuffer(blob, "<i4", e["out_c"], e["bias_off"]).astype(np.int64)
+        bound = _INT32_MAX - max_acc
+        bad = np.flatnonzero(np.abs(bias) > bound)
+        if bad.size:
+            c = int(bad[0])
+            return f"bias[{c}]={int(bias[c])}: |bias| + the largest accumulator must fit in int32 (|bias| <= {bound})"
+    if e["lls_m_len"] == 0:
+        if e["lls_m_off"]:
+            return f"lls_m_off={e['lls_m_off']}: must be 0 when lls_m_len is 0"
+    else:
+        if e["lls_m_len"] not in (classes, classes * classes):
+            return f"lls_m_len={e['lls_m_len']}: neither classes={classes} nor classes^2"
+        off = e["lls_m_off"]
+        if off < lo or off > hi or off % 4 or e["lls_m_len"] > (hi - off) // 4:
+            return f"lls_m_off={off}: not inside the tensor area [{lo}, {hi}) or not 4-byte aligned"
+    return None
+
+
+def _first_problem(blob: bytes, hdr: dict, entries: list[dict]) -> str | None:
+    """The first field tl_modelfile_load refuses (after the header checks of read_header), named as
+    '<field>=<value>: <rule>' (with 'layer i' for a table entry), or None when none of these checks
+    fails (the refusal then comes from tl_model_prepare: see the status)."""
+    if not 1 <= hdr["classes"] <= C_MAX_CLASSES:
+        return f"classes={hdr['classes']}: outside 1..{C_MAX_CLASSES}"
+    if not -128 <= hdr["input_zp"] <= 127:
+        return f"input_zp={hdr['input_zp']}: outside -128..127"
+    prev = {"out_h": hdr["in_h"], "out_w": hdr["in_w"], "out_c": hdr["in_c"], "out_zp": hdr["input_zp"]}
+    src, lls_len = "the model input (in_h, in_w, in_c)", None
+    for i, e in enumerate(entries):
+        problem = _layer_problem(blob, hdr, e, hdr["classes"])
+        if problem:
+            return f"layer {i}: {problem}"
+        for f in ("h", "w", "c"):
+            if e[f"in_{f}"] != prev[f"out_{f}"]:
+                return (f"layer {i}: in_{f}={e[f'in_{f}']}: does not match {src} "
+                        f"({prev['out_h']}, {prev['out_w']}, {prev['out_c']})")
+        if e["in_zp"] != prev["out_zp"]:
+            what = "input_zp" if i == 0 else f"layer {i - 1}'s out_zp"
+            return f"layer {i}: in_zp={e['in_zp']}: does not match {what}={prev['out_zp']}"
+        if e["lls_m_len"]:
+            if lls_len is not None and e["lls_m_len"] != lls_len:
+                return f"layer {i}: lls_m_len={e['lls_m_len']}: another layer has {lls_len} (one LLS variant per model)"
+            lls_len = e["lls_m_len"]
+        prev, src = e, f"layer {i}'s output"
+    last = entries[-1]
+    if last["out_c"] != hdr["classes"]:
+        return f"layer {len(entries) - 1}: out_c={last['out_c']}: the last layer must give classes={hdr['classes']}"
+    if last["kind"] == KIND_CODES["avgpool"]:
+        return f"layer {len(entries) - 1}: kind={last['kind']}: the last layer cannot be an avgpool"
+    for i, e in enumerate(entries):
+        problem = _prepare_problem(e, is_last=i == len(entries) - 1)
+        if problem:
+            return f"layer {i}: {problem}"
+    return None
+
+
+C_MAX_CHANNELS = 4096       # tl_model.c check_layer
+C_MAX_EDGE = 4096           # axis_ok: spatial edges of conv, dwconv and avgpool layers
+C_MAX_KERNEL = 64           # axis_ok: kernel edge and stride
+
+
+def _prepare_problem(e: dict, is_last: bool) -> str | None:
+    """What tl_model_prepare (run by the loader once the file parsed) refuses in one layer, named."""
+    for f in ("in_c", "out_c"):
+        if e[f] > C_MAX_CHANNELS:
+            return f"{f}={e[f]}: more than the core's {C_MAX_CHANNELS} channels"
+    kind = {v: k for k, v in KIND_CODES.items()}[e["kind"]]
+    if kind != "fc":
+        for f in ("in_h", "in_w", "out_h", "out_w"):
+            if e[f] > C_MAX_EDGE:
+                return f"{f}={e[f]}: more than the core's {C_MAX_EDGE} for a {kind} layer"
+        for f in ("k_h", "k_w", "stride_h", "stride_w"):
+            if e[f] > C_MAX_KERNEL:
+                return f"{f}={e[f]}: more than the core's {C_MAX_KERNEL}"
+    trainable = bool(e["flags"] & FLAG_TRAINABLE)
+    if kind == "avgpool" and trainable:
+        return f"flags=0x{e['flags']:x}: an avgpool layer has nothing to train"
+    if kind != "avgpool" and trainable and is_last and e["out_h"] * e["out_w"] != 1:
+        return (f"out_h={e['out_h']}, out_w={e['out_w']}: a trainable last layer gives one value per class "
+                "(1 x 1 x classes)")
+    return None
+
+
+def check_with_c_loader(blob: bytes, hdr: dict, where: str = "model file") -> None:
+    """Raise ModelFileError unless tl_modelfile_load accepts `blob`; the message names the field."""
+    status = c_loader_status(blob)
+    if status == 0:
+        return
+    problem = _first_problem(blob, hdr, layer_entries(blob, hdr)) or "the model as a whole"
+    raise ModelFileError(f"{where}: {problem} (the C loader refuses it: {c_status_text(status)})")
+
+
+def check_device(blob: bytes, where: str = "model file") -> dict:
+    """The model header of a file a board can load (read_header, then tl_modelfile_load itself);
+    ModelFileError naming `where` and the field otherwise. The host-only area is not needed."""
     hdr = read_header(blob, where)
+    check_with_c_loader(blob, hdr, where)
+    return hdr
+
+
+# ---------------------------------------------------------------------------------- the host-only area
+
+
+def _number(value, what: str, *, positive: bool = False) -> float:
+    """`value` as a finite float (JSON numbers only; bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelFileError(f"{what}={value!r}: not a number")
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ModelFileError(f"{what}={value!r}: too large") from None
+    if not np.isfinite(x) or (positive and not x > 0.0) or x < 0.0:
+        raise ModelFileError(f"{what}={value!r}: not a finite {'positive' if positive else 'non-negative'} number")
+    return x
+
+
+def _multiplier(value, what: str) -> float:
+    """A factor the core stores as a quantized multiplier: finite, >= 0, below 2^30."""
+    x = _number(value, what)
+    try:
+        quantize_multiplier(x)
+    except ValueError as exc:
+        raise ModelFileError(f"{what}={value!r}: {exc}") from None
+    return x
+
+
+def _host_layer(lj, i: int, e: dict, classes: int, where: str) -> dict:
+    """One layer's JSON record, checked: every key a Layer needs, with its type and range."""
+    what = f"{where}: host JSON layers[{i}]"
+    if not isinstance(lj, dict):
+        raise ModelFileError(f"{what}: not an object ({type(lj).__name__})")
+    for key in ("name", "lr", "leaky_alpha"):
+        if key not in lj:
+            raise ModelFileError(f"{what}: field {key!r} missing")
+    if not isinstance(lj["name"], str):
+        raise ModelFileError(f"{what}.name={lj['name']!r}: not a string")
+    out = {"name": lj["name"], "lr": _multiplier(lj["lr"], f"{what}.lr"),
+           "leaky_alpha": _multiplier(lj["leaky_alpha"], f"{what}.leaky_alpha"),
+           "lls_m_lr": _multiplier(lj.get("lls_m_lr", 0.0), f"{what}.lls_m_lr")}
+    shape = lj.get("lls_m_shape")
+    if shape is not None and (
+            not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= classes for d in shape)
+            or math.prod(shape) != e["lls_m_len"]):
+        raise ModelFileError(f"{what}.lls_m_shape={shape!r}: not a shape of lls_m_len={e['lls_m_len']} values")
+    out["lls_m_shape"] = shape
+    return out
+
+
+def _scales(blob: bytes, hdr: dict, e: dict, n: int, what: str) -> np.ndarray:
+    so = e["scales_off"]
+    if so < hdr["host_off"] + hdr["json_len"] or so + 8 * n > hdr["file_len"]:
+        raise ModelFileError(f"{what}: scales_off={so}: {n} float64 scales not inside the host area after the JSON "
+                             f"[{hdr['host_off'] + hdr['json_len']}, {hdr['file_len']})")
+    sc = np.frombuffer(blob, "<f8", count=n, offset=so).astype(np.float64)
+    for j, name in ((0, "in_scale"), (1, "out_scale")):
+        # not below 1e-300: 6 / out_scale (relu6's clamp, Layer.act_range) must stay a finite float
+        if not (math.isfinite(sc[j]) and sc[j] >= 1e-300):
+            raise ModelFileError(f"{what}: {name}={sc[j]!r} (at scales_off): not a finite scale of at least 1e-300")
+    w = sc[2:]
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0.0)))
+    if bad.size:
+        c = int(bad[0])
+        raise ModelFileError(f"{what}: w_scale[{c}]={w[c]!r} (at scales_off): not a finite non-negative scale")
+    if w.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            real = sc[0] * w / sc[1]
+        bad = np.flatnonzero(~(np.isfinite(real) & (real < 2.0 ** 30)))
+        if bad.size:
+            c = int(bad[0])
+            raise ModelFileError(f"{what}: w_scale[{c}]={w[c]!r}: requantization factor in_scale*w_scale/out_scale "
+                                 f"= {real[c]!r} cannot be a quantized multiplier")
+    return sc
+
+
+def from_bytes(blob: bytes, where: str = "model file") -> Model:
+    """Parse a model file into a Model. The file must be one tl_modelfile_load accepts (the C
+    loader itself decides, see check_with_c_loader) and carry a well-formed host-only area. Any
+    malformed input raises ModelFileError naming `where` and the field; nothing else escapes."""
+    try:
+        blob = bytes(blob)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where}: not bytes ({exc})") from None
+    if len(blob) > C_MAX_FILE_BYTES:
+        raise ModelFileError(f"{where}: {len(blob)} bytes, more than a model file can have ({C_MAX_FILE_BYTES})")
+    hdr = check_device(blob, where)
     entries = layer_entries(blob, hdr)
     doc = host_json(blob, hdr, where)
-    if len(doc.get("layers", [])) != len(entries):
-        raise ModelFileError(f"{where}: JSON lists {len(doc.get('layers', []))} layers, table has {len(entries)}")
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{where}: host JSON is a {type(doc).__name__}, not an object")
+    for key in ("name", "input_scale", "meta", "layers"):
+        if key not in doc:
+            raise ModelFileError(f"{where}: host JSON field {key!r} missing")
+    if not isinstance(doc["name"], str):
+        raise ModelFileError(f"{where}: host JSON name={doc['name']!r}: not a string")
+    if not isinstance(doc["meta"], dict):
+        raise ModelFileError(f"{where}: host JSON meta: a {type(doc['meta']).__name__}, not an object")
+    input_scale = _number(doc["input_scale"], f"{where}: host JSON input_scale", positive=True)
+    if not isinstance(doc["layers"], list) or len(doc["layers"]) != len(entries):
+        n = len(doc["layers"]) if isinstance(doc["layers"], list) else type(doc["layers"]).__name__
+        raise ModelFileError(f"{where}: host JSON layers: {n}, the layer table has {len(entries)} layers")
     kinds = {v: k for k, v in KIND_CODES.items()}
     acts = {v: k for k, v in ACT_CODES.items()}
     layers = []
-    for i, (e, lj) in enumerate(zip(entries, doc["layers"])):
-        what = f"{where}: layer {i} ({lj.get('name')!r})"
-        if e["kind"] not in kinds:
-            raise ModelFileError(f"{what}: kind={e['kind']} unknown")
-        if e["act"] not in acts:
-            raise ModelFileError(f"{what}: act={e['act']} unknown")
-        kind = kinds[e["kind"]]
+    for i, (e, raw) in enumerate(zip(entries, doc["layers"])):
+        lj = _host_layer(raw, i, e, hdr["classes"], where)
+        what = f"{where}: layer {i} ({lj['name']!r})"
+        kind = kinds[e["kind"]]                       # the C loader checked kind, act and every shape
         in_shape = (e["in_h"], e["in_w"], e["in_c"])
         out_shape = (e["out_h"], e["out_w"], e["out_c"])
         kernel = (e["k_h"], e["k_w"])
-        n_sc = 2 + (e["out_c"] if kind != "avgpool" else 0)
-        so = e["scales_off"]
-        if so < hdr["host_off"] or so + 8 * n_sc > hdr["file_len"]:
-            raise ModelFileError(f"{what}: scales_off={so} outside the host area")
-        sc = np.frombuffer(blob, "<f8", count=n_sc, offset=so).astype(np.float64)
+        sc = _scales(blob, hdr, e, 2 + (e["out_c"] if kind != "avgpool" else 0), what)
         layer = Layer(kind, in_shape, out_shape, kernel=kernel, stride=(e["stride_h"], e["stride_w"]),
                       pad=(e["pad_top"], e["pad_left"]), act=acts[e["act"]], in_scale=float(sc[0]),
                       in_zp=e["in_zp"], out_scale=float(sc[1]), out_zp=e["out_zp"],
                       leaky_alpha=lj["leaky_alpha"], trainable=bool(e["flags"] & FLAG_TRAINABLE),
                       lr=lj["lr"], name=lj["name"])
         layer.single_rounding = bool(e["flags"] & FLAG_SINGLE_ROUNDING)
-        layer.lls_m_lr = lj.get("lls_m_lr", 0.0)
+        layer.lls_m_lr = lj["lls_m_lr"]
         if kind != "avgpool":
             nw = weights_count(kind, in_shape, out_shape, kernel)
             w = section(blob, hdr, e["weights_off"], nw, "i1", f"{what} weights")
@@ -321,9 +632,9 @@ def from_bytes(blob: bytes, where: str = "model file") -> Model:
             layer.w_scale = sc[2:].copy()
         if e["lls_m_len"]:
             m = section(blob, hdr, e["lls_m_off"], e["lls_m_len"], "i4", f"{what} lls_m").copy()
-            layer.lls_m = m.reshape(lj.get("lls_m_shape") or (-1,))
+            layer.lls_m = m.reshape(lj["lls_m_shape"] or (-1,))
         layers.append(layer)
-    return Model(layers=layers, classes=hdr["classes"], input_scale=float(doc["input_scale"]),
+    return Model(layers=layers, classes=hdr["classes"], input_scale=input_scale,
                  input_zp=hdr["input_zp"], name=doc["name"], meta=doc["meta"])
 
 

@@ -33,6 +33,11 @@ def check_path(flag: str, path: str) -> Path:
         raise OutputError(f"{flag} {path}: folder {p.parent} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputError(f"{flag} {path}: exists and is not writable")
+    # Outputs are renamed onto their target, and a checkpointed run's journal is appended to in
+    # place and read back (host.runlog.read): a FIFO or a device there would block or never end.
+    if p.exists() and not p.is_file():
+        from host.safeio import _kind
+        raise OutputError(f"{flag} {path}: exists and is not a regular file ({_kind(p.stat().st_mode)})")
     return p
 
 

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
             try:
                 model = modelfile.load(args.model)
             except (OSError, modelfile.ModelFileError) as e:
-                raise PlanError(f"--model {args.model}: {e}") from None
+                raise PlanError(e if isinstance(e, modelfile.ModelFileError) else f"--model {args.model}: {e}") from None
         else:
             model = default_model()
         sets = parse_sets(args.train_layers, len(weighted_layers(model)))

@@ -18,6 +18,8 @@ its response cache without executing it again, so retrying is always safe (docs/
 """
 from __future__ import annotations
 
+import collections
+import math
 import struct
 import sys
 import time
@@ -37,15 +39,22 @@ LINK_BYTES_PER_S = 8000    # conservative link speed (115200 baud ~ 11.5 KB/s, Q
 BUSY_FIRST_TIMEOUT = 120.0 # s: result of a BUSY command whose duration was never measured
 BUSY_MIN_TIMEOUT = 5.0     # s: floor of the adaptive BUSY timeout
 BUSY_FACTOR = 3.0          # BUSY timeout = factor * slowest measured duration of that command
-MAX_ATTEMPTS = 14          # transmissions of one command before giving up (~40 s with backoff)
-SYNC_ATTEMPTS = 4          # INFO attempts when connecting
+MAX_ATTEMPTS = 14          # attempts of a command on a clean link (the adaptive budget's floor), and
+                           # attempts in a row that receive no byte at all before the link counts as dead
+SYNC_ATTEMPTS = 4          # connect: silent INFO attempts in a row before giving up (a dead port fails fast)
+SYNC_SECONDS = 15.0        # connect: bytes arrive but not one well-formed frame in this long: not our firmware
+ATTEMPTS_CAP = 2000        # most attempts of one command on a live link, however damaging (a 470-byte
+                           # SET_LR at 1e-2 flipped bytes goes through once in ~120)
+GIVE_UP_PROBABILITY = 1e-9 # the attempt budget is sized so that a live link at the measured error rate
+                           # fails a command less often than this
+DEFAULT_ANSWER_BYTES = 48  # wire size assumed for an answer never seen before
 CHUNK_MAX = lib.TL_PROTO_MAX_DATA  # data bytes per LOAD_DATA / INPUT / READ_WEIGHTS frame (1024)
 CHUNK_MIN = 64             # smallest chunk the adaptation goes down to
 CHUNK_ATTEMPTS = 4         # attempts of a chunk before it is split (while above CHUNK_MIN)
 CHUNK_OVERHEAD = 64        # bytes-equivalent cost of one exchange (headers, answer, turnaround):
                            # the chunk that minimises cost per byte at byte error rate p is
                            # about sqrt(CHUNK_OVERHEAD / p) (256 at p = 1e-3; measured best on QEMU)
-ERR_DECAY = 0.98           # weight of history in the byte error rate estimate, per exchange
+ERR_WINDOW = 256          # recent attempts the byte error rate is estimated from
 ACK_TIMEOUT_MIN = 0.1      # s: floor of the round-trip-adapted first-answer timeout
 RTT_FACTOR = 4.0           # first-answer timeout = RTT_FACTOR * smoothed round trip (+ send time)
 READ_SLICE = 0.05          # s: granularity of serial reads
@@ -61,6 +70,28 @@ COUNTER_KINDS = {lib.TL_PROTO_COUNTER_NONE: "none", lib.TL_PROTO_COUNTER_INSN: "
                  lib.TL_PROTO_COUNTER_CYCLES: "cycles"}
 
 
+def byte_error_rate(attempts) -> float:
+    """Maximum-likelihood probability p that one byte is damaged, from attempts given as (wire
+    bytes B, went through): an attempt goes through with probability (1-p)^B = exp(-rB). The
+    log-likelihood is concave in r, so its zero derivative (sum over failures of B/(exp(rB)-1) =
+    sum over successes of B) is found by bisection on log r. A plain failures/bytes ratio would
+    underestimate p badly when most large frames fail, which is when it matters."""
+    if not attempts:
+        return 0.0
+    b = np.array([a for a, _ in attempts], dtype=np.float64)
+    ok = np.array([o for _, o in attempts], dtype=bool)
+    if ok.all():
+        return 0.0
+    b_fail, b_ok = b[~ok], b[ok].sum()
+    lo, hi = math.log(1e-9), math.log(20.0)
+    for _ in range(48):
+        mid = 0.5 * (lo + hi)
+        r = math.exp(mid)
+        slope = float(np.sum(b_fail / np.expm1(np.minimum(b_fail * r, 700.0)))) - b_ok
+        lo, hi = (mid, hi) if slope > 0 else (lo, mid)
+    return -math.expm1(-math.exp(0.5 * (lo + hi)))
+
+
 def strerror(code: int) -> str:
     return ffi.string(lib.tl_proto_strerror(int(code))).decode()
 
@@ -74,7 +105,12 @@ class ProtocolError(Exception):
 
 
 class NoAnswerError(ProtocolError):
-    pass
+    """Every attempt of a command failed. `silent`: the last attempts received no byte at all (the
+    other end is gone or never was), rather than damaged answers (a live link too bad to use)."""
+
+    def __init__(self, message: str, silent: bool = False):
+        super().__init__(message)
+        self.silent = silent
 
 
 class DeviceError(ProtocolError):
@@ -217,6 +253,8 @@ class LinkStats:
     bad_frames: int = 0       # received frames that failed SLIP/CRC checks
     link_naks: int = 0        # device reported our frame damaged
     stray: int = 0            # well-formed frames for another seq (late duplicates)
+    read_resumes: int = 0     # READ_WEIGHTS read-backs continued from their last good offset
+    max_attempts: int = 0     # most attempts any one command needed
     bytes_tx: int = 0
     bytes_rx: int = 0
     op_seconds: dict = field(default_factory=dict)
@@ -238,8 +276,11 @@ class Link:
         self.chunk_max = CHUNK_MAX        # lowered to what the device accepts (INFO max_payload)
         self.ack_timeout = ACK_TIMEOUT
         self.srtt = None                  # smoothed round trip of clean exchanges, s
-        self._sent = 0.0                  # decayed bytes sent in data exchanges
-        self._failed = 0.0                # decayed failed data exchanges
+        self._attempts = collections.deque(maxlen=ERR_WINDOW)   # (wire bytes, went through) per attempt
+        self._rate = 0.0                  # byte error rate of _attempts (None: to be recomputed)
+        self._answer_bytes: dict = {}     # op -> wire size of its last answer (the exchange's size)
+        self.silent_run = 0               # attempts in a row, across commands, that received nothing
+        self.heard = False                # a well-formed frame ever came back: the firmware is there
         self._t0 = time.monotonic()
 
     # ---- low level
@@ -282,26 +323,71 @@ class Link:
         t = self.stats.op_seconds.get(op)
         return BUSY_FIRST_TIMEOUT if t is None else max(BUSY_MIN_TIMEOUT, BUSY_FACTOR * t)
 
-    def command(self, op: int, payload: bytes = b"", attempts: int = MAX_ATTEMPTS) -> bytes:
+    def error_rate(self) -> float:
+        """The measured probability that one wire byte is damaged, over the last ERR_WINDOW
+        attempts (byte_error_rate); a lost frame is charged to its bytes like damage."""
+        if self._rate is None:
+            self._rate = byte_error_rate(self._attempts)
+        return self._rate
+
+    def attempt_budget(self, exchange_bytes: int) -> int:
+        """Attempts a command of `exchange_bytes` (request + answer on the wire) gets: enough that
+        a link damaging bytes at the measured rate fails it with probability GIVE_UP_PROBABILITY,
+        at least MAX_ATTEMPTS, at most ATTEMPTS_CAP."""
+        p = self.error_rate()
+        if p <= 0:
+            return MAX_ATTEMPTS
+        ok = (1.0 - min(p, 0.999999)) ** exchange_bytes     # one attempt goes through
+        if ok <= 1.0 / ATTEMPTS_CAP ** 2:
+            return ATTEMPTS_CAP
+        need = math.log(GIVE_UP_PROBABILITY) / math.log1p(-ok)
+        return int(min(ATTEMPTS_CAP, max(MAX_ATTEMPTS, math.ceil(need))))
+
+    def _note(self, nbytes: int, failed: bool):
+        self._attempts.append((nbytes, not failed))
+        self._rate = None
+
+    def command(self, op: int, payload: bytes = b"", attempts: int | None = None, expect: int | None = None,
+                silent_limit: int = MAX_ATTEMPTS, patience: float | None = None) -> bytes:
         """Sends one command until answered; returns the response data after the status word.
 
         Unanswered transmissions are repeated with the same seq and bytes (the device executes a
-        command once and answers repeats from its cache), waiting twice as long each time up to
-        ACK_TIMEOUT_MAX. Raises DeviceError on a NAK, NoAnswerError when every attempt failed."""
+        command once and answers repeats from its cache). `attempts` None: as many as the link's
+        measured error rate calls for (attempt_budget of the request plus `expect`ed answer bytes,
+        re-evaluated after each attempt); an int: exactly that many. Gives up early when
+        `silent_limit` attempts in a row (counted across commands) received no byte at all, or,
+        with `patience` (s), when no well-formed frame ever came back within it. The wait for
+        the first answer follows the measured round trip plus both frames' transfer time and
+        doubles after each silent attempt up to ACK_TIMEOUT_MAX. Raises DeviceError on a NAK,
+        NoAnswerError when it gives up."""
         self.seq = (self.seq + 1) & 0xFFFF
         seq = self.seq
         wire = encode(op, seq, payload)
         self.stats.commands += 1
+        answer = expect if expect is not None else self._answer_bytes.get(op, DEFAULT_ANSWER_BYTES)
+        exchange = len(wire) + answer
         base = self.ack_timeout
         if self.srtt is not None:
             base = min(self.ack_timeout, max(ACK_TIMEOUT_MIN, RTT_FACTOR * self.srtt))
-        timeout = base + len(wire) / LINK_BYTES_PER_S
-        t_sent = None
-        for attempt in range(attempts):
+        timeout = base + exchange / LINK_BYTES_PER_S
+        t_first = time.monotonic()
+        damaged = 0
+        attempt = 0
+        while True:
+            budget = attempts if attempts is not None else self.attempt_budget(exchange)
+            if attempt >= budget:
+                break
+            if self.silent_run >= silent_limit:
+                break
+            if patience is not None and not self.heard and time.monotonic() - t_first > patience:
+                break
             if attempt:
                 self.stats.retransmits += 1
+            attempt += 1
+            self.stats.max_attempts = max(self.stats.max_attempts, attempt)
             if self.trace is not None:
-                self._trace("TX", check_unslip(wire), f"try {attempt + 1} ")
+                self._trace("TX", check_unslip(wire), f"try {attempt} ")
+            rx_before = self.stats.bytes_rx
             self._write(wire)
             t_sent = time.monotonic()
             deadline = t_sent + timeout
@@ -310,20 +396,27 @@ class Link:
                 item = self._next_item(deadline)
                 if item is None:
                     self.stats.timeouts += 1
-                    timeout = min(2 * timeout, ACK_TIMEOUT_MAX)
+                    if self.stats.bytes_rx == rx_before:
+                        self.silent_run += 1
+                        timeout = min(2 * timeout, ACK_TIMEOUT_MAX)
                     break                                   # retransmit
+                self.silent_run = 0
                 if isinstance(item, int):
                     self.stats.bad_frames += 1
+                    damaged += 1
                     break                                   # likely our answer, damaged: ask again
                 try:
                     fr = check(item)
                 except ProtocolError:
                     self.stats.bad_frames += 1
+                    damaged += 1
                     break
+                self.heard = True
                 if not fr.flags & F_RESP or fr.seq != seq or fr.op != op:
                     if fr.flags & F_NAK and fr.seq == seq and len(fr.payload) >= 4 \
                             and struct.unpack_from("<i", fr.payload)[0] in LINK_ERRORS:
                         self.stats.link_naks += 1
+                        damaged += 1
                         break                               # our frame arrived damaged
                     self.stats.stray += 1
                     continue
@@ -335,26 +428,41 @@ class Link:
                 if status != 0:
                     if status in LINK_ERRORS:
                         self.stats.link_naks += 1
+                        damaged += 1
                         break
                     detail = struct.unpack_from("<i", fr.payload, 4)[0] if len(fr.payload) >= 8 else 0
                     raise DeviceError(op, status, detail)
                 if busy_since is not None:
                     took = time.monotonic() - busy_since
                     self.stats.op_seconds[op] = max(self.stats.op_seconds.get(op, 0.0), took)
-                elif attempt == 0:
+                elif attempt == 1:
                     rtt = time.monotonic() - t_sent
                     self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+                if expect is None:
+                    self._answer_bytes[op] = len(item) + 2
+                self._note(len(wire) + len(item) + 2, failed=False)
                 return fr.payload[4:]
+            self._note(exchange, failed=True)
+        port = getattr(self.port, "portstr", None) or getattr(self.port, "port", "?")
+        took = time.monotonic() - t_first
+        if self.silent_run >= silent_limit:
+            raise NoAnswerError(
+                f"no answer to {op_name(op)} (seq {seq}) after {attempt} attempts on {port}, the last "
+                f"{self.silent_run} with nothing received: is the tinylls firmware running on the other end, "
+                f"and is nothing else using the port?", silent=True)
+        if not self.heard:
+            raise NoAnswerError(
+                f"no well-formed answer to {op_name(op)} (seq {seq}) on {port} in {took:.1f} s and {attempt} "
+                f"attempts ({self.stats.bytes_rx} bytes received, {damaged} damaged or foreign frames): "
+                f"wrong baud rate, or not the tinylls firmware?")
         raise NoAnswerError(
-            f"no answer to {op_name(op)} (seq {seq}) after {attempts} attempts on "
-            f"{getattr(self.port, 'portstr', None) or getattr(self.port, 'port', '?')}: is the tinylls "
-            f"firmware running on the other end, and is nothing else using the port?")
+            f"the link is too bad: no intact answer to {op_name(op)} (seq {seq}) in {attempt} attempts over "
+            f"{took:.1f} s on {port} ({damaged} damaged answers, measured byte error rate "
+            f"{self.error_rate():.1e})")
 
-    def _observe(self, nbytes: int, tries: int):
-        """Updates the byte error rate estimate from one data exchange and picks the chunk size."""
-        self._sent = ERR_DECAY * self._sent + nbytes * tries
-        self._failed = ERR_DECAY * self._failed + (tries - 1)
-        p = self._failed / self._sent if self._sent else 0.0
+    def _observe(self):
+        """Picks the data chunk size for the measured byte error rate (see CHUNK_OVERHEAD)."""
+        p = self.error_rate()
         best = self.chunk_max if p <= 0 else (CHUNK_OVERHEAD / p) ** 0.5
         chunk = CHUNK_MIN
         while chunk * 2 <= min(best, self.chunk_max):
@@ -364,33 +472,37 @@ class Link:
     def _chunked(self, op: int, data: bytes, progress=None):
         """Sends data in offset-addressed chunks (idempotent commands). The chunk size follows the
         link's measured byte error rate (see CHUNK_OVERHEAD); a chunk that keeps failing is split
-        and resent under a new seq."""
+        and resent under a new seq; at CHUNK_MIN it gets the adaptive attempt budget."""
         off = 0
         while off < len(data):
             n = min(self.chunk, len(data) - off)
-            before = self.stats.retransmits
             small = self.chunk <= CHUNK_MIN
             try:
                 self.command(op, struct.pack("<I", off) + data[off:off + n],
-                             attempts=MAX_ATTEMPTS if small else CHUNK_ATTEMPTS)
-            except NoAnswerError:
-                if small:
+                             attempts=None if small else CHUNK_ATTEMPTS)
+            except NoAnswerError as e:
+                if small or e.silent:
                     raise
-                self._observe(n + 24, CHUNK_ATTEMPTS + 1)
                 self.chunk = max(CHUNK_MIN, min(self.chunk, n) // 2)
                 continue
             off += n
             if progress:
                 progress(n)
-            self._observe(n + 24, 1 + self.stats.retransmits - before)
+            self._observe()
 
     # ---- commands
-    def sync(self, attempts: int = SYNC_ATTEMPTS) -> Info:
-        """First contact: INFO with few attempts, so a dead link fails fast."""
-        return self.info(attempts=attempts)
+    def sync(self, attempts: int = SYNC_ATTEMPTS, patience: float = SYNC_SECONDS) -> Info:
+        """First contact: INFO. A port where nothing answers fails after `attempts` silent tries in
+        a row (seconds); one that sends bytes but never a well-formed frame, after `patience`
+        seconds; a live link, however damaging, gets the adaptive attempt budget."""
+        self.silent_run = 0
+        p = self.command(OP["INFO"], silent_limit=attempts, patience=patience)
+        return self._parse_info(p)
 
-    def info(self, attempts: int = MAX_ATTEMPTS) -> Info:
-        p = self.command(OP["INFO"], attempts=attempts)
+    def info(self) -> Info:
+        return self._parse_info(self.command(OP["INFO"]))
+
+    def _parse_info(self, p: bytes) -> Info:
         v = _INFO.unpack_from(p)
         rom_size, rom_crc, stack_used = (_INFO_V3.unpack_from(p, _INFO.size)
                                          if len(p) >= _INFO.size + _INFO_V3.size else (0, 0, 0))
@@ -485,33 +597,43 @@ class Link:
         p = self.command(OP["STATS"])
         return dict(zip(STAT_NAMES, struct.unpack_from(f"<{len(STAT_NAMES)}I", p)))
 
-    def read_weights(self, progress=None) -> bytes:
+    def read_weights(self, progress=None, into: bytearray | None = None) -> bytes:
         """The READ_WEIGHTS stream (what host.model.weights_sha256 hashes), chunk size adapting
-        to the link as in _chunked."""
-        out = bytearray()
+        to the link as in _chunked. Each chunk is checked on arrival (frame CRC32, the offset
+        asked, the stream's total size unchanged). `into`: the bytes read so far, extended in
+        place, so after a NoAnswerError a new call goes on from the last good offset instead of
+        starting again from 0 (the caller keeps the bytearray)."""
+        out = into if into is not None else bytearray()
+        if out:
+            self.stats.read_resumes += 1
         total = None
         while total is None or len(out) < total:
-            before = self.stats.retransmits
             small = self.chunk <= CHUNK_MIN
             ask = self.chunk
             try:
                 p = self.command(OP["READ_WEIGHTS"], struct.pack("<II", len(out), ask),
-                                 attempts=MAX_ATTEMPTS if small else CHUNK_ATTEMPTS)
-            except NoAnswerError:
-                if small:
+                                 attempts=None if small else CHUNK_ATTEMPTS, expect=ask + 24)
+            except NoAnswerError as e:
+                if small or e.silent:
                     raise
-                self._observe(ask + 24, CHUNK_ATTEMPTS + 1)
                 self.chunk = max(CHUNK_MIN, ask // 2)
                 continue
-            total, off = struct.unpack_from("<II", p)
+            now, off = struct.unpack_from("<II", p)
+            if total is not None and now != total:
+                raise ProtocolError(f"READ_WEIGHTS: the weight stream changed size ({total} -> {now} bytes) "
+                                    f"while being read")
+            total = now
             if off != len(out):
                 raise ProtocolError(f"READ_WEIGHTS answered offset {off}, asked {len(out)}")
             if len(p) == 8 and len(out) < total:
                 raise ProtocolError(f"READ_WEIGHTS returned no data at offset {off} of {total}")
+            if len(out) + len(p) - 8 > total:
+                raise ProtocolError(f"READ_WEIGHTS returned {len(p) - 8} bytes at offset {off}, past the "
+                                    f"stream's {total}")
             out += p[8:]
             if progress:
                 progress(len(p) - 8)
-            self._observe(len(p) + 24, 1 + self.stats.retransmits - before)
+            self._observe()
         return bytes(out)
 
     def reset(self):

@@ -136,7 +136,7 @@ def size_report(blob: bytes) -> dict:
 def cmd_export_c(args) -> int:
     from host.modelfile import read_model_file
     blob = read_model_file(args.model)
-    modelfile.read_header(blob, args.model)          # magic, version, CRC checked, clear errors
+    modelfile.check_device(blob, args.model)         # what a board's loader accepts, or the field named
     # the board's copy: no host-only area, no learning rates (they come by SET_LR; the host
     # recognises the model in flash by this identity, host.modelfile.device_identity)
     device = blob if args.keep_host else modelfile.device_identity(blob)

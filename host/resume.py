@@ -38,8 +38,26 @@ def run_tag(model_blob: bytes, train_x, train_y, *, seed: int, epochs: int, opti
             int(every) & 0xFFFFFFFF]
 
 
+def tag_problem(theirs) -> str | None:
+    """Why `theirs` (a tag read from a board's checkpoint) is not a tag of this format, or None."""
+    if not isinstance(theirs, (list, tuple)) or len(theirs) != len(TAG_FIELDS):
+        n = len(theirs) if isinstance(theirs, (list, tuple)) else type(theirs).__name__
+        return f"run tag: {n} words in the checkpoint, {len(TAG_FIELDS)} expected"
+    for name, word in zip(TAG_FIELDS, theirs):
+        if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word <= 0xFFFFFFFF:
+            return f"run tag: {name}: {word!r} in the checkpoint is not a u32 word"
+    if theirs[0] != TAG_VERSION:
+        return f"tag format: {TAG_VERSION} here, {theirs[0]} in the checkpoint (its other words mean other things)"
+    return None
+
+
 def differences(ours: list[int], theirs: list[int], skip=("checkpoint interval",)) -> list[str]:
-    """What differs between two run tags, as phrases ("seed: 1 here, 0 in the checkpoint")."""
+    """What differs between two run tags, as phrases ("seed: 1 here, 0 in the checkpoint"). A tag
+    from the board that is not a well-formed tag of this format is one difference, saying why: a
+    short or malformed tag can never pass for the same run."""
+    problem = tag_problem(theirs)
+    if problem:
+        return [problem]
     out = []
     for name, a, b in zip(TAG_FIELDS, ours, theirs):
         if name in skip or a == b:

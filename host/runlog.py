@@ -3,11 +3,27 @@
 Records (host.train.run's `record`): "start" (model, data, options), "train" (one per training
 sample: step, epoch, index, label, pred, running_accuracy), "eval_sample" (one per validation
 sample of every evaluation), "eval" (step, epoch, accuracy, local_accuracy per layer; step 0 is
-the baseline before training), "end" (weights_sha256, accuracies).
+the baseline before training), "end" (weights_sha256, accuracies). host.stream adds "resume".
+
+read() is how a log comes back (to plot it): bounded like every file the project reads, each
+record checked, one error class (RunLogError) naming the file, the line and the field.
 """
 from __future__ import annotations
 
 import json
+import math
+
+from host.outputs import OutputError
+
+# One record per training sample (~300 bytes with logits and local predictions) and per validation
+# sample of every evaluation: a million-sample run stays well below this.
+MAX_RUNLOG_BYTES = 1 << 30
+
+
+class RunLogError(OutputError):
+    """A run log (or a checkpointed run's journal) that cannot be read back: the message names the
+    file, the line and the field. An OutputError because the log is a tool's own output, read back
+    to plot it, so the tools that write it already report this class as one line with exit 2."""
 
 
 def title_of(summary: dict) -> str:
@@ -84,6 +100,75 @@ def plot(records, png_path: str, title: str = "") -> None:
     plt.close(fig)
 
 
+# the fields plot() reads, per record kind: name -> what it must be
+_NUMBER, _INT, _NUMBERS = "a number", "an integer", "a list of numbers"
+REQUIRED = {"train": {"step": _INT, "epoch": _INT, "running_accuracy": _NUMBER},
+            "eval": {"step": _INT, "accuracy": _NUMBER, "local_accuracy": _NUMBERS}}
+
+
+def _is(value, kind: str) -> bool:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return number(value)
+    return isinstance(value, list) and all(number(v) for v in value)
+
+
+RECORD_OPENING = '{"kind": '       # how every record json.dumps writes starts ("kind" first)
+
+
+def _after_torn_record(line: str):
+    """The record a resumed run appended right after one its crashed predecessor cut short (a
+    journal is appended to in place, so the two share a line), or None when the line is not that."""
+    at = line.find(RECORD_OPENING, 1)
+    for _ in range(4):          # a cut record holds no other record: a few tries, never quadratic
+        if at <= 0:
+            break
+        try:
+            rec = json.loads(line[at:])
+        except (ValueError, RecursionError):
+            at = line.find(RECORD_OPENING, at + 1)
+            continue
+        return rec if isinstance(rec, dict) and isinstance(rec.get("kind"), str) else None
+    return None
+
+
 def read(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a JSONL run log, read the one bounded way (host.safeio: a regular file of at
+    most MAX_RUNLOG_BYTES, UTF-8). Every line is a JSON object with a string "kind"; "train" and
+    "eval" records have the fields plot() uses, with their types, and every "eval" has as many
+    local accuracies as the first. Two exceptions, both a record cut short by a crash (a journal is
+    written as the run goes): a last line without its newline that is not JSON is left out, and so
+    is a cut record that a resumed run's first record was appended to, on the same line. Anything
+    else raises RunLogError naming the file, the line and the field."""
+    from host import safeio
+    text = safeio.read_text(path, MAX_RUNLOG_BYTES, "run log", error=RunLogError)
+    lines = text.split("\n")
+    records, n_local = [], None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {no}"
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError) as e:
+            if no == len(lines):              # no newline after it: a write the crash cut short
+                break
+            rec = _after_torn_record(line)
+            if rec is None:
+                raise RunLogError(f"{where}: not a JSON record ({e})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+            raise RunLogError(f"{where}: not a record (a JSON object with a string \"kind\")")
+        for field, kind in REQUIRED.get(rec["kind"], {}).items():
+            if not _is(rec.get(field), kind):
+                raise RunLogError(f"{where}: {rec['kind']} record: {field}={rec.get(field)!r} is not {kind}")
+        if rec["kind"] == "eval":
+            if n_local is None:
+                n_local = len(rec["local_accuracy"])
+            elif len(rec["local_accuracy"]) != n_local:
+                raise RunLogError(f"{where}: eval record: local_accuracy has {len(rec['local_accuracy'])} "
+                                  f"layers, the first eval record {n_local}")
+        records.append(rec)
+    return records

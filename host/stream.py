@@ -52,6 +52,19 @@ class StreamError(Exception):
     """Bad input or environment (file, port, firmware); reported as one line, exit 2."""
 
 
+class LinkLost(StreamError):
+    """The link became too bad to finish a run the board had started. `partial` is the summary of
+    what is known (its "complete" is false): main writes it as the --json and exits 2."""
+
+    def __init__(self, message: str, partial: dict):
+        super().__init__(message)
+        self.partial = partial
+
+
+READBACK_ROUNDS = 3           # read-back attempts, each going on from the last good offset
+READBACK_PAUSE = 1.0          # s between them (a link outage may pass)
+
+
 # ---------------------------------------------------------------- the run, shared with host.simulate
 def prepare_run(args):
     """(Setup, CModel) of the run: host.simulate.prepare, then the host core bound to the model
@@ -109,6 +122,11 @@ class Board:
 
     def postfix(self) -> dict:
         return {"retx": self.link.stats.retransmits}
+
+    @property
+    def samples_trained(self) -> int:
+        """TRAIN commands the board answered in this run (a resumed run: since the resume)."""
+        return len(self.train_insn)
 
 
 def _die_with_parent() -> None:
@@ -260,6 +278,14 @@ def check_board_takes(args, info, blob: bytes, name: str) -> None:
                       f"build a firmware for this model: {build} (or BLOB_BYTES={len(blob)})")
 
 
+def link_summary(link) -> dict:
+    """The host side's link counters (retransmissions, timeouts, damaged frames, ...) and the byte
+    error rate it measured last."""
+    out = {k: v for k, v in vars(link.stats).items() if k != "op_seconds"}
+    out["byte_error_rate"] = float(f"{link.error_rate():.3g}")
+    return out
+
+
 def save_model_from(model, weights: bytes, path: str) -> None:
     """The board's trained weights read back (READ_WEIGHTS) into a model file at `path`: the run's
     model (structure, quantization, base learning rates) with the board's tensors."""
@@ -383,25 +409,75 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             resumed = {"epoch": start[0], "index": start[1], "step": info.steps,
                        "generation": max(sl["generation"] for sl in ck["slots"] if sl["state"] == "valid")}
             write({"kind": "resume", "t": _now(), **resumed})
+        board = Board(link, every, tag)
+        first_step = start[0] * n_train + start[1]
+        partial = {"complete": False, "stopped_in": "training", "resumed_from": resumed,
+                   "checkpoint_every": every, "data": args.data, "model": model_name, "rule": args.rule,
+                   "seed": args.seed,
+                   "epochs": args.epochs, "train_samples": n_train, "eval_samples": n_val,
+                   "initial_weights_sha256": weights_sha256(model)}
+
+        def lost(phase: str, e: Exception) -> LinkLost:
+            """What is known when the link gives up in `phase`, and the one line saying so."""
+            steps = first_step + board.samples_trained
+            partial.update(stopped_in=phase, error=str(e), device_steps=steps,
+                           total_steps=n_train * args.epochs, link=link_summary(link))
+            if every:
+                last = ", and one at the end of training" if phase == "read-back" else ""
+                how = (f"the board keeps its state and its checkpoints (every {every} samples{last}): "
+                       f"run again with --resume (same options) to finish with the same weights")
+            else:
+                how = ("the board keeps its state, but without --checkpoint-every the run cannot be resumed: "
+                       "give --checkpoint-every K to make a run on this link resumable")
+            partial["resume"] = how
+            return LinkLost(f"the link is too bad to finish the run ({phase} stopped at step {steps} of "
+                            f"{n_train * args.epochs}): {e}; {how}", partial)
+
         try:
-            board = Board(link, every, tag)
             out = train.run(board, model, tr_x, tr_y, va_x, va_y, epochs=args.epochs,
                             lr_schedule=args.lr_schedule, seed=args.seed,
                             eval_every=args.eval_every, progress=progress, record=write, start=start)
         except ValueError as e:              # a learning rate too large for a quantized multiplier
             raise StreamError(str(e)) from e
+        except protocol.ProtocolError as e:
+            raise lost("training", e) from e
+        partial.update({k: out[k] for k in ("samples", "train_accuracy", "history", "evals", "train_preds")})
+        partial.update(eval_accuracy=out["val_accuracy"], eval_accuracy_before=out["val_accuracy_before"],
+                       local_accuracy=out["local_accuracy"], eval_preds=out["val_predictions"])
 
-        with tqdm(total=info.weights_bytes or None, unit="B", unit_scale=True, desc="read weights",
-                  disable=not progress, leave=False) as wbar:
-            weights = link.read_weights(progress=wbar.update)
-        info_end = link.info()
+        weights = bytearray()                # the read-back so far: a failed round goes on from here
+        try:
+            if every and board.samples_trained and (first_step + board.samples_trained) % every:
+                # the trained state in flash too, so a read-back the link cannot finish is resumed
+                # without training again (the data cursor stands at the end of the last epoch)
+                link.checkpoint("save")
+            with tqdm(total=info.weights_bytes or None, unit="B", unit_scale=True, desc="read weights",
+                      disable=not progress, leave=False) as wbar:
+                for round_ in range(READBACK_ROUNDS):
+                    try:
+                        link.read_weights(progress=wbar.update, into=weights)
+                        break
+                    except protocol.NoAnswerError:
+                        if round_ == READBACK_ROUNDS - 1:
+                            raise
+                        time.sleep(READBACK_PAUSE)
+                        link.silent_run = 0
+            weights = bytes(weights)
+            info_end = link.info()
+        except protocol.ProtocolError as e:
+            partial["weights_bytes_read"] = len(weights)
+            raise lost("read-back", e) from e
         if zlib.crc32(weights) != info_end.weights_crc:
             raise StreamError(f"weights read back (CRC32 {zlib.crc32(weights):08x}) differ from the "
                               f"board's own CRC32 {info_end.weights_crc:08x}")
-        dev_stats = link.device_stats()
+        try:
+            dev_stats = link.device_stats()
+        except protocol.ProtocolError as e:      # the weights are in: a counter lost is no lost run
+            dev_stats = {"error": str(e)}
         if outputs is not None and "--save-model" in outputs:
             save_model_from(model, weights, str(outputs.temp("--save-model")))
         summary = {
+            "complete": True,
             "resumed_from": resumed,
             "checkpoint_every": every,
             "data": args.data,
@@ -438,7 +514,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             "samples_per_s": round(out["samples"] / out["train_seconds"], 3) if out["train_seconds"] > 0 else None,
             "device": info_end.as_dict(),
             "device_stats": dev_stats,
-            "link": {k: v for k, v in vars(link.stats).items() if k != "op_seconds"},
+            "link": link_summary(link),
         }
         write({"kind": "end", "t": _now(), **{k: summary[k] for k in ("weights_sha256", "train_accuracy",
                                                                       "eval_accuracy", "eval_accuracy_before",
@@ -533,6 +609,8 @@ def main(argv=None) -> int:
         if args.json:
             outputs.write_text("--json", json.dumps(summary, indent=2) + "\n")
         written = outputs.commit()
+    except LinkLost as e:
+        return _link_lost(e, outputs, log, args)
     except (StreamError, protocol.ProtocolError, simulate.UsageError, OutputError, OSError) as e:
         _discard(outputs, log, args)
         return fail("host.stream", e)
@@ -548,6 +626,26 @@ def main(argv=None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _link_lost(e: LinkLost, outputs, log, args) -> int:
+    """The run stopped on a link too bad to finish it: the --json written with what is known
+    ("complete": false) and the --log kept; the one line, exit 2."""
+    from host.cli_common import fail
+    if log is not None:
+        log.close()
+        if not args.log:
+            os.unlink(log.name)
+    written = []
+    if outputs is not None:
+        if args.json:
+            outputs.write_text("--json", json.dumps(e.partial, indent=2) + "\n")
+        for flag in ("--plot", "--save-model"):
+            t = outputs.tmp.pop(flag, None)
+            if t is not None and t.exists():
+                t.unlink()
+        written = outputs.commit()
+    return fail("host.stream", f"{e}" + (f" (wrote {', '.join(written)})" if written else ""))
 
 
 def _discard(outputs, log, args) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from host import protocol as P
-from host._tinylls import ffi, lib
+from host._tinylls import lib
 from host.flashsim import NorFlash, region_bytes_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,15 +141,7 @@ def test_wear_figures_from_the_flash_counters(vww):
 
 
 # ---------------------------------------------------------------- protocol
-@pytest.fixture(scope="module")
-def tiny():
-    from host import modelfile, nets
-    rng = np.random.default_rng(0)
-    calib = rng.integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)
-    model = nets.build("digits", seed=0, calib=calib, classes=10)
-    nets.set_learning_rates(model, hidden=0.05, classifier=0.05)
-    return model, modelfile.to_bytes(model), calib
-
+# the `tiny` fixture (a small digits model, its model file, calibration images): conftest.py
 
 def _tiny_flash(blob):
     from host.modelfile import train_ram_bytes

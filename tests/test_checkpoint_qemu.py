@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tools import need, need_module
@@ -27,17 +26,6 @@ def elf(tmp_path_factory):
     need("qemu-system-arm", "qemu-system-arm")
     need_module("platformio", "make -C firmware builds with PlatformIO (pip install platformio)")
     return build_firmware(tmp_path_factory.mktemp("fw-ckpt"), arena_bytes=16384, blob_bytes=65536)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from host import modelfile, nets
-    rng = np.random.default_rng(0)
-    calib = rng.integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)
-    model = nets.build("digits", seed=0, calib=calib, classes=10)
-    nets.set_learning_rates(model, hidden=0.05, classifier=0.05)
-    xs = [model.quantize_input(c) for c in calib]
-    return model, modelfile.to_bytes(model), xs
 
 
 def reference_weights(blob, xs, steps):
@@ -75,7 +63,8 @@ def test_power_cuts_on_the_emulated_m4_flash(elf, tiny, tmp_path):
     from host.flashsim import (FLASH_FILE, POWER_CUT_EXIT, make_flash_file, read_flash_file,
                                region_bytes_for, set_flash_cut)
     from host.modelfile import train_ram_bytes
-    model, blob, xs = tiny
+    model, blob, calib = tiny
+    xs = [model.quantize_input(c) for c in calib]
     path = tmp_path / FLASH_FILE
     make_flash_file(path, region_bytes_for(train_ram_bytes(blob) + 16 * 8))
 

@@ -431,3 +431,115 @@ def test_export_c_reads_the_model_file_bounded(tmp_path, capsys):
     rc = _guarded(lambda: quantize.main(["export-c", str(fifo), "-o", str(tmp_path / "c")]), [fifo])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"host.quantize: error: {fifo}: ") and "not a regular file" in err[0], err
+
+
+# ------------------------------------------------------------------------------ run logs and journals
+
+
+def _run_log(tmp_path: Path) -> Path:
+    """The JSONL log of a real (tiny) host.simulate run."""
+    from host import cli_common, simulate
+    log = tmp_path / "run.jsonl"
+    rc = cli_common.run_main("host.simulate", simulate.main, ["--limit", "12", "--val-limit", "6", "--epochs", "1",
+                                                               "--quiet", "--log", str(log)])
+    assert rc == 0 and log.is_file()
+    return log
+
+
+def test_runlog_read_checks_every_record_and_names_file_line_and_field(tmp_path, monkeypatch):
+    from host import runlog
+    from host.runlog import RunLogError
+    log = _run_log(tmp_path)
+    records = runlog.read(log)
+    lines = log.read_text().splitlines()
+    assert len(records) == len(lines) and {r["kind"] for r in records} >= {"start", "train", "eval", "end"}
+    runlog.plot(records, str(tmp_path / "run.png"))          # what read() returns plots
+    assert (tmp_path / "run.png").stat().st_size > 1000
+
+    def broken(i: int, text: str) -> Path:
+        p = tmp_path / f"broken{len(list(tmp_path.glob('broken*')))}.jsonl"
+        p.write_text("\n".join(lines[:i] + [text] + lines[i + 1:]) + "\n")
+        return p
+    first_train = next(i for i, r in enumerate(records) if r["kind"] == "train")
+    first_eval = next(i for i, r in enumerate(records) if r["kind"] == "eval")
+    last_eval = max(i for i, r in enumerate(records) if r["kind"] == "eval")
+    train, ev = records[first_train], records[last_eval]
+    cases = [
+        (broken(2, '{"kind": "tra'), r"line 3: not a JSON record"),
+        (broken(2, "[1, 2]"), r"line 3: not a record"),
+        (broken(2, '{"step": 1}'), r"line 3: not a record"),
+        (broken(first_train, json.dumps({**train, "running_accuracy": "high"})),
+         rf"line {first_train + 1}: train record: running_accuracy='high' is not a number"),
+        (broken(first_train, json.dumps({k: v for k, v in train.items() if k != "step"})),
+         rf"line {first_train + 1}: train record: step=None is not an integer"),
+        (broken(last_eval, json.dumps({**ev, "local_accuracy": ev["local_accuracy"][:-1]})),
+         rf"line {last_eval + 1}: eval record: local_accuracy has"),
+        (broken(first_eval, json.dumps({**ev, "accuracy": None})), rf"line {first_eval + 1}: eval record: accuracy"),
+    ]
+    for path, message in cases:
+        with pytest.raises(RunLogError, match=message) as info:
+            runlog.read(path)
+        assert str(info.value).startswith(f"{path} line "), str(info.value)
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(log.read_bytes()[:40] + b"\xb0" + log.read_bytes()[40:])
+    with pytest.raises(RunLogError, match=r"latin1\.jsonl line 1: not UTF-8 text \(byte 0xb0"):
+        runlog.read(bad)
+    monkeypatch.setattr(runlog, "MAX_RUNLOG_BYTES", 100)
+    with pytest.raises(RunLogError, match=r"run\.jsonl: \d+ bytes, more than the 100 allowed \(run log\)"):
+        runlog.read(log)
+
+
+def test_runlog_journal_cut_by_a_crash_keeps_its_whole_records(tmp_path):
+    """A checkpointed run's journal is written as the run goes: a crash can cut its last record."""
+    from host import runlog
+    log = _run_log(tmp_path)
+    whole = runlog.read(log)
+    data = log.read_bytes()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 25])    # 24 bytes of the last record
+    assert runlog.read(cut) == whole[:-1]
+    # a resumed run appends to the journal in place: its first record shares the cut record's line
+    data_lines = data.splitlines(keepends=True)
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_bytes(cut.read_bytes() + b"".join(data_lines[-3:]))
+    assert runlog.read(resumed) == whole[:-1] + whole[-3:]
+    # ... but a broken record with records after it is an error, not something to skip silently
+    torn_inside = tmp_path / "torn.jsonl"
+    torn_inside.write_bytes(cut.read_bytes() + b"\n" + data.splitlines()[-1] + b"\n")
+    with pytest.raises(runlog.RunLogError, match=rf"line {len(whole)}: not a JSON record"):
+        runlog.read(torn_inside)
+
+
+def test_runlog_read_of_a_fifo_or_a_device_does_not_block(tmp_path):
+    from host import runlog
+    fifo = tmp_path / "log.jsonl"
+    os.mkfifo(fifo)
+    box = {}
+    _guarded(lambda: box.setdefault("e", pytest.raises(runlog.RunLogError, runlog.read, fifo)), [fifo])
+    assert "not a regular file (a FIFO)" in str(box["e"].value)
+    with pytest.raises(runlog.RunLogError, match="not a regular file"):
+        runlog.read("/dev/zero")
+
+
+def test_output_targets_that_are_fifos_are_refused_before_the_run(tmp_path):
+    """A journal is appended to in place: a FIFO named by --log would block the run at its end."""
+    from host.outputs import OutputError, Outputs
+    fifo = tmp_path / "journal.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"--log .*journal\.jsonl: exists and is not a regular file \(a FIFO\)"):
+        Outputs({"--log": str(fifo)})
+    assert Outputs({"--log": str(tmp_path / "new.jsonl")}).paths
+
+
+def test_resume_tag_from_a_board_that_is_not_a_tag_is_a_difference():
+    """differences() compared word by word with zip(): a short tag from a board matched any run."""
+    from host.resume import TAG_FIELDS, differences
+    ours = [1, 0xDEADBEEF, 0x12345678, 3, 4, 0xCAFE, 600, 16]
+    assert differences(ours, list(ours)) == []
+    assert differences(ours, ours[:3]) == [f"run tag: 3 words in the checkpoint, {len(TAG_FIELDS)} expected"]
+    assert differences(ours, []) and differences(ours, None)
+    assert differences(ours, [2] + ours[1:]) == [("tag format: 1 here, 2 in the checkpoint (its other words mean "
+                                                   "other things)")]
+    assert differences(ours, ours[:3] + [-1] + ours[4:]) == ["run tag: seed: -1 in the checkpoint is not a u32 word"]
+    assert differences(ours, ours[:3] + [2 ** 32] + ours[4:])
+    assert differences(ours, ours[:3] + [5] + ours[4:]) == ["seed: 3 here, 5 in the checkpoint"]

@@ -235,16 +235,7 @@ def test_no_answer_is_a_clear_error():
 # stochastic rounding, seed 0, basis seed 0, tau 0.5 = host.simulate.TAU): no SET_CONFIG needed
 # for the host and the device to agree with defaults.
 
-@pytest.fixture(scope="module")
-def tiny():
-    from host import modelfile
-    from host import nets
-    rng = np.random.default_rng(0)
-    calib = rng.integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)
-    model = nets.build("digits", seed=0, calib=calib, classes=10)
-    nets.set_learning_rates(model, hidden=0.05, classifier=0.05)
-    return model, modelfile.to_bytes(model), calib
-
+# `tiny` (conftest.py): a small digits model, its model file and its calibration images
 
 def test_train_repeated_after_lost_ack_trains_once(tiny):
     model, blob, calib = tiny

@@ -3,14 +3,22 @@
  * Padded taps are skipped, which equals padding with the input zero point. */
 #include "tl_config.h"
 
-/* bytes of stack for the patches of consecutive output pixels: this frame sits on the deepest
- * stack chain (above tl_pwconv_s8's widened pixel pair), so it is kept small; MobileNet's first
- * layer (27 taps) still gets runs of 18 pixels, 3 calls per 48-pixel row. */
+/* bytes of stack for the patches of consecutive output pixels: on a board this frame sits on the
+ * deepest stack chain (above tl_pwconv_s8's widened pixel pair), so it is kept small; MobileNet's
+ * first layer (27 taps) still gets runs of 18 pixels, 3 calls per 48-pixel row. */
+#if TL_HOST_WIDE
+#define TL_CONV_PATCH 2048 /* the host's stacks are large: a whole 48-pixel row of 27-tap patches per call */
+#else
 #define TL_CONV_PATCH 512
+#endif
 
-#if TL_HAVE_DSP
-/* n bytes, a word at a time (Cortex-M4 loads and stores unaligned words); no byte loop, which gcc
- * would turn into a memcpy call costing more than the copy. */
+/* The row copy below where unaligned words are cheap (Cortex-M4 DSP builds, the host); the
+ * portable firmware keeps the tap-by-tap loop. */
+#define TL_CONV_ROW_COPY (TL_HAVE_DSP || TL_HOST_WIDE)
+
+#if TL_CONV_ROW_COPY
+/* n bytes, a word at a time (Cortex-M4 and x86 load and store unaligned words); no byte loop,
+ * which gcc would turn into a memcpy call costing more than the copy. */
 static inline void copy_small(int8_t *d, const int8_t *s, int32_t n)
 {
     int32_t i = 0;
@@ -30,9 +38,9 @@ static inline void copy_small(int8_t *d, const int8_t *s, int32_t n)
  * and tl_pwconv_s8 multiplies them with the filter seen as (out_c, kh*kw*in_c). Each output gets
  * sum (x - zp) w over the same taps as the reference, in int32 without overflow, then the same
  * bias, requantization and clamp. Returns 0 when the patch does not fit the buffer. */
-static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dims *in_dims, const int8_t *in,
-                        const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
-                        const tl_dims *out_dims, int8_t *out)
+static int conv_patches(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                        const tl_dims *in_dims, const int8_t *in, const tl_dims *filter_dims,
+                        const int8_t *filter, const int32_t *bias, const tl_dims *out_dims, int8_t *out)
 {
     int8_t patch[TL_CONV_PATCH];
     const int32_t ih = in_dims->h, iw = in_dims->w, ic = in_dims->c;
@@ -54,7 +62,7 @@ static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dim
                 int8_t *dst = patch + k * K;
                 for (int32_t fy = 0; fy < kh; fy++) {
                     const int32_t y = y0 + fy;
-#if TL_HAVE_DSP
+#if TL_CONV_ROW_COPY
                     if (y >= 0 && y < ih && x0 >= 0 && x0 + kw <= iw) {
                         /* a row of taps inside the image: kw * ic contiguous bytes on both sides */
                         copy_small(dst + fy * kw * ic, in + (y * iw + x0) * ic, kw * ic);
@@ -76,7 +84,9 @@ static int conv_patches(const tl_conv_params *p, const tl_quant *q, const tl_dim
                 }
             }
             const tl_dims pin = {1, 1, n, K}, pout = {1, 1, n, oc};
-            tl_pwconv_s8(p, q, &pin, patch, &f, filter, bias, &pout, out + (oy * ow + ox0) * oc);
+            /* the scratch lets the host's x86 pointwise path take the patches (without it the
+             * portable loop would, at ~8x the instructions: the first layer's 27 taps) */
+            tl_pwconv_s8_ctx(scratch, p, q, &pin, patch, &f, filter, bias, &pout, out + (oy * ow + ox0) * oc);
         }
     }
     return 1;
@@ -87,6 +97,14 @@ tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
                      const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
                      const tl_dims *out_dims, int8_t *out)
 {
+    return tl_conv_s8_ctx(NULL, p, q, in_dims, in, filter_dims, filter, bias, out_dims, out);
+}
+
+tl_status tl_conv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                         const tl_dims *in_dims, const int8_t *in,
+                         const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                         const tl_dims *out_dims, int8_t *out)
+{
     if (!p || !q || !in_dims || !in || !filter_dims || !filter || !out_dims || !out)
         return TL_ERR_ARG;
     const int32_t ih = in_dims->h, iw = in_dims->w, ic = in_dims->c;
@@ -94,7 +112,7 @@ tl_status tl_conv_s8(const tl_conv_params *p, const tl_quant *q,
     const int32_t oh = out_dims->h, ow = out_dims->w, oc = out_dims->c;
     if (filter_dims->c != ic || filter_dims->n != oc || p->stride_h < 1 || p->stride_w < 1)
         return TL_ERR_SHAPE;
-    if (!TL_REFERENCE_KERNELS && conv_patches(p, q, in_dims, in, filter_dims, filter, bias, out_dims, out))
+    if (!TL_REFERENCE_KERNELS && conv_patches(scratch, p, q, in_dims, in, filter_dims, filter, bias, out_dims, out))
         return TL_OK;
     for (int32_t oy = 0; oy < oh; oy++) {
         for (int32_t ox = 0; ox < ow; ox++) {

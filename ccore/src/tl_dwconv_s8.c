@@ -241,6 +241,59 @@ static TL_AVX2 void dw_pixel_x86(const tl_conv_params *p, const tl_quant *q, con
         out[c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
     }
 }
+
+/* Host AVX2, 3x3 filters: eight channels [c, c + 8) over every output pixel, the block's nine
+ * weight vectors, bias and requantization held in registers across the pixels (dw_pixel_x86 reloads
+ * them at every pixel). Interior pixels start from bias - in_zp * sum(w) and add w x over the nine
+ * taps; border pixels take only their taps, each (x - in_zp). Every sum is the reference's, in
+ * int32 lanes that wrap alike whatever the order, so the bits are the same. */
+static TL_AVX2 void dw_block3x3_x86(const tl_conv_params *p, const tl_quant *q, int32_t ih, int32_t iw,
+                                    int32_t ch, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                                    int32_t oh, int32_t ow, int8_t *out, int32_t c)
+{
+    const __m256i zp = _mm256_set1_epi32(p->in_zp), ozp = _mm256_set1_epi32(p->out_zp);
+    const __m256i amin = _mm256_set1_epi32(p->act_min), amax = _mm256_set1_epi32(p->act_max);
+    __m256i w[9], wsum = _mm256_setzero_si256();
+    for (int32_t t = 0; t < 9; t++) {
+        w[t] = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(filter + t * ch + c)));
+        wsum = _mm256_add_epi32(wsum, w[t]);
+    }
+    const __m256i b = bias ? _mm256_loadu_si256((const __m256i *)(bias + c)) : _mm256_setzero_si256();
+    const __m256i interior0 = _mm256_sub_epi32(b, _mm256_mullo_epi32(zp, wsum));
+    const __m256i mult = _mm256_loadu_si256((const __m256i *)(q->mult + c));
+    __m256i left, right;
+    tl_requant_params_x8(q->shift + c, &left, &right);
+    const int32_t row = iw * ch;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        const int32_t fy0 = TL_MAX(0, -y0), fy1 = TL_MIN(3, ih - y0);
+        for (int32_t ox = 0; ox < ow; ox++) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(3, iw - x0);
+            __m256i acc;
+            if (fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3) {
+                const int8_t *x = in + (y0 * iw + x0) * ch + c;
+                acc = interior0;
+                for (int32_t fy = 0; fy < 3; fy++)
+                    for (int32_t fx = 0; fx < 3; fx++) {
+                        const __m256i xv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(x + fy * row + fx * ch)));
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(w[fy * 3 + fx], xv));
+                    }
+            } else {
+                acc = b;
+                for (int32_t fy = fy0; fy < fy1; fy++)
+                    for (int32_t fx = fx0; fx < fx1; fx++) {
+                        const int8_t *x = in + ((y0 + fy) * iw + x0 + fx) * ch + c;
+                        const __m256i xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)x)), zp);
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(w[fy * 3 + fx], xv));
+                    }
+            }
+            __m256i v = tl_requantize_x8(acc, mult, left, right);
+            v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, ozp), amin), amax);
+            tl_store_s8x8(out + (oy * ow + ox) * ch + c, v);
+        }
+    }
+}
 #endif /* TL_HOST_WIDE */
 #endif /* TL_HAVE_DSP */
 
@@ -300,6 +353,11 @@ tl_status tl_dwconv_s8(const tl_conv_params *p, const tl_quant *q,
     int x86 = tl_x86_avx2() && !p->single_rounding;
     for (int32_t c = 0; c < ch && x86; c++)
         x86 = q->mult[c] >= 0; /* tl_requantize_x8's domain */
+    if (x86 && kh == 3 && kw == 3 && ch % 8 == 0) { /* MobileNet's depthwise layers */
+        for (int32_t c = 0; c < ch; c += 8)
+            dw_block3x3_x86(p, q, ih, iw, ch, in, filter, bias, oh, ow, out, c);
+        return TL_OK;
+    }
 #endif
     for (int32_t oy = 0; oy < oh; oy++) {
         const int32_t y0 = oy * p->stride_h - p->pad_top;

@@ -396,14 +396,250 @@ static __attribute__((noinline)) void corr_apply_dsp(const int16_t *delta, int32
     }
 }
 
+#define TL_CLAMP_MAX_P 8 /* pooling grids up to 8x8 (tl_model's choose_pool) take the row-wise loop */
+
+/* tl_upd_cell_signal in 32 bits (|dv| < 2^30): tl_shr_round by rs, clamped to +-32767 */
+static inline int32_t cell_signal_dsp(int32_t dv, int32_t half, int32_t rs)
+{
+    const int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
+    return TL_CLAMP(v0, -32767, 32767);
+}
+
+/* One output row of a channel: p segments of bw positions (pooling cells), drow[k ds] = v[cell]
+ * where output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
+ * ow * 32767: the caller keeps ow < 2^16); *nz gets each segment's sum ORed in. Inlined with bw a
+ * constant for the usual cell widths. */
+static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, int32_t oc, const int32_t *v, int32_t p,
+                                                               int32_t lo1, int32_t hi1, int16_t *drow, int32_t *nz,
+                                                               const int32_t bw, const int32_t ds)
+{
+    int32_t row = 0, z = 0;
+    for (int32_t cx = 0; cx < p; cx++, drow += bw * ds) {
+        const int32_t v0 = v[cx];
+        int32_t seg = 0;
+#pragma GCC unroll 8
+        for (int32_t k = 0; k < bw; k++, h += oc) {
+            const int32_t hv = *h;
+            /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
+            const int32_t val = v0 & ~(((hv - lo1) | (hi1 - hv)) >> 31);
+            drow[k * ds] = (int16_t)val;
+            seg += val;
+        }
+        row += seg;
+        z |= seg;
+    }
+    *nz |= z;
+    return row;
+}
+
+/* The cell-by-cell loop, for pooling grids finer than TL_CLAMP_MAX_P (inlined: no frame of its
+ * own under dw_group_update's). */
+static inline __attribute__((always_inline)) int64_t delta_clamp_cells(const int32_t *d, int32_t p, int32_t half, int32_t rs, const int8_t *out,
+                                 int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo1, int32_t hi1,
+                                 int16_t *delta, int32_t ds, int32_t *nonzero)
+{
+    int64_t acc_b = 0;
+    int32_t nz = 0;
+    for (int32_t cy = 0; cy < p; cy++) {
+        for (int32_t cx = 0; cx < p; cx++) {
+            const int32_t v0 = cell_signal_dsp(d[cy * p + cx], half, rs);
+            int32_t open = bh * bw; /* minus one per closed position below */
+            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+                const int8_t *h = out + (oy * ow + cx * bw) * oc;
+                int16_t *drow = delta + (oy * ow + cx * bw) * ds;
+                for (int32_t k = 0; k < bw; k++, h += oc) {
+                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
+                    drow[k * ds] = (int16_t)(v0 & ~closed);
+                    open += closed;
+                }
+            }
+            acc_b += (int64_t)v0 * open;
+            nz |= open ? v0 : 0;
+        }
+    }
+    *nonzero = nz;
+    return acc_b;
+}
+
+/* ---------------------------------------------------------------- small 1x1 layers, input widened once */
+/* corr_apply_dsp spends half of its inner loop widening the input (two loads, PKHBT/PKHTB, four
+ * SXTB16 per position pair and group of four input channels), the same work for every output
+ * channel. When the arena's free gap (past the layer's delta map, below the nearer of its input
+ * and output) holds it, the layer's input is widened once into that gap, (x0[j], x1[j]) pairs as
+ * the SMLADs take them, and each channel's loop is an LDRD of the list, an LDM and four SMLAD. */
+typedef struct {
+    const int32_t *wide; /* [group g][pair k][4 words]: lanes (x_2k[4g+t], x_2k+1[4g+t]), t = 0, 2, 1, 3 */
+    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs */
+    int32_t npp;         /* position pairs, the last one (x, 0) when the positions are odd */
+} corr_wide;
+
+/* The gap's words (4-aligned start, 8 past the delta map), or 0 words when the pointers do not
+ * tell (an input outside the arena is simply not a bound). The layer's input and output are in
+ * the arena, at the two ends of the gap (tl_model.c's plan), except a model input staged elsewhere. */
+static int32_t *arena_gap(const tl_arena *a, int32_t np, const int8_t *in, const int8_t *out, int32_t *n_words)
+{
+    const uintptr_t lo = ((uintptr_t)(a->delta + np) + 7u) & ~(uintptr_t)7u;
+    uintptr_t hi = (uintptr_t)(a->act + a->act_size);
+    const uintptr_t pi = (uintptr_t)in, po = (uintptr_t)out;
+    if (pi >= lo && pi < hi)
+        hi = pi;
+    if (po >= lo && po < hi)
+        hi = po;
+    hi &= ~(uintptr_t)3u;
+    *n_words = hi > lo ? (int32_t)((hi - lo) / 4u) : 0;
+    return (int32_t *)lo;
+}
+
+/* Where the widened input of np positions of ic channels goes in the gap; 0 if it does not fit. */
+static int corr_wide_of(const tl_arena *a, int32_t np, const int8_t *in, const int8_t *out, int32_t ic, corr_wide *w)
+{
+    int32_t room;
+    int32_t *g = arena_gap(a, np, in, out, &room);
+    const int32_t npp = (np + 1) / 2, ng = ic / 4;
+    if (room < ng * npp * 4 + 2 * npp)
+        return 0;
+    w->wide = g;
+    w->list = g + ng * npp * 4;
+    w->npp = npp;
+    return 1;
+}
+
+/* Widens in (np positions of ic channels, ic a multiple of 4) into the gap; 0 if it does not fit.
+ * Once per layer: the channels' calls find it with corr_wide_of. */
+static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t np, const int8_t *in,
+                                                    const int8_t *out, int32_t ic)
+{
+    corr_wide w;
+    if ((ic & 3) != 0 || !corr_wide_of(a, np, in, out, ic, &w))
+        return 0;
+    const int32_t npp = w.npp;
+    int32_t *dst = (int32_t *)w.wide;
+    for (int32_t j = 0; j < ic; j += 4) {
+        for (int32_t k = 0; k < npp; k++, dst += 4) {
+            const uint32_t x0 = tl_rd32(in + 2 * k * ic + j);
+            const uint32_t x1 = 2 * k + 1 < np ? tl_rd32(in + (2 * k + 1) * ic + j) : 0u;
+            const uint32_t lo = (uint32_t)tl_pk_bt((int32_t)x0, (int32_t)x1);
+            const uint32_t hi = (uint32_t)tl_pk_tb((int32_t)x0, (int32_t)x1);
+            dst[0] = (int32_t)__sxtb16(lo);
+            dst[1] = tl_sxtb16_ror8(lo);
+            dst[2] = (int32_t)__sxtb16(hi);
+            dst[3] = tl_sxtb16_ror8(hi);
+        }
+    }
+    return 1;
+}
+
+/* s[t] = a_init + sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3,
+ * for one group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
+ * LDM fills r0-r3 in order and gcc would not keep the thirteen registers without spilling. */
+static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
+                                                                const int32_t *base, int32_t a_init, int32_t *s)
+{
+    register int32_t x0 __asm__("r0");
+    register int32_t x1 __asm__("r1");
+    register int32_t x2 __asm__("r2");
+    register int32_t x3 __asm__("r3");
+    int32_t a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init, dd, off;
+    __asm__ volatile("1:\n\t"
+                     "ldrd    %[dd], %[off], [%[l]], #8\n\t"
+                     "add     %[off], %[off], %[base]\n\t"
+                     "ldmia   %[off], {r0, r1, r2, r3}\n\t"
+                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
+                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
+                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
+                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
+                     "cmp     %[l], %[end]\n\t"
+                     "bne     1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [l] "+r"(list),
+                       [dd] "=&r"(dd), [off] "=&r"(off), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+                       [x3] "=&r"(x3)
+                     : [base] "r"(base), [end] "r"(lend)
+                     : "cc", "memory");
+    s[0] = a0;
+    s[1] = a1;
+    s[2] = a2;
+    s[3] = a3;
+}
+
+/* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
+ * position is the pair (delta, 0) there, (x, 0) here), the same updates (each weight's depends on
+ * its own sum and index only, so they may wait for all the sums: in sums[ic], the arena's wacc). */
+static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *delta, int32_t np, const corr_wide *w,
+                                                                 int32_t ic, int32_t zp, const tl_upd_row *u,
+                                                                 int32_t idx0, int32_t *sums, const int nearest,
+                                                                 const int big)
+{
+    const int32_t npair = np / 2;
+    int32_t *lp = w->list;
+    int32_t ds = 0;
+    for (int32_t k = 0; k < npair; k++) {
+        const int32_t dd = (int32_t)tl_rd32(delta + 2 * k);
+        ds = __smlad(dd, 0x00010001, ds);
+        if (dd != 0) {
+            lp[0] = dd;
+            lp[1] = 16 * k;
+            lp += 2;
+        }
+    }
+    if (np & 1) {
+        const int32_t dlast = (uint16_t)delta[np - 1];
+        ds += (int16_t)dlast;
+        if (dlast != 0) {
+            lp[0] = dlast;
+            lp[1] = 16 * npair;
+            lp += 2;
+        }
+    }
+    const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
+    const upd_fast f = upd_fast_of(u);
+    const int32_t *base = w->wide;
+    /* every sum first (the gradient sum delta x - zp sum delta, |each| < 2^30), then one update
+     * loop with its constants in registers */
+    for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
+        if (lp != w->list)
+            corr_wide_dot(w->list, lp, base, -zpd, sums + j);
+        else
+            sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
+    }
+    for (int32_t j = 0; j < ic; j++)
+        upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
+}
+
+/* Returns 0 (and does nothing) when the input was not widened (corr_wide_make returned 0) or the
+ * layer has no wacc; the caller then takes corr_apply_dsp. */
+static __attribute__((noinline)) int corr_wide_dsp(const int16_t *delta, int32_t np, const tl_arena *a,
+                                                   const int8_t *in, const int8_t *out, int32_t ic, int32_t zp,
+                                                   const tl_upd_row *u, int32_t idx0)
+{
+    corr_wide wide;
+    int32_t *sums = (int32_t *)(void *)a->wacc; /* in_c int64 of room in a trainable 1x1 layer (tl_model.c) */
+    if ((ic & 3) != 0 || !sums || !corr_wide_of(a, np, in, out, ic, &wide))
+        return 0;
+    const corr_wide *w = &wide;
+    const int big = 31 + u->Ec - u->ws > 63;
+    if (u->rounding == TL_ROUND_NEAREST) {
+        if (big)
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 1, 1);
+        else
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 1, 0);
+    } else {
+        if (big)
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 0, 1);
+        else
+            corr_wide_loop(delta, np, w, ic, zp, u, idx0, sums, 0, 0);
+    }
+    return 1;
+}
+
 /* tl_upd_delta_map of one output channel of a hidden layer whose f' is 0 or 1 (ReLU, ReLU6,
  * no activation), one pooling cell at a time, as its portable loop: d the channel's p*p signals,
  * out its outputs (stride oc). Kept out of tl_lls_update_dsp for its registers; the rounding shift of
  * the 30-bit signals is done in 32 bits (|d| < 2^30) and f' as a sign mask. Returns
  * the bias gradient sum; *nonzero as the portable loop. */
-static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
-                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
-                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+static inline __attribute__((always_inline)) int64_t delta_clamp_body(const int32_t *d, int32_t p, int32_t rs,
+                                                                       const int8_t *out, int32_t ow, int32_t oc,
+                                                                       int32_t bh, int32_t bw, int32_t lo, int32_t hi,
+                                                                       int16_t *delta, int32_t *nonzero, const int32_t ds)
 {
     const int32_t half = rs > 0 ? 1 << (rs - 1) : 0;
     const int32_t lo1 = lo + 1, hi1 = hi - 1; /* open iff lo1 <= h <= hi1 */
@@ -417,35 +653,146 @@ static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32
             v0 = TL_CLAMP(v0, -32767, 32767);
             const int32_t h = out[t * oc];
             const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
-            delta[t] = (int16_t)v;
+            delta[t * ds] = (int16_t)v;
             sum += v;
             nz |= v;
         }
         *nonzero = nz;
         return sum;
     }
+    if (p > TL_CLAMP_MAX_P || ow > 65535)
+        return delta_clamp_cells(d, p, half, rs, out, ow, oc, bh, bw, lo1, hi1, delta, ds, nonzero);
+    /* Row by row: a cell's positions in one output row are bw consecutive delta entries and
+     * outputs oc bytes apart. A segment's delta values are v0 or 0, so its sum is v0 times its open
+     * positions: the bias sum is the sum of the segment sums (as the portable v0 * open per cell),
+     * and a segment sum is nonzero iff v0 != 0 and a position is open (the portable *nonzero). */
+    int32_t v[TL_CLAMP_MAX_P];
     for (int32_t cy = 0; cy < p; cy++) {
-        for (int32_t cx = 0; cx < p; cx++) {
-            const int32_t dv = d[cy * p + cx];
-            int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs); /* tl_shr_round */
-            v0 = TL_CLAMP(v0, -32767, 32767);
-            int32_t open = bh * bw; /* minus one per closed position below */
-            for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
-                const int8_t *h = out + (oy * ow + cx * bw) * oc;
-                int16_t *drow = delta + oy * ow + cx * bw;
-                for (int32_t k = 0; k < bw; k++, h += oc) {
-                    /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
-                    const int32_t closed = (((int32_t)*h - lo1) | (hi1 - (int32_t)*h)) >> 31;
-                    drow[k] = (int16_t)(v0 & ~closed);
-                    open += closed;
-                }
-            }
-            acc_b += (int64_t)v0 * open;
-            nz |= open ? v0 : 0;
+        for (int32_t cx = 0; cx < p; cx++)
+            v[cx] = cell_signal_dsp(d[cy * p + cx], half, rs);
+        for (int32_t oy = cy * bh; oy < (cy + 1) * bh; oy++) {
+            const int8_t *h = out + oy * ow * oc;
+            int16_t *drow = delta + oy * ow * ds;
+            int32_t row;
+            if (bw == 3)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 3, ds);
+            else if (bw == 6)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 6, ds);
+            else if (bw == 2)
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, 2, ds);
+            else
+                row = clamp_row(h, oc, v, p, lo1, hi1, drow, &nz, bw, ds);
+            acc_b += row;
         }
     }
     *nonzero = nz;
     return acc_b;
+}
+
+static __attribute__((noinline)) int64_t delta_clamp_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                         int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                         int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    return delta_clamp_body(d, p, rs, out, ow, oc, bh, bw, lo, hi, delta, nonzero, 1);
+}
+
+/* delta_clamp_dsp writing every fourth int16 (delta[4 pos]): the four interleaved maps of dw_group_update */
+static __attribute__((noinline)) int64_t delta_clamp4_dsp(const int32_t *d, int32_t p, int32_t rs, const int8_t *out,
+                                                          int32_t ow, int32_t oc, int32_t bh, int32_t bw, int32_t lo,
+                                                          int32_t hi, int16_t *delta, int32_t *nonzero)
+{
+    return delta_clamp_body(d, p, rs, out, ow, oc, bh, bw, lo, hi, delta, nonzero, 4);
+}
+
+/* ---------------------------------------------------------------- 3x3 depthwise, four channels at a time */
+/* The nine tap gradients of channels c..c+3 of a 3x3 depthwise layer: g[9 t + tap] = sum delta_t
+ * (x_t - zp) over the positions whose tap falls inside the image, t = 0..3. dq holds the four delta
+ * maps interleaved, per position the int16 (d0, d2, d1, d3), so one LDRD gives (d0, d2) and
+ * (d1, d3); one word load gives the four channels' inputs (in points at channel c), SXTB16 and
+ * SSUB16 make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
+ * SMLABB / SMLATT take the four products. The int32 sums go to int64 after every row: at most
+ * TL_UPD_PAIRS (the caller's bound on ow) products of |d (x - zp)| <= 32767 * 255, exact. The same
+ * integers as dw3x3_grad's sum delta x - zp sum delta. */
+static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh, int32_t ow, const int8_t *in,
+                                                  int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
+                                                  int32_t pt, int32_t pl, int32_t zp, int64_t *g)
+{
+    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const int32_t step = sw * ch;
+    for (int32_t fy = 0; fy < 3; fy++) {
+        int32_t ry0, ry1;
+        tl_valid_range(oh, ih, sh, pt, fy, &ry0, &ry1);
+        for (int32_t fx = 0; fx < 3; fx++) {
+            int32_t cx0, cx1;
+            tl_valid_range(ow, iw, sw, pl, fx, &cx0, &cx1);
+            int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int32_t oy = ry0; oy < ry1; oy++) {
+                const uint32_t *dp = dq + 2 * (oy * ow + cx0);
+                const uint32_t *dend = dq + 2 * (oy * ow + cx1);
+                const int8_t *xp = in + ((oy * sh - pt + fy) * iw + cx0 * sw - pl + fx) * ch;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (; dp < dend; dp += 2, xp += step) {
+                    const uint32_t de = dp[0], dodd = dp[1];
+                    const uint32_t xv = tl_rd32(xp);
+                    const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
+                    const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                    a0 = __smlabb((int32_t)de, xe, a0);
+                    a2 = __smlatt((int32_t)de, xe, a2);
+                    a1 = __smlabb((int32_t)dodd, xo, a1);
+                    a3 = __smlatt((int32_t)dodd, xo, a3);
+                }
+                s0 += a0;
+                s1 += a1;
+                s2 += a2;
+                s3 += a3;
+            }
+            const int32_t tap = fy * 3 + fx;
+            g[tap] = s0;
+            g[9 + tap] = s1;
+            g[18 + tap] = s2;
+            g[27 + tap] = s3;
+        }
+    }
+}
+
+/* tl_lls_update_dsp's channel loop for channels c..c+3 of a 3x3 depthwise layer with a ReLU /
+ * ReLU6 / linear activation: their delta maps interleaved in dq (the arena's free gap, 8 bytes per
+ * position), one pass of dw3x3_grad4 for the four, then each channel's update as the loop does it
+ * (skipped when its delta map is all zero; each channel's weights and bias are its own, so the
+ * order of the channels does not matter). Out of line: its frame stays off the deepest chain. */
+static __attribute__((noinline)) void dw_group_update(tl_model *m, tl_layer *L, const tl_arena *a, const int8_t *in,
+                                                      const int8_t *out, int32_t E, uint32_t prefix, int32_t n_w,
+                                                      int32_t c, uint32_t *dq)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, oc = L->out_c, p = L->pool;
+    const int32_t bh = oh / p, bw = ow / p;
+    int64_t acc_b[4];
+    int32_t Ec[4], nz[4], any = 0;
+    for (int32_t t = 0; t < 4; t++) {
+        const int32_t *dt = a->signal + (c + t) * p * p;
+        const int32_t rs = tl_upd_channel_shift(dt, p * p);
+        Ec[t] = E - rs;
+        /* slot of channel t in a position's (d0, d2, d1, d3) */
+        int16_t *slot = (int16_t *)(void *)dq + ((t & 1) * 2 + (t >> 1));
+        acc_b[t] = delta_clamp4_dsp(dt, p, rs, out + c + t, ow, oc, bh, bw, L->act_min, L->act_max, slot, &nz[t]);
+        any |= nz[t];
+    }
+    if (!any)
+        return;
+    int64_t g[36];
+    dw3x3_grad4(dq, oh, ow, in + c, L->in_h, L->in_w, L->in_c, L->stride_h, L->stride_w, L->pad_top, L->pad_left,
+                L->in_zp, g);
+    for (int32_t t = 0; t < 4; t++) {
+        if (!nz[t])
+            continue;
+        const tl_upd_row u = tl_upd_channel(m, L, c + t, Ec[t], prefix, NULL);
+        const int32_t r_upd = 31 + u.Ec - u.ws;
+        if (r_upd >= 32 && r_upd <= TL_UPD_R_MAX)
+            apply_row_dsp(&u, g + 9 * t, 9, c + t, oc);
+        else
+            tl_upd_apply_row(&u, g + 9 * t, 9, c + t, oc);
+        tl_upd_bias(m, L, c + t, acc_b[t], Ec[t], prefix ^ (uint32_t)(n_w + c + t), NULL);
+    }
 }
 
 /* Step 1 of tl_train_hidden for one row of one pooling cell: Pc[c * pp] += sum of the bw pixels'
@@ -509,7 +856,24 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
     const uint32_t prefix = tl_upd_prefix(m->cfg.seed, m->step, (uint32_t)i);
     const int leaky = L->act == TL_ACT_LEAKY;
     int64_t acc[TL_UPD_JB];
+    /* the small 1x1 layers' input widened once for corr_wide_dsp, where it fits */
+    if (!dw_preview && tl_layer_is_pointwise(L) && oh * ow <= TL_UPD_SMALL && L->in_c <= TL_UPD_SMALL_IC)
+        (void)corr_wide_make(a, oh * ow, in, out, L->in_c);
+    /* 3x3 depthwise layers four channels at a time, where the interleaved delta maps fit the gap */
+    uint32_t *dq = NULL;
+    if (L->kind == TL_LAYER_DWCONV && L->k_h == 3 && L->k_w == 3 && ow <= TL_UPD_PAIRS && !classifier && !leaky &&
+        !dw_preview && !db_preview) {
+        int32_t room;
+        dq = (uint32_t *)arena_gap(a, oh * ow, in, out, &room);
+        if (room < 2 * oh * ow)
+            dq = NULL;
+    }
     for (int32_t c = 0; c < oc; c++) {
+        if (dq && c + 3 < oc) {
+            dw_group_update(m, L, a, in, out, E, prefix, n_w, c, dq);
+            c += 3;
+            continue;
+        }
         /* as tl_lls_update_ref: the channel's own block exponent, its delta map and bias sum */
         const int32_t t0 = classifier ? c : c * p * p, nt = classifier ? 1 : p * p;
         const int32_t rs = tl_upd_channel_shift(d + t0, nt);
@@ -538,7 +902,8 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
         const int32_t r_upd = 31 + u.Ec - u.ws;
         const int fast_round = !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX;
         if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && fast_round) {
-            corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
+            if (!corr_wide_dsp(delta, oh * ow, a, in, out, ic, L->in_zp, &u, c * ic))
+                corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
         } else if (dw_kind && kh == 3 && kw == 3 && ow <= TL_UPD_PAIRS) {
             int64_t g[9], gs[9];
             dw3x3_grad(delta, oh, ow, in + c, ih, iw, ic, L->stride_h, L->stride_w, L->pad_top, L->pad_left, g, gs);

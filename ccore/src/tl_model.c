@@ -313,7 +313,7 @@ static tl_status layer_forward(const tl_layer *L, const int8_t *in, int8_t *out,
         if (tl_layer_is_pointwise(L))
             s = tl_pwconv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         else
-            s = tl_conv_s8(&p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
+            s = tl_conv_s8_ctx(scratch, &p, &q, &in_d, in, &f, L->weights, L->bias, &out_d, out);
         break;
     }
     case TL_LAYER_DWCONV: {
@@ -349,6 +349,14 @@ tl_status tl_layer_forward(const tl_layer *L, const int8_t *in, int8_t *out)
 }
 
 /* ---------------------------------------------------------------- infer / train */
+#ifdef TL_PROFILE
+/* what the firmware's sampling profiler (firmware/app/profile.c) attributes its samples to:
+ * 2 layer for the layer's forward pass, 2 layer + 1 for its local learning */
+extern volatile int32_t tl_prof_layer;
+#define TL_PROF_PHASE(v) (tl_prof_layer = (v))
+#else
+#define TL_PROF_PHASE(v) ((void)0)
+#endif
 /* Layers [lo, hi) on a split arena: tl_model_step_layers without its checks. */
 static tl_status step_layers(tl_model *m, tl_arena *a, int32_t lo, int32_t hi, const int8_t *in, int32_t label,
                              int32_t train, int32_t with_local, tl_result *res, const int8_t **last_out)
@@ -359,7 +367,9 @@ static tl_status step_layers(tl_model *m, tl_arena *a, int32_t lo, int32_t hi, c
     for (int32_t i = lo; i < hi; i++) {
         tl_layer *L = &m->layers[i];
         int8_t *out = tl_arena_output(a, m, i);
+        TL_PROF_PHASE(2 * i);
         tl_status s = layer_forward(L, in, out, a->fast ? &fast : NULL);
+        TL_PROF_PHASE(2 * i + 1);
         if (s != TL_OK)
             return s;
         if (i == m->n_layers - 1) {

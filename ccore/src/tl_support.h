@@ -104,6 +104,11 @@ tl_status tl_pwconv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const
                            const tl_dims *in_dims, const int8_t *in,
                            const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
                            const tl_dims *out_dims, int8_t *out);
+/* tl_conv_s8 with the same scratch, which its patches fast path hands to tl_pwconv_s8_ctx. */
+tl_status tl_conv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const tl_quant *q,
+                         const tl_dims *in_dims, const int8_t *in,
+                         const tl_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                         const tl_dims *out_dims, int8_t *out);
 
 /* ---------------------------------------------------------------- fixed-point math (tl_fixmath.c) */
 /* exp(x) for x <= 0 given in Q16, result in Q24 (1.0 = 2^24). Max error ~2 LSB. */

@@ -47,6 +47,16 @@
 #define TL_FW_MAX_LAYERS TL_MAX_LAYERS
 #endif
 
+#if defined(TL_PROFILE) && defined(__ARM_ARCH_7EM__)
+void prof_start(void);        /* profile.c: the sampling profiler of bench/mcu_perf.py's profile, mps2-an386 only */
+void prof_command_done(void);
+#define PROF_START() prof_start()
+#define PROF_COMMAND_DONE() prof_command_done()
+#else
+#define PROF_START() ((void)0)
+#define PROF_COMMAND_DONE() ((void)0)
+#endif
+
 /* uint64_t storage keeps both 8-byte aligned: the loaders need 4, the arena 8. A zero-sized blob
  * (a compiled-in model with no trainable layer) still gets one word. */
 static uint64_t g_blob[(TL_FW_BLOB_BYTES + 7) / 8 > 0 ? (TL_FW_BLOB_BYTES + 7) / 8 : 1];
@@ -113,11 +123,14 @@ int tinylls_app_main(void)
     board_init();
     if (app_init() != TL_OK)
         return 1;
+    PROF_START();
     for (;;) {
         int32_t n = board_uart_read(rx, (int32_t)sizeof(rx));
-        if (n > 0)
+        if (n > 0) {
             tl_proto_dev_rx(&g_dev, rx, n);
-        else
+            PROF_COMMAND_DONE();
+        } else {
             board_idle();
+        }
     }
 }

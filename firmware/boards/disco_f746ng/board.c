@@ -19,8 +19,6 @@
 #define BAUD 115200u
 #define RING_BYTES 4096u           /* power of two; a real UART cannot be held back like QEMU's */
 
-extern uint32_t __bss_end, __stack_limit, __stack_top;
-
 static volatile uint8_t g_ring[RING_BYTES];
 static volatile uint32_t g_head, g_tail;
 
@@ -162,19 +160,6 @@ uint32_t board_counter(void)
 uint32_t board_counter_kind(void)
 {
     return TL_PROTO_COUNTER_CYCLES;
-}
-
-uint32_t board_free_ram(void)
-{
-    return (uint32_t)((uintptr_t)&__stack_limit - (uintptr_t)&__bss_end);
-}
-
-uint32_t board_stack_used(void)
-{
-    const uint32_t *p = &__stack_limit;
-    while (p < &__stack_top && *p == 0xA5A5A5A5u)
-        p++;
-    return (uint32_t)((uintptr_t)&__stack_top - (uintptr_t)p);
 }
 
 const char *board_name(void)

@@ -2,17 +2,17 @@
  * code): FPU on, .data copied from flash, .bss zeroed, the stack reserve painted, main(). */
 #include <stdint.h>
 
+#include "../baremetal/ram.h"
+
 #include "stm32f746.h"
 
-extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_top, __stack_limit;
+extern uint32_t __stack_top;
 extern int main(void);
 void Reset_Handler(void);
 void Default_Handler(void);
 void HardFault_Handler(void);
 void USART1_IRQHandler(void);
 void board_exit(int code);
-
-#define STACK_PAINT 0xA5A5A5A5u     /* also in board.c */
 
 typedef void (*vector_fn)(void);
 
@@ -38,15 +38,7 @@ void Reset_Handler(void)
     /* CP10/CP11 full access before any floating point instruction (ccore has none) */
     SCB_CPACR |= 0xFu << 20;
     __asm volatile("dsb\n isb" ::: "memory");
-    uint32_t *src = &__data_load, *dst = &__data_start;
-    while (dst < &__data_end)
-        *dst++ = *src++;
-    for (dst = &__bss_start; dst < &__bss_end; dst++)
-        *dst = 0;
-    uint32_t sp;
-    __asm volatile("mov %0, sp" : "=r"(sp));
-    for (dst = &__stack_limit; (uint32_t)(uintptr_t)dst < sp - 64u; dst++)
-        *dst = STACK_PAINT;
+    ram_init();
     board_exit(main());
 }
 

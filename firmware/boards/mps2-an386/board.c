@@ -33,8 +33,6 @@
                                      ring holds the sender back, nothing is lost), and the main
                                      loop drains it far faster than the link fills it */
 
-extern uint32_t __bss_end, __stack_limit, __stack_top;
-
 static volatile uint8_t g_ring[RING_BYTES];
 static volatile uint32_t g_head, g_tail;    /* head: written by the ISR; tail: by the main loop */
 static volatile uint32_t g_systick_wraps;
@@ -139,23 +137,6 @@ uint32_t board_counter(void)
 uint32_t board_counter_kind(void)
 {
     return TL_PROTO_COUNTER_INSN;
-}
-
-uint32_t board_free_ram(void)
-{
-    return (uint32_t)((uintptr_t)&__stack_limit - (uintptr_t)&__bss_end);
-}
-
-/* The stack reserve [__stack_limit, __stack_top) was painted by Reset_Handler (startup.c); the
- * lowest word that no longer holds the paint is the deepest the stack (main code and interrupts,
- * one MSP) has reached. If even the last word changed, the reserve was exhausted: the full
- * reserve is reported (a lower bound). */
-uint32_t board_stack_used(void)
-{
-    const uint32_t *p = &__stack_limit;
-    while (p < &__stack_top && *p == 0xA5A5A5A5u)
-        p++;
-    return (uint32_t)((uintptr_t)&__stack_top - (uintptr_t)p);
 }
 
 const char *board_name(void)

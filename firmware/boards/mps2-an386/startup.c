@@ -1,7 +1,9 @@
 /* Reset and vector table for the MPS2 AN386 (Cortex-M4F) as emulated by QEMU. */
 #include <stdint.h>
 
-extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_top, __stack_limit;
+#include "../baremetal/ram.h"
+
+extern uint32_t __stack_top;
 extern int main(void);
 void Reset_Handler(void);
 void Default_Handler(void);
@@ -9,8 +11,6 @@ void HardFault_Handler(void);
 void SysTick_Handler(void);
 void UART0RX_Handler(void);
 void board_exit(int code);
-
-#define STACK_PAINT 0xA5A5A5A5u     /* also in board.c */
 
 typedef void (*vector_fn)(void);
 
@@ -37,17 +37,7 @@ void Reset_Handler(void)
      * float, but newlib or board code may. */
     *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
     __asm volatile("dsb\n isb" ::: "memory");
-    uint32_t *src = &__data_load, *dst = &__data_start;
-    while (dst < &__data_end)
-        *dst++ = *src++;
-    for (dst = &__bss_start; dst < &__bss_end; dst++)
-        *dst = 0;
-    /* Paint the stack reserve below this frame (board_stack_used finds the deepest word that
-     * changed). 64 bytes of margin: this loop's own frame lives just below the reset SP. */
-    uint32_t sp;
-    __asm volatile("mov %0, sp" : "=r"(sp));
-    for (dst = &__stack_limit; (uint32_t)(uintptr_t)dst < sp - 64u; dst++)
-        *dst = STACK_PAINT;
+    ram_init();
     board_exit(main());
 }
 

@@ -38,8 +38,6 @@
  * would lose Debian's rv32im multilib (picolibc, libgcc), so only these lines enable it */
 #define CSR_ASM(insn) ".option push\n.option arch, +zicsr\n" insn "\n.option pop"
 
-extern uint32_t __bss_end, __stack_limit, __stack_top;
-
 void board_exit(int code)
 {
     SIFIVE_TEST = code == 0 ? 0x5555u : (((uint32_t)code & 0xFFFFu) << 16) | 0x3333u;
@@ -96,22 +94,6 @@ uint32_t board_counter(void)
 uint32_t board_counter_kind(void)
 {
     return TL_PROTO_COUNTER_INSN;
-}
-
-uint32_t board_free_ram(void)
-{
-    return (uint32_t)((uintptr_t)&__stack_limit - (uintptr_t)&__bss_end);
-}
-
-/* The stack reserve [__stack_limit, __stack_top) was painted by reset_c (startup.c); the lowest
- * word that no longer holds the paint is the deepest the stack has reached (a full reserve is
- * reported when even the last word changed: a lower bound). */
-uint32_t board_stack_used(void)
-{
-    const uint32_t *p = &__stack_limit;
-    while (p < &__stack_top && *p == 0xA5A5A5A5u)
-        p++;
-    return (uint32_t)((uintptr_t)&__stack_top - (uintptr_t)p);
 }
 
 const char *board_name(void)

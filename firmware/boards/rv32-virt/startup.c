@@ -3,13 +3,12 @@
  * is not set up. */
 #include <stdint.h>
 
-extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_top, __stack_limit;
+#include "../baremetal/ram.h"
+
 extern int main(void);
 void board_exit(int code);
 void reset_c(void);
 void trap_handler(void);
-
-#define STACK_PAINT 0xA5A5A5A5u     /* also in board.c */
 
 __attribute__((naked, section(".text.start"))) void _start(void)
 {
@@ -24,17 +23,7 @@ __attribute__((naked, section(".text.start"))) void _start(void)
 
 void reset_c(void)
 {
-    uint32_t *src = &__data_load, *dst = &__data_start;
-    while (dst < &__data_end)
-        *dst++ = *src++;
-    for (dst = &__bss_start; dst < &__bss_end; dst++)
-        *dst = 0;
-    /* Paint the stack reserve below this frame (board_stack_used finds the deepest word that
-     * changed). 64 bytes of margin: this function's own frame lives just below the reset SP. */
-    uint32_t sp;
-    __asm volatile("mv %0, sp" : "=r"(sp));
-    for (dst = &__stack_limit; (uint32_t)(uintptr_t)dst < sp - 64u; dst++)
-        *dst = STACK_PAINT;
+    ram_init();
     board_exit(main());
 }
 
