@@ -123,3 +123,21 @@ def test_symlink_with_a_name_too_long_is_a_data_error_in_every_folder_reader(tmp
                  lambda: coco.label_images(tmp_path / "odd" / "instances.json", tmp_path)):
         with pytest.raises(DataError, match=r"odd"):
             read()
+
+
+def test_tflite_subgraph_offset_past_4_gib_is_a_tflite_import_error():
+    """py_tflite found flatbuffers' TypeError ("bad number ... for type uint32") escaping while
+    the importer located subgraph 0, before its own checks ran."""
+    import struct
+
+    import pytest
+    import tflite
+
+    import tiny_tflite
+    from host.tflite_import import TfliteImportError, import_tflite_bytes
+    buf = bytearray(tiny_tflite.build(0))
+    model = tflite.Model.GetRootAsModel(bytes(buf), 0)
+    vec = model._tab.Vector(model._tab.Offset(8))        # field 2: subgraphs
+    struct.pack_into("<I", buf, vec, 0xFFFFFFFF)           # element 0 points past 4 GiB
+    with pytest.raises(TfliteImportError, match=r"fuzz\.tflite: .*malformed flatbuffer"):
+        import_tflite_bytes(bytes(buf), path="fuzz.tflite")
