@@ -284,8 +284,11 @@ def import_tflite_bytes(buf: bytes, *, path: str = "<bytes>", name: str | None =
     input raises TfliteImportError naming the file and the field being read."""
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    g = _Graph(buf, path)
+    g = None
     try:
+        # _Graph itself reads through the generated accessors too: a subgraph offset past 4 GiB
+        # made flatbuffers raise TypeError there (found by fuzz/py_tflite.py)
+        g = _Graph(buf, path)
         return _import(g, path, name, reference)
     except TfliteImportError:
         raise
@@ -293,7 +296,8 @@ def import_tflite_bytes(buf: bytes, *, path: str = "<bytes>", name: str | None =
             ZeroDivisionError, OverflowError, UnicodeError, RecursionError) as exc:
         # the checks above should leave nothing for the generated accessors to trip on; if
         # something still does, it is still a malformed file, named as such
-        raise TfliteImportError(f"{path}: {g.at}: malformed flatbuffer ({type(exc).__name__}: "
+        where = g.at if g is not None else "model header and subgraph table"
+        raise TfliteImportError(f"{path}: {where}: malformed flatbuffer ({type(exc).__name__}: "
                                 f"{exc})") from exc
 
 

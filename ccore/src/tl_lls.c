@@ -353,7 +353,7 @@ tl_status tl_train_classifier(tl_model *m, int32_t i, const tl_arena *a, const i
     }
     if (L->logit_mult == 0) /* no logit scale: rank by the raw outputs */
         for (int32_t c = 0; c < C; c++)
-            z[c] = (int32_t)out[c] << 8;
+            z[c] = (int32_t)out[c] * 256;   /* not << 8: shifting a negative value is undefined in C */
     int32_t loss = -1;
     *pred = softmax(z, C, label, prob, &loss);
     *loss_q16 = loss;

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import shards, synthetic
 from .augment import augment, augment_params, shuffle
-from .base import DataError, Dataset, Skipped, to_grey
+from .base import DataError, Dataset, Skipped, os_errors_as_data_errors, to_grey
 
 __all__ = ["open", "detect", "vww_split", "split_counts", "parse_val_split", "DEFAULT_VAL_SPLIT",
            "augment", "augment_params", "shuffle", "to_grey",
@@ -36,6 +36,7 @@ __all__ = ["open", "detect", "vww_split", "split_counts", "parse_val_split", "DE
 LAYOUTS = ("shards", "eembc", "mlperf-folders", "tfrecord", "synthetic")
 
 
+@os_errors_as_data_errors
 def detect(path_or_name: Union[str, os.PathLike]) -> str:
     """Name the layout at `path_or_name` (see module doc) or raise DataError."""
     s = str(path_or_name)
@@ -68,6 +69,7 @@ def detect(path_or_name: Union[str, os.PathLike]) -> str:
     raise DataError(f"{p}: layout not recognised for a single file")
 
 
+@os_errors_as_data_errors
 def open(path_or_name: Union[str, os.PathLike], *, skip_bad: bool = False, **kw) -> Dataset:
     """Load a dataset, layout auto-detected. Extra keywords go to the layout's reader:
 

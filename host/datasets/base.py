@@ -5,6 +5,8 @@ exactly the byte order the C core and the serial protocol use), labels are int64
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,6 +15,34 @@ import numpy as np
 
 class DataError(Exception):
     """Bad or unreadable data. The message names the file / field / value at fault."""
+
+
+def _os_error_message(e: OSError) -> str:
+    where = e.filename if e.filename is not None else "data set"
+    return f"{where}: cannot read ({e.strerror or e})"
+
+
+def os_errors_as_data_errors(fn):
+    """Decorates a reader's entry point: an OSError raised while listing or opening what a data
+    set holds (a symbolic-link loop, a name too long for the file system, a folder without read
+    permission; found by fuzz/py_eembc.py in pathlib's glob) becomes a DataError naming the path.
+    File contents are read through host.safeio, which names its own errors."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kw):
+            try:
+                yield from fn(*args, **kw)
+            except OSError as e:
+                raise DataError(_os_error_message(e)) from None
+        return gen
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except OSError as e:
+            raise DataError(_os_error_message(e)) from None
+    return wrapper
 
 
 @dataclass

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import safeio
 from . import shards
-from .base import DataError, Skipped
+from .base import DataError, Skipped, os_errors_as_data_errors
 from .imaging import RESIZE_MODES
 from .parallel import Progress, decode_many, default_workers
 
@@ -72,6 +72,7 @@ class BuildResult:
     up_to_date: bool = False
 
 
+@os_errors_as_data_errors
 def read_instances(path: Path) -> dict[str, Any]:
     data = safeio.read_json(path, MAX_ANNOTATION_BYTES, "annotation file", error=DataError)
     if not isinstance(data, dict):
@@ -82,6 +83,7 @@ def read_instances(path: Path) -> dict[str, Any]:
     return data
 
 
+@os_errors_as_data_errors
 def label_images(ann_path: Path, image_dir: Path, *, threshold: float = 0.005,
                  foreground: str = "person") -> list[Row]:
     """Every image of an instances JSON with its VWW label, sorted by id."""
@@ -123,6 +125,7 @@ def label_images(ann_path: Path, image_dir: Path, *, threshold: float = 0.005,
             for iid, im in sorted(images.items())]
 
 
+@os_errors_as_data_errors
 def read_id_list(path: Path) -> set[int]:
     lines = safeio.read_text(path, MAX_ID_LIST_BYTES, "minival id list",
                              error=DataError).splitlines()

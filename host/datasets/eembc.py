@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .. import safeio
-from .base import DataError, Dataset, Skipped
+from .base import DataError, Dataset, Skipped, os_errors_as_data_errors
 
 LABELS = "y_labels.csv"
 SIDE = 96
@@ -75,6 +75,7 @@ def read_labels(csv_path: Path, *, skip_bad: bool, skipped: list[Skipped]) -> di
     return out
 
 
+@os_errors_as_data_errors
 def open_eembc(path: os.PathLike | str, *, skip_bad: bool = False) -> Dataset:
     """Read the whole set: (N, 96, 96, 3) uint8, rows sorted by file name."""
     path = Path(path)

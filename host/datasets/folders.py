@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import DataError, Dataset, Skipped
+from .base import DataError, Dataset, Skipped, os_errors_as_data_errors
 from .parallel import Progress, decode_many, default_workers
 
 CLASS_DIRS = {"non_person": 0, "person": 1}
@@ -57,6 +57,7 @@ def list_files(root: Path) -> tuple[list[tuple[str, Path, int]], list[str]]:
     return rows, ignored
 
 
+@os_errors_as_data_errors
 def open_folders(path: os.PathLike | str, *, skip_bad: bool = False, size: Optional[int] = 96,
                  resize: str = "squash", grey: bool = False, workers: Optional[int] = None,
                  progress: Progress = None) -> Dataset:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from typing import Optional, Union
 
 import numpy as np
@@ -79,7 +80,11 @@ def decode(src: Union[str, os.PathLike, bytes], *, size: Optional[int] = 96,
         raise
     except UnidentifiedImageError:
         raise DataError(f"{label}: not a readable image (corrupt or wrong format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        # the header claims more pixels than Pillow agrees to decode (a corrupt or hostile file)
+        raise DataError(f"{label}: picture too large to decode ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        # what Pillow's decoders raise on a truncated or inconsistent file
         raise DataError(f"{label}: corrupt image ({e})") from None
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise DataError(f"{label}: decoded to unexpected shape {arr.shape}")

@@ -37,7 +37,7 @@ import numpy as np
 from .. import safeio
 from .augment import augment as _augment
 from .augment import shuffle as _shuffle
-from .base import DataError, Dataset, Skipped
+from .base import DataError, Dataset, Skipped, os_errors_as_data_errors
 
 MAGIC = b"TLLS"
 VERSION = 1
@@ -206,6 +206,7 @@ def _check_manifest(m: Path, man: dict) -> None:
         raise DataError(f"{m}: field 'count' is {man['count']}, the shards hold {total}")
 
 
+@os_errors_as_data_errors
 def read_manifest(path: os.PathLike | str) -> dict[str, Any]:
     path = Path(path)
     m = path / MANIFEST if path.is_dir() else path
@@ -248,6 +249,7 @@ def _load_shard(folder: Path, entry: dict, man: dict, verify: bool) -> np.ndarra
     return rec
 
 
+@os_errors_as_data_errors
 def open_shards(path: os.PathLike | str, *, skip_bad: bool = False,
                 verify: bool = True) -> Dataset:
     """Load every record into memory (checksums verified unless verify=False)."""
@@ -275,6 +277,7 @@ def open_shards(path: os.PathLike | str, *, skip_bad: bool = False,
               else f"{len(skipped)} shard(s) failed", "build_skipped": man.get("skipped", [])})
 
 
+@os_errors_as_data_errors
 def verify(path: os.PathLike | str) -> list[str]:
     """Check every shard's size, sha256 and header; returns the problems (empty = all good)."""
     folder = Path(path)
@@ -288,6 +291,7 @@ def verify(path: os.PathLike | str) -> list[str]:
     return problems
 
 
+@os_errors_as_data_errors
 def stream(path: os.PathLike | str, *, seed: Optional[int] = None, epoch: int = 0,
            augment: bool = False, pad: int = 4, flip: bool = True
            ) -> Iterator[tuple[np.ndarray, int, str]]:

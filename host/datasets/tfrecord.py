@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .. import safeio
-from .base import DataError, Dataset, Skipped
+from .base import DataError, Dataset, Skipped, os_errors_as_data_errors
 from .imaging import decode
 from .parallel import Progress, default_workers, imap
 
@@ -70,6 +70,7 @@ def _norm_id(source_id: bytes, filename: bytes, fallback: str) -> str:
     return os.path.splitext(os.path.basename(fn))[0] if fn else fallback
 
 
+@os_errors_as_data_errors
 def open_tfrecord(path: os.PathLike | str, *, skip_bad: bool = False, split: Optional[str] = None,
                   size: Optional[int] = 96, resize: str = "squash", grey: bool = False,
                   workers: Optional[int] = None, progress: Progress = None) -> Dataset:
