@@ -331,8 +331,23 @@ def _window_problem(axis: str, inn: int, out: int, k: int, stride: int, pad: int
     return None
 
 
-def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
-    """The first field of one layer entry that tl_modelfile_load's parse_layer refuses, or None."""
+def _section_problem(field: str, off: int, nbytes: int, size: int, cursor: dict, hi: int) -> str | None:
+    """tl_modelfile.c's section_ok: a section of nbytes at off starts at or after cursor["next"]
+    (the end of the previous section, in file order: no overlap), lies before hi and is 4-byte
+    aligned; cursor["next"] then moves to its end."""
+    lo = cursor["next"]
+    if off < lo and lo > cursor["data_off"]:
+        return (f"{field}={off}: starts before the end of the previous tensor section ({lo}): sections are laid "
+                "out in file order without overlapping")
+    if off < lo or off > hi or off % 4 or nbytes // size > (hi - off) // size:
+        return f"{field}={off}: {nbytes} bytes not inside the tensor area [{lo}, {hi}) or not 4-byte aligned"
+    cursor["next"] = off + nbytes
+    return None
+
+
+def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int, cursor: dict) -> str | None:
+    """The first field of one layer entry that tl_modelfile_load's parse_layer refuses, or None.
+    cursor["next"]: where the layer's first tensor section may start (moved past its sections)."""
     kinds = {v: k for k, v in KIND_CODES.items()}
     if e["kind"] not in kinds:
         return f"kind={e['kind']} unknown (known: {', '.join(f'{v} {k}' for k, v in KIND_CODES.items())})"
@@ -385,7 +400,7 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
         if not _qmult_ok(e[f"{m}_mult"], e[f"{m}_shift"]):
             return (f"{m}_mult={e[f'{m}_mult']}, {m}_shift={e[f'{m}_shift']}: not a quantized multiplier "
                     "(mult 0 or in [2^30, 2^31), shift in -31..30)")
-    lo, hi = hdr["data_off"], hdr["host_off"]
+    hi = hdr["host_off"]
     offs = [f"{s}_off" for s in TENSOR_SECTIONS[:8]]
     if kind == "avgpool":
         for f in offs:
@@ -393,10 +408,9 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
                 return f"{f}={e[f]}: an avgpool layer has no tensors (must be 0)"
     else:
         for f, count, size in zip(offs, [n_weights] + [e["out_c"]] * 7, [1] + [4] * 7):
-            off = e[f]
-            if off < lo or off > hi or off % 4 or count > (hi - off) // size:
-                return (f"{f}={off}: {count * size} bytes not inside the tensor area [{lo}, {hi}) or not "
-                        "4-byte aligned")
+            problem = _section_problem(f, e[f], count * size, size, cursor, hi)
+            if problem:
+                return problem
         for m in ("out", "upd", "bupd"):
             mults = np.frombuffer(blob, "<i4", e["out_c"], e[f"{m}_mult_off"])
             shifts = np.frombuffer(blob, "<i4", e["out_c"], e[f"{m}_shift_off"])
@@ -415,9 +429,9 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int) -> str | None:
     else:
         if e["lls_m_len"] not in (classes, classes * classes):
             return f"lls_m_len={e['lls_m_len']}: neither classes={classes} nor classes^2"
-        off = e["lls_m_off"]
-        if off < lo or off > hi or off % 4 or e["lls_m_len"] > (hi - off) // 4:
-            return f"lls_m_off={off}: not inside the tensor area [{lo}, {hi}) or not 4-byte aligned"
+        problem = _section_problem("lls_m_off", e["lls_m_off"], 4 * e["lls_m_len"], 4, cursor, hi)
+        if problem:
+            return problem
     return None
 
 
@@ -431,8 +445,9 @@ def _first_problem(blob: bytes, hdr: dict, entries: list[dict]) -> str | None:
         return f"input_zp={hdr['input_zp']}: outside -128..127"
     prev = {"out_h": hdr["in_h"], "out_w": hdr["in_w"], "out_c": hdr["in_c"], "out_zp": hdr["input_zp"]}
     src, lls_len = "the model input (in_h, in_w, in_c)", None
+    cursor = {"data_off": hdr["data_off"], "next": hdr["data_off"]}
     for i, e in enumerate(entries):
-        problem = _layer_problem(blob, hdr, e, hdr["classes"])
+        problem = _layer_problem(blob, hdr, e, hdr["classes"], cursor)
         if problem:
             return f"layer {i}: {problem}"
         for f in ("h", "w", "c"):

@@ -265,7 +265,9 @@ def test_c_loader_specific_error_codes():
         "crc": (blob[:-1] + bytes([blob[-1] ^ 0x80]), lib.TL_ERR_CRC),
         "kind": (_patch(blob, entry(0, "kind"), 9), lib.TL_ERR_UNSUPPORTED),
         "act": (_patch(blob, entry(2, "act"), 7), lib.TL_ERR_UNSUPPORTED),
-        "shape chain": (_patch(blob, entry(2, "in_c"), 9), lib.TL_ERR_SHAPE),
+        # in_h, not in_c: a larger in_c also grows the weights into the next section (TL_ERR_MODEL)
+        "shape chain": (_patch(blob, entry(2, "in_h"), modelfile.layer_entries(blob, modelfile.read_header(blob))[2]["in_h"] + 1),
+                        lib.TL_ERR_SHAPE),
         "stride": (_patch(blob, entry(0, "stride_h"), 0), lib.TL_ERR_SHAPE),
         "pad": (_patch(blob, entry(1, "pad_top"), 3), lib.TL_ERR_SHAPE),
         "zero point": (_patch(blob, entry(2, "out_zp"), 200), lib.TL_ERR_QUANT),
@@ -290,6 +292,9 @@ def test_c_loader_specific_error_codes():
     cases["out mult"] = (_patch(blob, e0["out_mult_off"], 12345), lib.TL_ERR_QUANT)
     # a bias that lets the int32 accumulator overflow for some input (found by the fuzz loop)
     cases["bias range"] = (_patch(blob, e0["bias_off"], -(1 << 31) + 1000), lib.TL_ERR_QUANT)
+    # a trainable layer's bias placed over its own multipliers (training would rewrite them: found by
+    # the libFuzzer target fuzz/fuzz_modelfile.c)
+    cases["overlapping sections"] = (_patch(blob, entry(0, "bias_off"), e0["weights_off"]), lib.TL_ERR_MODEL)
     for name, (b, code) in cases.items():
         s, m, _, _ = c_load(b)
         assert s == code, f"{name}: got {s} ({ffi.string(lib.tl_strerror(s)).decode()}), want {code}"

@@ -137,7 +137,7 @@ tl_status tl_conv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const t
                 }
                 if (bias)
                     acc += bias[c];
-                acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
+                acc = tl_add_zp(tl_requantize_p(p, acc, q->mult[c], q->shift[c]), p->out_zp);
                 out[(oy * ow + ox) * oc + c] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
             }
         }

@@ -197,7 +197,7 @@ static TL_HOST_CLONES void dw_pixel(const tl_conv_params *p, const tl_quant *q, 
             int32_t a = acc[c];
             if (bias)
                 a += bias[c0 + c];
-            a = tl_requantize_p(p, a, q->mult[c0 + c], q->shift[c0 + c]) + p->out_zp;
+            a = tl_add_zp(tl_requantize_p(p, a, q->mult[c0 + c], q->shift[c0 + c]), p->out_zp);
             out[c0 + c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
         }
     }
@@ -237,7 +237,7 @@ static TL_AVX2 void dw_pixel_x86(const tl_conv_params *p, const tl_quant *q, con
                 a += (int32_t)filter[(fy * kw + fx) * ch + c] * ((int32_t)in[((y0 + fy) * iw + (x0 + fx)) * ch + c] - p->in_zp);
         if (bias)
             a += bias[c];
-        a = tl_requantize_p(p, a, q->mult[c], q->shift[c]) + p->out_zp;
+        a = tl_add_zp(tl_requantize_p(p, a, q->mult[c], q->shift[c]), p->out_zp);
         out[c] = (int8_t)TL_CLAMP(a, p->act_min, p->act_max);
     }
 }
@@ -322,7 +322,7 @@ static void dw_reference(const tl_conv_params *p, const tl_quant *q, int32_t ih,
                 }
                 if (bias)
                     acc += bias[c];
-                acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
+                acc = tl_add_zp(tl_requantize_p(p, acc, q->mult[c], q->shift[c]), p->out_zp);
                 out[(oy * ow + ox) * ch + c] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
             }
         }

@@ -15,7 +15,7 @@ tl_status tl_fc_s8(const tl_conv_params *p, const tl_quant *q, int32_t per_chann
         if (bias)
             acc += bias[o];
         const int32_t k = per_channel ? o : 0;
-        acc = tl_requantize_p(p, acc, q->mult[k], q->shift[k]) + p->out_zp;
+        acc = tl_add_zp(tl_requantize_p(p, acc, q->mult[k], q->shift[k]), p->out_zp);
         out[o] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
     }
     return TL_OK;

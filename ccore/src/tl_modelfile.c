@@ -60,13 +60,20 @@ static int zp_ok(int32_t zp)
     return zp >= -128 && zp <= 127;
 }
 
-/* A section of count elements of elem bytes at off lies in [lo, hi) and is 4-byte aligned.
- * Written so that no expression can wrap: hi - off is only formed once off <= hi. */
-static int section_ok(uint32_t off, uint32_t count, uint32_t elem, uint32_t lo, uint32_t hi)
+/* A section of count elements of elem bytes at off lies in [*lo, hi) and is 4-byte aligned; *lo
+ * then moves to its end. The sections are laid out in file order (layer by layer: weights, bias,
+ * the six multiplier and shift arrays, the LLS modulation), as host.modelfile writes them, so no
+ * two can overlap: training writes weights, biases and modulation in place, and an overlap would
+ * let it rewrite another layer's multipliers or shifts. Written so that no expression can wrap:
+ * hi - off is only formed once off <= hi, and off + count * elem <= hi. */
+static int section_ok(uint32_t off, uint32_t count, uint32_t elem, uint32_t *lo, uint32_t hi)
 {
-    if (off < lo || off > hi || (off & 3u) != 0)
+    if (off < *lo || off > hi || (off & 3u) != 0)
         return 0;
-    return count <= (hi - off) / elem;
+    if (count > (hi - off) / elem)
+        return 0;
+    *lo = off + count * elem;
+    return 1;
 }
 
 /* Every int32 of a (mult, shift) pair of arrays is a valid quantized multiplier. */
@@ -92,7 +99,7 @@ static int window_ok(int32_t in, int32_t out, int32_t k, int32_t stride, int32_t
 
 /* ---------------------------------------------------------------- one layer */
 
-static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off, uint32_t host_off,
+static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t *next_off, uint32_t host_off,
                              int32_t classes, tl_layer *L)
 {
     tl_layer z = {0};
@@ -187,7 +194,7 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     L->logit_shift = (int8_t)logit_shift;
     L->lls_m_lr_shift = (int8_t)lls_m_lr_shift;
 
-    /* Tensor sections: inside [data_off, host_off), aligned; absent ones are 0. */
+    /* Tensor sections: inside [*next_off, host_off), aligned, in order; absent ones are 0. */
     uint32_t off[8];
     for (int i = 0; i < 8; i++)
         off[i] = tl_get_u32(e + 4 * (LF_WEIGHTS_OFF + i));
@@ -198,10 +205,10 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
         }
     } else {
         uint32_t oc = (uint32_t)L->out_c;
-        if (!section_ok(off[0], (uint32_t)n_weights, 1, data_off, host_off))
+        if (!section_ok(off[0], (uint32_t)n_weights, 1, next_off, host_off))
             return TL_ERR_MODEL;
         for (int i = 1; i < 8; i++) {
-            if (!section_ok(off[i], oc, 4, data_off, host_off))
+            if (!section_ok(off[i], oc, 4, next_off, host_off))
                 return TL_ERR_MODEL;
         }
         if (!quant_arrays_ok(blob, off[2], off[3], L->out_c) || !quant_arrays_ok(blob, off[4], off[5], L->out_c) ||
@@ -232,7 +239,7 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t data_off,
     } else {
         if (lls_len != classes && lls_len != classes * classes)
             return TL_ERR_MODEL;
-        if (!section_ok(lls_off, (uint32_t)lls_len, 4, data_off, host_off))
+        if (!section_ok(lls_off, (uint32_t)lls_len, 4, next_off, host_off))
             return TL_ERR_MODEL;
         L->lls_m = (int32_t *)(void *)(blob + lls_off);
     }
@@ -273,9 +280,10 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
         return TL_ERR_QUANT;
 
     int32_t n_lls = 0, lls_len = 0;
+    uint32_t next_off = data_off;       /* where the next tensor section may start */
     for (int32_t i = 0; i < n; i++) {
         tl_layer *L = &layers[i];
-        tl_status s = parse_layer(blob, blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES, data_off, host_off,
+        tl_status s = parse_layer(blob, blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES, &next_off, host_off,
                                   classes, L);
         if (s != TL_OK)
             return s;
@@ -402,8 +410,8 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
     uint32_t w, b, lm;
     for (int32_t i = 0; i < m.n_layers; i++)
         need += train_section_bytes(&m, &layers[i], &w, &b, &lm);
-    /* Each section lies in the file, but sections may overlap: a crafted file could ask for more
-     * than any int32 size. */
+    /* The sections lie in the file without overlapping (section_ok), so this cannot exceed the
+     * file's size; the check stays as the bound the int32 size below relies on. */
     if (need > 0x7FFFFFFFu)
         return TL_ERR_MODEL;
     if (ram_bytes)

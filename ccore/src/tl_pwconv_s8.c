@@ -14,7 +14,7 @@ static inline int32_t finish(const tl_conv_params *p, const tl_quant *q, const i
     int32_t acc = dot - zpw;
     if (bias)
         acc += bias[c];
-    acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
+    acc = tl_add_zp(tl_requantize_p(p, acc, q->mult[c], q->shift[c]), p->out_zp);
     return TL_CLAMP(acc, p->act_min, p->act_max);
 }
 
@@ -451,7 +451,7 @@ tl_status tl_pwconv_s8_ctx(const tl_ctx *scratch, const tl_conv_params *p, const
                 acc -= p->in_zp * wsum;
                 if (bias)
                     acc += bias[c];
-                acc = tl_requantize_p(p, acc, q->mult[c], q->shift[c]) + p->out_zp;
+                acc = tl_add_zp(tl_requantize_p(p, acc, q->mult[c], q->shift[c]), p->out_zp);
                 out[px * oc + c] = (int8_t)TL_CLAMP(acc, p->act_min, p->act_max);
             }
         }

@@ -65,6 +65,14 @@ static inline int32_t tl_requantize_p(const tl_conv_params *p, int32_t x, int32_
     return p->single_rounding ? tl_requantize_single(x, mult, shift) : tl_requantize_inl(x, mult, shift);
 }
 
+/* A requantized value plus the output zero point, wrapping as the vector lanes of the fast paths
+ * do: v + zp for every model whose accumulators stay in range, and defined (no signed overflow)
+ * when a crafted file's multipliers drive requantization to the int32 edge (found by fuzzing). */
+static inline int32_t tl_add_zp(int32_t v, int32_t zp)
+{
+    return (int32_t)((uint32_t)v + (uint32_t)zp);
+}
+
 /* A quantized multiplier (mult, shift) as the API defines it: mult 0 or in [2^30, 2^31) and shift
  * in QuantizeMultiplier's range [-31, 30]. The one check, for tl_model_prepare, the model file
  * loader and the protocol's learning-rate command. */
