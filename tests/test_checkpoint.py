@@ -120,6 +120,20 @@ def test_both_slots_corrupt_keeps_original_weights_and_says_so(vww):
     assert b.fingerprint() == original and b.m.step == 0
 
 
+def test_generation_counter_wraps_and_the_later_save_still_wins(vww):
+    """A slot at generation 2^32 - 1 (a record found on flash, CRC and all: fuzz/fuzz_checkpoint.c)
+    must not outrank the saves after it: generations compare in serial-number order (RFC 1982)."""
+    model, blob, flash, rig, payload, prev, new = powercut.prepare(vww)   # A: gen 1, B: gen 2 on flash
+    rig.slots[0].generation, rig.slots[1].generation = 0xFFFFFFFD, 0xFFFFFFFE   # as if saved 2^32 - 2 times
+    rig.m.step += 1
+    assert rig.save() == 0 and rig.st.generation == 0xFFFFFFFF                  # into A
+    rig.m.step += 1
+    assert rig.save() == 0 and rig.st.generation == 0                           # into B: the counter wraps
+    want = rig.fingerprint()
+    b, found = _boot(vww, flash, blob)
+    assert found == lib.TL_CKPT_RESTORED and b.st.generation == 0 and b.fingerprint() == want
+
+
 def test_checkpoint_of_another_model_is_not_restored(vww):
     blob, flash, prev, payload = _two_generations(vww)
     b = powercut.Rig(vww, flash, blob)

@@ -7,7 +7,7 @@
  * commit record - programmed last, after the payload was read back and compared with RAM - is
  * complete and its CRC checks. A cut during the erase, the payload or the record leaves the target
  * slot blank or corrupt (the record CRC or the payload CRC fails) and the other slot untouched.
- * Boot (tl_ckpt_restore) takes the valid slot with the highest generation. */
+ * Boot (tl_ckpt_restore) takes the valid slot with the newest generation (serial-number order). */
 #include "tinylls.h"
 #include "tl_bytes.h"
 #include "tl_layer.h"
@@ -247,12 +247,21 @@ tl_status tl_ckpt_scan(const tl_flash *f, tl_ckpt_slot *slots)
     return TL_OK;
 }
 
-/* The valid slot with the highest generation, or -1. */
+/* Generation a is newer than b in serial-number arithmetic (RFC 1982): a - b in 1 .. 2^31 - 1
+ * modulo 2^32. The two slots' generations differ by one in any sequence of saves, so this orders
+ * them across the wrap from 2^32 - 1 to 0 as well; a plain a > b would let a record at 2^32 - 1
+ * (one found on flash, CRC and all: fuzz/fuzz_checkpoint.c) outrank every later save for ever. */
+static int gen_newer(uint32_t a, uint32_t b)
+{
+    return (uint32_t)(a - b) - 1u < 0x7FFFFFFFu;
+}
+
+/* The valid slot with the newest generation, or -1. */
 static int32_t newest(const tl_ckpt_slot *slots)
 {
     int32_t best = -1;
     for (int32_t k = 0; k < 2; k++)
-        if (slots[k].state == TL_CKPT_SLOT_VALID && (best < 0 || slots[k].generation > slots[best].generation))
+        if (slots[k].state == TL_CKPT_SLOT_VALID && (best < 0 || gen_newer(slots[k].generation, slots[best].generation)))
             best = k;
     return best;
 }
