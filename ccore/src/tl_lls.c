@@ -129,13 +129,19 @@ static int32_t softmax(const int32_t *z, int32_t classes, int32_t label, int32_t
             best = c;
     const int32_t zmax = z[best];
     int64_t sum = 0;
+    /* The differences are formed in int64: logits from a crafted file's multipliers can span more
+     * than int32 (found by fuzz/fuzz_modelfile_rom.c). A real model's never do, so these are the
+     * plain int32 expressions there; beyond, exp has long underflowed to 0 and the loss saturates. */
     for (int32_t c = 0; c < classes; c++) {
-        p[c] = tl_exp_q16_to_q24(z[c] - zmax);
+        const int64_t dz = (int64_t)z[c] - zmax;
+        p[c] = tl_exp_q16_to_q24(dz < INT32_MIN ? INT32_MIN : (int32_t)dz);
         sum += p[c];
     }
     /* -ln p_y = (zmax - z_y) + ln(sum exp(z - zmax)), exact even when p_y underflows */
-    if (label >= 0)
-        *loss = (zmax - z[label]) + tl_ln_ratio_q16((uint64_t)sum, (uint64_t)TL_Q24_ONE);
+    if (label >= 0) {
+        const int64_t l = (int64_t)zmax - z[label] + tl_ln_ratio_q16((uint64_t)sum, (uint64_t)TL_Q24_ONE);
+        *loss = l > INT32_MAX ? INT32_MAX : (int32_t)l;
+    }
     for (int32_t c = 0; c < classes; c++)
         p[c] = (int32_t)tl_div_round((int64_t)p[c] << 24, sum);
     return best;
