@@ -28,12 +28,23 @@ int64_t tl_scale_update(int64_t acc, int32_t mult, int32_t shift, int32_t E, int
     const int k = TL_MAX(0, tl_bit_length64(mag) - 31); /* keep |acc| < 2^31 so acc*mult fits */
     int64_t prod = tl_shr_round(acc, k) * (int64_t)mult;
     int32_t r = 31 + E - shift - k;
-    if (q16)
-        *q16 = r >= 16 ? tl_shr_round(prod, TL_MIN(r - 16, 62)) : prod * ((int64_t)1 << TL_MIN(16 - r, 20));
+    if (q16) {
+        if (r >= 16) {
+            *q16 = tl_shr_round(prod, TL_MIN(r - 16, 62));
+        } else { /* saturated where the product would leave int64 (a crafted file's rates) */
+            const int up = TL_MIN(16 - r, 20);
+            const int64_t room = INT64_MAX >> up;
+            *q16 = prod > room ? INT64_MAX : prod < -room ? -INT64_MAX : prod * ((int64_t)1 << up);
+        }
+    }
     if (r <= 0) {
+        /* |prod| 2^-r clamped to 2^40; compared before multiplying, which could overflow int64 for
+         * a crafted file's learning rates (fuzz/fuzz_modelfile.c): the same value wherever the
+         * product fits, since 2^40 >> -r is exact for -r <= 20 */
         const int64_t lim = (int64_t)1 << 40;
-        const int64_t v = r < -20 ? (prod < 0 ? -lim : lim) : prod * ((int64_t)1 << -r);
-        return TL_CLAMP(v, -lim, lim);
+        if (r < -20 || prod > (lim >> -r) || prod < -(lim >> -r))
+            return prod < 0 ? -lim : lim;
+        return prod * ((int64_t)1 << -r);
     }
     if (r > 62) {
         prod >>= (r - 62);
