@@ -72,3 +72,20 @@ def materialize(root: str, data: bytes) -> None:
                     f.write(body)
         except OSError:
             continue      # a name that is already a folder or file: the first one wins
+
+
+def scratch(name: str) -> str:
+    """The target's folder for the data set it builds: inside the scratch folder bench/fuzz.py
+    gives (FUZZ_SCRATCH) and removes afterwards, since libFuzzer exits without Python clean-up."""
+    import tempfile
+    return tempfile.mkdtemp(prefix=f"fuzz-{name}-", dir=os.environ.get("FUZZ_SCRATCH"))
+
+
+def each_may_refuse(calls, error) -> None:
+    """Runs every call; each may refuse the data with `error` (the project's own class) and with
+    nothing else: any other exception escapes to atheris as a finding."""
+    for call in calls:
+        try:
+            call()
+        except error:
+            pass

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import struct
 import sys
 import tempfile

@@ -4,7 +4,6 @@ file is annotations/instances_val2014.json, the image folder val2014/, the id li
 Only DataError may escape."""
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -15,20 +14,15 @@ import fuzz_files  # noqa: E402
 with atheris.instrument_imports(include=["host"]):
     from host.datasets import DataError, coco
 
-# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
-# without running Python clean-up
-ROOT = tempfile.mkdtemp(prefix="fuzz-coco-", dir=os.environ.get("FUZZ_SCRATCH"))
+ROOT = fuzz_files.scratch("coco")
 
 
 def test_one_input(data: bytes) -> None:
     fuzz_files.materialize(ROOT, data)
     root = Path(ROOT)
-    for call in (lambda: coco.label_images(root / "annotations" / "instances_val2014.json", root / "val2014"),
-                 lambda: coco.read_id_list(root / "ids.txt")):
-        try:
-            call()
-        except DataError:
-            pass
+    fuzz_files.each_may_refuse([lambda: coco.label_images(root / "annotations" / "instances_val2014.json",
+                                                          root / "val2014"),
+                                lambda: coco.read_id_list(root / "ids.txt")], DataError)
 
 
 if __name__ == "__main__":

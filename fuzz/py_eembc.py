@@ -3,7 +3,6 @@ folder made from the input (fuzz/fuzz_files.py), with and without skip_bad, and 
 host.datasets.open (layout detection). Only DataError may escape."""
 import os
 import sys
-import tempfile
 
 import atheris
 
@@ -14,22 +13,14 @@ with atheris.instrument_imports(include=["host"]):
     import host.datasets
     from host.datasets import DataError, eembc
 
-# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
-# without running Python clean-up
-ROOT = tempfile.mkdtemp(prefix="fuzz-eembc-", dir=os.environ.get("FUZZ_SCRATCH"))
+ROOT = fuzz_files.scratch("eembc")
 
 
 def test_one_input(data: bytes) -> None:
     fuzz_files.materialize(ROOT, data)
-    for skip_bad in (False, True):
-        try:
-            eembc.open_eembc(ROOT, skip_bad=skip_bad)
-        except DataError:
-            pass
-    try:
-        host.datasets.open(ROOT)
-    except DataError:
-        pass
+    fuzz_files.each_may_refuse([lambda: eembc.open_eembc(ROOT, skip_bad=False),
+                                lambda: eembc.open_eembc(ROOT, skip_bad=True),
+                                lambda: host.datasets.open(ROOT)], DataError)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ non_person/ image folders, images decoded with Pillow) on a folder made from the
 (fuzz/fuzz_files.py), with and without skip_bad. Only DataError may escape."""
 import os
 import sys
-import tempfile
 
 import atheris
 
@@ -13,18 +12,13 @@ import fuzz_files  # noqa: E402
 with atheris.instrument_imports(include=["host"]):
     from host.datasets import DataError, folders
 
-# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
-# without running Python clean-up
-ROOT = tempfile.mkdtemp(prefix="fuzz-folders-", dir=os.environ.get("FUZZ_SCRATCH"))
+ROOT = fuzz_files.scratch("folders")
 
 
 def test_one_input(data: bytes) -> None:
     fuzz_files.materialize(ROOT, data)
-    for skip_bad in (False, True):
-        try:
-            folders.open_folders(ROOT, skip_bad=skip_bad, size=16, workers=1)
-        except DataError:
-            pass
+    fuzz_files.each_may_refuse([lambda: folders.open_folders(ROOT, skip_bad=False, size=16, workers=1),
+                                lambda: folders.open_folders(ROOT, skip_bad=True, size=16, workers=1)], DataError)
 
 
 if __name__ == "__main__":

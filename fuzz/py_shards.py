@@ -5,7 +5,6 @@ the memory-mapped stream. Only DataError may escape."""
 import itertools
 import os
 import sys
-import tempfile
 
 import atheris
 
@@ -15,9 +14,7 @@ import fuzz_files  # noqa: E402
 with atheris.instrument_imports(include=["host"]):
     from host.datasets import DataError, shards
 
-# bench/fuzz.py gives a scratch folder (FUZZ_SCRATCH) that it removes afterwards: libFuzzer exits
-# without running Python clean-up
-ROOT = tempfile.mkdtemp(prefix="fuzz-shards-", dir=os.environ.get("FUZZ_SCRATCH"))
+ROOT = fuzz_files.scratch("shards")
 
 
 def test_one_input(data: bytes) -> None:
@@ -26,11 +23,7 @@ def test_one_input(data: bytes) -> None:
              lambda: shards.open_shards(ROOT, skip_bad=True, verify=False),
              lambda: shards.verify(ROOT),
              lambda: list(itertools.islice(shards.stream(ROOT, seed=1, augment=True), 8))]
-    for call in calls:
-        try:
-            call()
-        except DataError:
-            pass
+    fuzz_files.each_may_refuse(calls, DataError)
 
 
 if __name__ == "__main__":
