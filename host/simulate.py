@@ -157,6 +157,24 @@ def camera_shift(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round(blur), 0, 255).astype(np.uint8)
 
 
+def grey_shift(images: np.ndarray) -> np.ndarray:
+    """A grey-sensor camera: every pixel's BT.601 luma (0.299 R + 0.587 G + 0.114 B, rounded)
+    in all three channels."""
+    y = np.round(images.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    return np.repeat(np.clip(y, 0, 255).astype(np.uint8)[..., None], images.shape[-1], -1)
+
+
+def colour_cast_shift(images: np.ndarray) -> np.ndarray:
+    """A strong warm colour cast (wrong white balance): R x 1.3 + 20, G x 1.0, B x 0.55,
+    clipped to 0..255, rounded."""
+    x = images.astype(np.float64) * np.array([1.3, 1.0, 0.55]) + np.array([20.0, 0.0, 0.0])
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+# the camera shifts of the adaptation study (bench/finetune.py, docs/finetune.md), by name
+SHIFTS = {"new-camera": camera_shift, "grey": grey_shift, "colour-cast": colour_cast_shift}
+
+
 def select_trainable(model, spec: str) -> None:
     weighted = [i for i, L in enumerate(model.layers) if L.has_weights]
     if spec == "all":

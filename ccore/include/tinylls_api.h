@@ -366,3 +366,37 @@ tl_status tl_ckpt_restore(const tl_flash *f, tl_model *m, tl_ckpt_state *st, int
                           tl_ckpt_slot *slots, int32_t *found);
 /* Erases both slots' record sectors (forgets every checkpoint). */
 tl_status tl_ckpt_erase(const tl_flash *f, tl_ckpt_slot *slots);
+
+/* ================================================================ camera adaptation (tl_adapt.c)
+ * Label-free adaptation to a new camera by per-channel statistic matching (issue 16). For a conv,
+ * dwconv or fc layer: the statistics of its int32 accumulator (bias included, before
+ * requantization) per output channel over every output position of every image fed, accumulated
+ * by a plain reference loop in caller-owned scratch; then the per-channel update of the bias and
+ * requantization multiplier that maps the new mean/std onto the reference ones (int8 weights and
+ * the output scale untouched). Integer only, no malloc; host and board run this same code. */
+enum {
+    TL_ADAPT_G_FRAC = 28,              /* the per-channel gain g = std_ref / std_new is in Q28 */
+    TL_ADAPT_STAT_BYTES = 24           /* scratch per output channel: int64 sum, 128-bit sum of squares */
+};
+/* Scratch bytes for one layer's statistics (24 * out_c); < 0 for a layer without weights. */
+int32_t tl_adapt_stats_bytes(const tl_layer *L);
+/* Zeroes the statistics. */
+tl_status tl_adapt_stats_reset(const tl_layer *L, void *stats);
+/* Adds one image: in is the layer's input tensor (the previous layer's output). */
+tl_status tl_adapt_stats_add(const tl_layer *L, const int8_t *in, void *stats);
+/* Mean and population std of each channel's accumulator over n_images images: mean in accumulator
+ * units, rounded half away from zero; std in Q8, floor(sqrt(floor(var * 2^16))), saturated at
+ * 2^31 - 1. TL_ERR_ARG when n_images * positions exceeds 2^31 - 1. */
+tl_status tl_adapt_stats_finish(const tl_layer *L, const void *stats, int32_t n_images, int32_t *mean,
+                                int32_t *std_q8);
+/* g = std_ref / std_new in Q28, rounded, clamped to [2^25, 2^31 - 1] (1/8 .. 8); exactly 2^28 when
+ * either std is below 256 (one accumulator LSB). */
+int32_t tl_adapt_gain_q28(int32_t ref_std_q8, int32_t new_std_q8);
+/* The update of one layer's channels, written to bias / out_mult / out_shift (out_c each: the
+ * caller's writable copies, e.g. the layer's own arrays in RAM): mult' = round(mult * g / 2^28)
+ * renormalised into [2^30, 2^31) with its shift (a channel whose shift would leave [-31, 30] keeps
+ * g = 1; mult 0 stays 0), bias' = bias + round(mean_ref * 2^28 / g) - mean_new,
+ * clamped to the loader's bound. Statistics from tl_adapt_stats_finish. */
+tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32_t *ref_std_q8,
+                         const int32_t *new_mean, const int32_t *new_std_q8, int32_t *bias, int32_t *out_mult,
+                         int32_t *out_shift);

@@ -1,0 +1,263 @@
+"""Label-free camera adaptation by per-channel statistic matching (issue 16), on the C core.
+
+One layer at a time, in order, for the first `k` layers of a model (the last layer never):
+
+1. reference statistics: per output channel, the mean and std (Q8) in accumulator units of the
+   layer's int32 accumulator on clean images through the *original* network
+   (`reference_stats`; computed once, from images the user supplies);
+2. new statistics: the same on unlabelled new-camera images through the layers adapted so far
+   and the original layer i;
+3. `tl_adapt_apply`: the layer's requantization multiplier scaled by g = std_ref / std_new and
+   its bias shifted so that the accumulator's mean and std on those images become the reference
+   ones. int8 weights and the output scale stay, so layer i + 1 keeps its input scale.
+
+Everything runs in the C core (ccore/src/tl_adapt.c) on a `host.core.CModel`, writing into the
+loaded model file's own bias / out_mult / out_shift arrays, so the adapted model is what the
+board gets. `py_stats` and `py_apply` mirror the integer arithmetic in Python (for the tests).
+
+`choose` is the rule for deciding whether (and how deep) to adapt when labels exist: the
+validation accuracy of the unadapted model and of each candidate depth k; the best wins, ties to
+the smaller k, so the choice is never worse than not adapting on that validation split.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from host.core import CModel, check, ffi, lib
+
+G_FRAC = 28
+G_ONE = 1 << G_FRAC
+STD_MIN = 256
+
+
+# ---------------------------------------------------------------------------- the C calls
+def weighted(cm: CModel, k: int) -> list[int]:
+    """Indices of the conv / dwconv / fc layers among the first k (never the last layer)."""
+    n = len(cm.model.layers)
+    return [i for i in range(min(k, n - 1)) if cm.model.layers[i].has_weights]
+
+
+def _layer(cm: CModel, i: int):
+    return ffi.addressof(cm._layers, i)
+
+
+def forward(cm: CModel, i: int, xs: np.ndarray) -> np.ndarray:
+    """Layer i's int8 outputs for a batch of its inputs (tl_layer_forward, one image at a time)."""
+    L = cm.model.layers[i]
+    out = np.zeros((len(xs),) + tuple(L.out_shape), np.int8)
+    Lp = _layer(cm, i)
+    for j in range(len(xs)):
+        x = np.ascontiguousarray(xs[j])
+        check(lib.tl_layer_forward(Lp, ffi.cast("int8_t *", x.ctypes.data),
+                                   ffi.cast("int8_t *", out[j].ctypes.data)), f"forward of layer {i}")
+    return out
+
+
+def layer_stats(cm: CModel, i: int, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std_q8) of layer i's accumulators over the batch xs of its inputs (C)."""
+    Lp = _layer(cm, i)
+    nbytes = check(lib.tl_adapt_stats_bytes(Lp), f"statistics of layer {i}")
+    scratch = np.zeros(nbytes // 8, np.uint64)
+    sp = ffi.cast("void *", scratch.ctypes.data)
+    check(lib.tl_adapt_stats_reset(Lp, sp), "reset")
+    for j in range(len(xs)):
+        x = np.ascontiguousarray(xs[j])
+        check(lib.tl_adapt_stats_add(Lp, ffi.cast("int8_t *", x.ctypes.data), sp), f"statistics of layer {i}")
+    oc = cm.model.layers[i].out_c
+    mean, std = np.zeros(oc, np.int32), np.zeros(oc, np.int32)
+    check(lib.tl_adapt_stats_finish(Lp, sp, len(xs), ffi.cast("int32_t *", mean.ctypes.data),
+                                    ffi.cast("int32_t *", std.ctypes.data)), f"statistics of layer {i}")
+    return mean, std
+
+
+def quant_arrays(cm: CModel, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Writable (bias, out_mult, out_shift) of layer i: views into the loaded model file's bytes."""
+    if cm._blob is None:
+        raise ValueError(f"model {cm.model.name!r}: adaptation needs the model-file layer table")
+    L = cm._layers[i]
+    oc = cm.model.layers[i].out_c
+    return (cm._view(L.bias, np.int32, (oc,)), cm._view(L.out_mult, np.int32, (oc,)),
+            cm._view(L.out_shift, np.int32, (oc,)))
+
+
+def apply_layer(cm: CModel, i: int, ref: tuple, new: tuple) -> None:
+    """tl_adapt_apply on layer i in place, then re-prepare the model."""
+    bias, mult, shift = quant_arrays(cm, i)
+    arrs = [np.ascontiguousarray(a, np.int32) for a in (*ref, *new)]
+    check(lib.tl_adapt_apply(_layer(cm, i), *(ffi.cast("int32_t *", a.ctypes.data) for a in arrs),
+                             ffi.cast("int32_t *", bias.ctypes.data), ffi.cast("int32_t *", mult.ctypes.data),
+                             ffi.cast("int32_t *", shift.ctypes.data)), f"adapting layer {i}")
+    check(lib.tl_model_prepare(cm._m), "re-preparing the adapted model")
+
+
+# ---------------------------------------------------------------------------- the schedule
+def reference_stats(cm: CModel, clean_x: np.ndarray, k: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (mean, std_q8)} of the first k layers on clean model inputs (original network)."""
+    out, xs = {}, np.asarray(clean_x, np.int8)
+    last = max(weighted(cm, k), default=-1)
+    for i in range(last + 1):
+        if cm.model.layers[i].has_weights:
+            out[i] = layer_stats(cm, i, xs)
+        xs = forward(cm, i, xs)
+    return out
+
+
+@dataclass
+class AdaptReport:
+    k: int
+    layers: list = field(default_factory=list)       # per adapted layer: index, channels, mean |g - 1|
+    images: int = 0
+
+
+def adapt(cm: CModel, ref: dict, new_x: np.ndarray, k: int) -> AdaptReport:
+    """Adapts the first k layers of cm in place, layer by layer, on unlabelled model inputs new_x."""
+    rep = AdaptReport(k=k, images=len(new_x))
+    xs = np.asarray(new_x, np.int8)
+    idx = weighted(cm, k)
+    last = max(idx, default=-1)
+    for i in range(last + 1):
+        if i in idx:
+            if i not in ref:
+                raise ValueError(f"no reference statistics for layer {i}")
+            new = layer_stats(cm, i, xs)
+            apply_layer(cm, i, ref[i], new)
+            g = np.array([lib.tl_adapt_gain_q28(int(a), int(b)) for a, b in zip(ref[i][1], new[1])]) / G_ONE
+            rep.layers.append({"layer": i, "channels": int(len(g)), "gain_min": float(g.min()),
+                               "gain_max": float(g.max())})
+        xs = forward(cm, i, xs)
+    return rep
+
+
+def accuracy(cm: CModel, x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) == 0:
+        return float("nan")
+    preds, _, _ = cm.infer_many(np.asarray(x, np.int8), with_local=False)
+    return float(np.mean(preds == np.asarray(y)))
+
+
+def snapshot(cm: CModel) -> np.ndarray:
+    """A copy of the loaded model file's bytes (adaptation and training write nothing else)."""
+    return cm._blob.copy()
+
+
+def restore(cm: CModel, snap: np.ndarray) -> None:
+    cm._blob[:] = snap
+    check(lib.tl_model_prepare(cm._m), "re-preparing the model")
+
+
+def choose(cm: CModel, ref: dict, new_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+           candidates) -> tuple[int, dict]:
+    """The rule with labels: validation accuracy of k = 0 (no adaptation) and each candidate k;
+    the best wins (ties: the smaller k). cm is left adapted with the chosen k. Returns (k, scores)."""
+    snap = snapshot(cm)
+    scores = {0: accuracy(cm, val_x, val_y)}
+    for k in sorted(set(int(c) for c in candidates if int(c) > 0)):
+        restore(cm, snap)
+        adapt(cm, ref, new_x, k)
+        scores[k] = accuracy(cm, val_x, val_y)
+    best = max(scores, key=lambda k: (scores[k], -k))
+    restore(cm, snap)
+    if best:
+        adapt(cm, ref, new_x, best)
+    return best, scores
+
+
+def adapted_copy(model, ref: dict, new_x: np.ndarray, k: int, **cm_opts) -> CModel:
+    """A fresh CModel of a deep copy of model, adapted with k layers."""
+    cm = CModel(copy.deepcopy(model), **cm_opts)
+    if k:
+        adapt(cm, ref, new_x, k)
+    return cm
+
+
+# ---------------------------------------------------------------------------- Python mirror
+def py_accumulators(layer, x: np.ndarray) -> np.ndarray:
+    """(positions, out_c) int64 accumulators (bias included) of one layer on one input, numpy."""
+    x = x.astype(np.int64) - int(layer.in_zp)
+    w = np.asarray(layer.weights).astype(np.int64)
+    b = np.asarray(layer.bias).astype(np.int64)
+    if layer.kind == "fc":
+        return (w.reshape(layer.out_c, -1) @ x.reshape(-1) + b)[None, :]
+    (oh, ow, oc), (kh, kw), (sh, sw), (pt, pl) = layer.out_shape, layer.kernel, layer.stride, layer.pad
+    ih, iw, ic = x.shape
+    pb = max(0, (oh - 1) * sh + kh - pt - ih)
+    pr = max(0, (ow - 1) * sw + kw - pl - iw)
+    xp = np.pad(x, ((pt, pb), (pl, pr), (0, 0)))      # zero = the zero point after subtraction
+    acc = np.zeros((oh, ow, oc), np.int64)
+    for fy in range(kh):
+        for fx in range(kw):
+            patch = xp[fy: fy + (oh - 1) * sh + 1: sh, fx: fx + (ow - 1) * sw + 1: sw, :]
+            if layer.kind == "dwconv":
+                acc += patch * w.reshape(kh, kw, oc)[fy, fx]
+            else:
+                acc += patch @ w.reshape(oc, kh, kw, ic)[:, fy, fx, :].T
+    return (acc + b).reshape(-1, oc)
+
+
+def _rhaz(a: int, b: int) -> int:
+    """round(a / b) half away from zero, b > 0, Python ints."""
+    return (a + b // 2) // b if a >= 0 else -((-a + b // 2) // b)
+
+
+def py_stats(layer, xs) -> tuple[np.ndarray, np.ndarray]:
+    """tl_adapt_stats_finish's (mean, std_q8) computed with Python integers."""
+    accs = np.concatenate([py_accumulators(layer, x) for x in xs])
+    count = accs.shape[0]
+    mean, std = [], []
+    for c in range(accs.shape[1]):
+        col = [int(v) for v in accs[:, c]]
+        s, sq = sum(col), sum(v * v for v in col)
+        mean.append(_rhaz(s, count))
+        var_q16 = ((count * sq - s * s) << 16) // (count * count)
+        std.append(min(_isqrt(var_q16), 0x7FFFFFFF))
+    return np.array(mean, np.int64), np.array(std, np.int64)
+
+
+def _isqrt(v: int) -> int:
+    import math
+    return math.isqrt(v)
+
+
+def py_gain(ref_std: int, new_std: int) -> int:
+    if ref_std < STD_MIN or new_std < STD_MIN:
+        return G_ONE
+    g = (ref_std * G_ONE + new_std // 2) // new_std
+    return min(max(g, G_ONE >> 3), (G_ONE << 3) - 1)
+
+
+def py_apply(layer_kind: str, taps: int, ref_mean, ref_std, new_mean, new_std, bias, mult, shift):
+    """tl_adapt_apply written independently in Python integers; returns new (bias, mult, shift)."""
+    lim = 0x7FFFFFFF - taps * 255 * 128
+    b_out, m_out, s_out = [], [], []
+    for c in range(len(bias)):
+        m, s, b = int(mult[c]), int(shift[c]), int(bias[c])
+        if m == 0:
+            b_out.append(b), m_out.append(m), s_out.append(s)
+            continue
+        g = py_gain(int(ref_std[c]), int(new_std[c]))
+        nm, ns = m, s
+        if g != G_ONE:
+            p = m * g
+            t = p.bit_length() - 31
+            mm = (p + (1 << (t - 1))) >> t
+            if mm == 1 << 31:
+                mm, t = mm >> 1, t + 1
+            if -31 <= s + t - G_FRAC <= 30:
+                nm, ns = mm, s + t - G_FRAC
+            else:
+                g = G_ONE
+        b_out.append(min(max(b + _rhaz(int(ref_mean[c]) * G_ONE, g) - int(new_mean[c]), -lim), lim))
+        m_out.append(nm), s_out.append(ns)
+    return np.array(b_out, np.int64), np.array(m_out, np.int64), np.array(s_out, np.int64)
+
+
+def taps(layer) -> int:
+    kh, kw = layer.kernel
+    if layer.kind == "conv":
+        return kh * kw * layer.in_shape[2]
+    if layer.kind == "dwconv":
+        return kh * kw
+    return int(np.prod(layer.in_shape))
