@@ -1,0 +1,241 @@
+"""Label-free camera adaptation (issue 16): ccore/src/tl_adapt.c through host/adapt.py.
+
+The C statistics equal a numpy / Python-integer computation of the same accumulators; the
+multiplier / bias update equals an independent Python integer implementation; an adapted layer's
+accumulator statistics match the reference within rounding; the validation rule never picks
+something worse than not adapting; on the real VWW data (shared folder) adaptation recovers the new
+camera and the rule refuses it for the grey camera."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from test_modelfile import small_model
+
+from host import adapt
+from host.core import CModel, TinyllsError, ffi, lib
+
+
+def _inputs(model, n, seed, scale=1.0, offset=0.0):
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, (n,) + tuple(model.input_shape)).astype(np.float64)
+    px = np.clip(np.round(px * scale + offset), 0, 255)
+    return (px - 128).astype(np.int8)              # the small model's input_q is pixel-128
+
+
+def _frozen_small(seed=0):
+    m = small_model(seed, lls=False)
+    for L in m.layers:
+        L.trainable = False
+    return m
+
+
+def test_c_statistics_equal_python_integers():
+    m = _frozen_small()
+    cm = CModel(m)
+    xs = _inputs(m, 5, 1)
+    for i, layer in enumerate(m.layers):
+        if layer.has_weights:
+            mean, std = adapt.layer_stats(cm, i, xs)
+            pm, ps = adapt.py_stats(layer, xs)
+            np.testing.assert_array_equal(mean, pm, err_msg=f"layer {i} mean")
+            np.testing.assert_array_equal(std, ps, err_msg=f"layer {i} std")
+            assert std.max() > 256                 # the statistics are not trivially zero
+        xs = adapt.forward(cm, i, xs)
+
+
+def test_python_accumulators_give_the_kernels_outputs():
+    """The reference loop's accumulators, requantized, are the layer's int8 output (relu layers):
+    the statistics are of the accumulator the kernels really compute."""
+    from host.model import quantized_multiplier_value
+
+    m = _frozen_small()
+    cm = CModel(m)
+    xs = _inputs(m, 2, 2)
+    for i in (0, 2):                                 # stem (relu6) and pw1 (relu), conv kernels
+        ins = xs if i == 0 else adapt.forward(cm, 1, adapt.forward(cm, 0, xs))
+        out = adapt.forward(cm, i, ins)
+        layer = m.layers[i]
+        _, mult, shift = adapt.quant_arrays(cm, i)
+        lo, hi = layer.act_range()
+        for j in range(len(ins)):
+            acc = adapt.py_accumulators(layer, ins[j])
+            real = acc * np.array([quantized_multiplier_value(int(a), int(b)) for a, b in zip(mult, shift)])
+            want = np.clip(np.round(real) + layer.out_zp, lo, hi)
+            got = out[j].reshape(-1, layer.out_c).astype(np.int64)
+            assert np.abs(got - want).max() <= 1     # the kernels round in fixed point
+
+
+def test_stats_refuse_layers_without_weights_and_too_many_positions():
+    m = _frozen_small()
+    cm = CModel(m)
+    assert lib.tl_adapt_stats_bytes(ffi.addressof(cm._layers, 3)) < 0          # avgpool
+    Lp = ffi.addressof(cm._layers, 0)
+    n = lib.tl_adapt_stats_bytes(Lp)
+    assert n == lib.TL_ADAPT_STAT_BYTES * m.layers[0].out_c
+    buf = np.zeros(n // 8, np.uint64)
+    out = np.zeros(m.layers[0].out_c, np.int32)
+    p = ffi.cast("int32_t *", out.ctypes.data)
+    assert lib.tl_adapt_stats_finish(Lp, ffi.cast("void *", buf.ctypes.data), 1 << 30, p, p) == lib.TL_ERR_ARG
+
+
+def test_apply_equals_independent_python_integers():
+    m = _frozen_small()
+    rng = np.random.default_rng(5)
+    for i in (0, 1, 2, 4):
+        cm = CModel(copy.deepcopy(m))
+        layer = cm.model.layers[i]
+        oc = layer.out_c
+        bias, mult, shift = (a.copy() for a in adapt.quant_arrays(cm, i))
+        ref_m = rng.integers(-50000, 50000, oc)
+        new_m = rng.integers(-50000, 50000, oc)
+        ref_s = rng.integers(0, 4000 * 256, oc)
+        new_s = rng.integers(0, 4000 * 256, oc)
+        ref_s[0], new_s[1] = 100, 255                 # below one LSB: g = 1
+        ref_s[2], new_s[2] = 1 << 30, 1000            # clamped to 8
+        want = adapt.py_apply(layer.kind, adapt.taps(layer), ref_m, ref_s, new_m, new_s, bias, mult, shift)
+        adapt.apply_layer(cm, i, (ref_m, ref_s), (new_m, new_s))
+        got = adapt.quant_arrays(cm, i)
+        for name, w, g in zip(("bias", "mult", "shift"), want, got):
+            np.testing.assert_array_equal(g, w, err_msg=f"layer {i} {name}")
+        assert not np.array_equal(got[1], mult)      # it did change something
+
+
+def test_apply_edge_multipliers_match_python():
+    """mult 0 stays, a shift pushed out of [-31, 30] keeps g = 1, renormalisation at 2^31."""
+    m = _frozen_small()
+    cm = CModel(copy.deepcopy(m))
+    i, oc = 2, m.layers[2].out_c
+    bias, mult, shift = adapt.quant_arrays(cm, i)
+    mult[:] = (1 << 31) - 1
+    mult[0] = 0
+    shift[:] = 0
+    shift[1], shift[2] = 30, -31
+    b0, m0, s0 = bias.copy(), mult.copy(), shift.copy()
+    ref_s = np.full(oc, 8 * 256 * 1000 - 1)
+    new_s = np.full(oc, 1000 * 256)
+    ref_s[2], new_s[2] = 256, 2000 * 256               # g = 1/2000 -> clamped 1/8, shift -31 - 3
+    zeros = np.zeros(oc, np.int64)
+    want = adapt.py_apply("conv", adapt.taps(m.layers[i]), zeros, ref_s, zeros, new_s, b0, m0, s0)
+    adapt.apply_layer(cm, i, (zeros, ref_s), (zeros, new_s))
+    got = adapt.quant_arrays(cm, i)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+    assert got[1][0] == 0 and got[2][1] == 30 and got[1][1] == m0[1]       # unrepresentable: g = 1
+    assert got[2][2] == -31 and got[1][2] == m0[2]
+    assert all((v == 0 or (1 << 30) <= v < (1 << 31)) for v in got[1])
+
+
+def test_adapted_layer_matches_the_reference_statistics():
+    """After tl_adapt_apply, g * accumulator has the reference mean and std on the same images."""
+    m = _frozen_small()
+    cm = CModel(copy.deepcopy(m))
+    clean = _inputs(m, 6, 3)
+    shifted = np.clip(np.round(clean.astype(np.float64) * 0.45 - 60), -128, 127).astype(np.int8)
+    ref = adapt.reference_stats(cm, clean, 3)
+    xs = shifted
+    for i in range(3):
+        layer = m.layers[i]
+        new = adapt.layer_stats(cm, i, xs)
+        _, mult0, shift0 = (a.copy() for a in adapt.quant_arrays(cm, i))
+        adapt.apply_layer(cm, i, ref[i], new)
+        after = adapt.layer_stats(cm, i, xs)
+        _, mult1, shift1 = adapt.quant_arrays(cm, i)
+        for c in range(layer.out_c):
+            if mult0[c] == 0:
+                continue
+            g_exact = (mult1[c] * 2.0 ** shift1[c]) / (mult0[c] * 2.0 ** shift0[c])   # the gain applied
+            gq = lib.tl_adapt_gain_q28(int(ref[i][1][c]), int(new[1][c])) / adapt.G_ONE
+            assert abs(g_exact / gq - 1) < 2 ** -29
+            if ref[i][1][c] < 256 or new[1][c] < 256 or not (1 / 8 <= gq < 8) or gq in (1 / 8, 8 - 2 ** -28):
+                continue
+            assert abs(gq * after[0][c] - ref[i][0][c]) <= 1 + gq, (i, c)          # mean: rounding only
+            assert abs(gq * after[1][c] - ref[i][1][c]) <= 2 * gq + 1e-6 * ref[i][1][c], (i, c)  # std (Q8)
+        xs = adapt.forward(cm, i, xs)
+
+
+def test_rule_never_picks_worse_on_validation():
+    m = _frozen_small()
+    cm = CModel(copy.deepcopy(m))
+    clean = _inputs(m, 8, 4)
+    shifted = _inputs(m, 8, 5, 0.5, 20)
+    val_x = _inputs(m, 40, 6, 0.5, 20)
+    val_y = np.random.default_rng(7).integers(0, 3, 40)
+    ref = adapt.reference_stats(cm, clean, 3)
+    k, scores = adapt.choose(cm, ref, shifted, val_x, val_y, (1, 2, 3))
+    assert set(scores) == {0, 1, 2, 3}
+    assert scores[k] == max(scores.values()) and scores[k] >= scores[0]
+    assert adapt.accuracy(cm, val_x, val_y) == scores[k]        # cm is left as chosen
+    if k == 0:
+        assert np.array_equal(adapt.snapshot(cm), adapt.snapshot(CModel(copy.deepcopy(m))))
+
+
+def test_adaptation_is_deterministic_and_leaves_int8_weights():
+    m = _frozen_small()
+    a, b = CModel(copy.deepcopy(m)), CModel(copy.deepcopy(m))
+    clean, shifted = _inputs(m, 4, 8), _inputs(m, 4, 9, 0.6, 10)
+    ref = adapt.reference_stats(a, clean, 3)
+    w0 = [np.array(L.weights).copy() for L in a.model.layers if L.has_weights]
+    adapt.adapt(a, ref, shifted, 3)
+    adapt.adapt(b, adapt.reference_stats(b, clean, 3), shifted, 3)
+    assert np.array_equal(adapt.snapshot(a), adapt.snapshot(b))
+    for w, L in zip(w0, [L for L in a.model.layers if L.has_weights]):
+        assert np.array_equal(w, L.weights)
+
+
+def test_missing_reference_statistics_is_an_error():
+    m = _frozen_small()
+    cm = CModel(m)
+    with pytest.raises(ValueError, match="layer 0"):
+        adapt.adapt(cm, {}, _inputs(m, 2, 1), 1)
+    with pytest.raises(TinyllsError):
+        adapt.layer_stats(cm, 3, _inputs(m, 1, 1))      # avgpool has no accumulator
+
+
+# ---------------------------------------------------------------------------- real data
+VWW_MODEL = ("datasets/mlperf-tiny-vww-models/benchmark/training/visual_wake_words/trained_models/"
+             "vww_96_int8.tflite")
+
+
+@pytest.fixture(scope="module")
+def vww():
+    from shared_data import shared_path
+
+    from host import datasets
+    from host.evaluate import load_model
+
+    model = load_model(str(shared_path(VWW_MODEL)))
+    for L in model.layers:
+        L.trainable = False
+    train, test = datasets.vww_split(datasets.open(str(shared_path("datasets/vww01-eembc"))), seed=0)
+    return model, train, test
+
+
+def test_vww_new_camera_recovers_and_grey_is_refused(vww):
+    from host.evaluate import model_input
+    from host.simulate import SHIFTS
+
+    model, train, test = vww
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(train.labels))
+    val, fit = perm[:150], perm[150:]
+    unl = fit[:64]
+    tr_y = np.asarray(train.labels)
+    clean = model_input(model, train.images)
+    cm = CModel(copy.deepcopy(model))
+    ref = adapt.reference_stats(cm, clean[fit], 27)
+    out = {}
+    for name in ("new-camera", "grey"):
+        f = SHIFTS[name]
+        sh = model_input(model, f(train.images))
+        te = model_input(model, f(test.images))
+        cm = CModel(copy.deepcopy(model))
+        pre = adapt.accuracy(cm, te, np.asarray(test.labels))
+        k, scores = adapt.choose(cm, ref, sh[unl], sh[val], tr_y[val], (1, 3, 7, 13, 27))
+        out[name] = (pre, k, scores, adapt.accuracy(cm, te, np.asarray(test.labels)))
+    pre, k, scores, post = out["new-camera"]
+    assert k > 0 and post >= pre + 0.10, out["new-camera"]          # 65.0 -> ~80 measured
+    pre, k, scores, post = out["grey"]
+    assert scores[k] >= scores[0]
+    assert k == 0 and post == pre, out["grey"]                       # adaptation lowers grey accuracy
