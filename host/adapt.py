@@ -261,3 +261,112 @@ def taps(layer) -> int:
     if layer.kind == "dwconv":
         return kh * kw
     return int(np.prod(layer.in_shape))
+
+
+# ---------------------------------------------------------------------------- model-file statistics
+DEFAULT_STATS_LAYERS = 7       # layers whose statistics import stores (float notes: first 7 ~ all)
+DEFAULT_STATS_IMAGES = 256
+DEFAULT_ADAPT_IMAGES = 64
+K_CANDIDATES = (1, 2, 3, 5, 7, 13, 27)
+
+
+def add_reference(model, clean_x: np.ndarray, k: int = DEFAULT_STATS_LAYERS) -> list[int]:
+    """Computes the reference statistics of the first k layers on clean model inputs (through the
+    original network, on the C core) and stores them on the model's layers (`adapt_ref`, written
+    to the model file as format version 2). Returns the layers that received statistics."""
+    frozen = copy.deepcopy(model)
+    for L in frozen.layers:
+        L.trainable = False
+        L.adapt_ref = None
+    ref = reference_stats(CModel(frozen), clean_x, k)
+    for L in model.layers:
+        L.adapt_ref = None
+    for i, st in ref.items():
+        model.layers[i].adapt_ref = (st[0].astype(np.int32), st[1].astype(np.int32))
+    return sorted(ref)
+
+
+def model_reference(model) -> dict:
+    """{layer: (mean, std_q8)} carried by the model (file version 2); {} when none."""
+    return {i: L.adapt_ref for i, L in enumerate(model.layers) if getattr(L, "adapt_ref", None) is not None}
+
+
+def max_k(ref: dict) -> int:
+    """The deepest adaptation the statistics allow: the first k layers, k = last layer with statistics + 1."""
+    return max(ref) + 1 if ref else 0
+
+
+def keep_in_model(cm: CModel) -> None:
+    """Records the adapted multipliers on the Model (Layer.adapt_quant), so that writing the model
+    (host.modelfile.to_bytes, --save-model) keeps exactly the adapted integers; biases are
+    already views of the loaded file."""
+    for i, L in enumerate(cm.model.layers):
+        if L.has_weights and cm._blob is not None:
+            _, mult, shift = quant_arrays(cm, i)
+            L.adapt_quant = (mult.copy(), shift.copy())
+
+
+# ---------------------------------------------------------------------------- the field step
+def parse_k(text: str) -> str | int:
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise ValueError(f"--adapt-layers {text!r}: 'auto' or a layer count >= 1") from None
+    if k < 1:
+        raise ValueError(f"--adapt-layers {k}: 'auto' or a layer count >= 1")
+    return k
+
+
+def field_step(cm: CModel, mode: str, k_opt, n_images: int, train_x: np.ndarray, val_x: np.ndarray,
+               val_y: np.ndarray, seed: int, log=lambda *a: None) -> dict:
+    """The adaptation step in front of training (host.simulate, host.stream): mode 'off', 'on'
+    (adapt; k = k_opt, or the best k > 0 on validation for 'auto') or 'auto' (adapt only when the
+    model carries reference statistics and the validation split says it helps: `choose`, k = 0
+    allowed). Unlabelled images: the first n_images of a seeded permutation of the training inputs
+    (labels never read). Returns the summary record."""
+    ref = model_reference(cm.model)
+    out = {"mode": mode, "applied": False, "k": 0, "images": 0, "reference_layers": sorted(ref)}
+    if mode == "off":
+        return out
+    if not ref:
+        if mode == "on":
+            raise ValueError("--adapt on: the model file has no adaptation statistics (add them with "
+                             "`python -m host.quantize add-stats M.tlm --stats-data D`)")
+        out["reason"] = "the model file has no adaptation statistics"
+        return out
+    kmax = max_k(ref)
+    if isinstance(k_opt, int) and k_opt > kmax:
+        raise ValueError(f"--adapt-layers {k_opt}: the model file has statistics for the first {kmax} layers only")
+    n = min(int(n_images), len(train_x))
+    idx = np.random.default_rng(seed).permutation(len(train_x))[:n]
+    new_x = np.asarray(train_x[idx], np.int8)
+    out["images"] = n
+    have_val = len(val_y) > 0
+    if isinstance(k_opt, int):
+        cands = [k_opt]
+    else:
+        cands = sorted({k for k in K_CANDIDATES if k <= kmax} | {kmax})
+    if mode == "auto" and not have_val:
+        out["reason"] = "no labelled validation split to decide on: not adapted"
+        return out
+    if mode == "on" and len(cands) == 1:
+        before = accuracy(cm, val_x, val_y) if have_val else None
+        adapt(cm, ref, new_x, cands[0])
+        k, scores = cands[0], ({0: before, cands[0]: accuracy(cm, val_x, val_y)} if have_val else {})
+    else:
+        k, scores = choose(cm, ref, new_x, val_x, val_y, cands)
+        if mode == "on" and k == 0:         # forced: the best k > 0
+            k = max((c for c in scores if c), key=lambda c: (scores[c], -c))
+            adapt(cm, ref, new_x, k)
+    out.update(applied=k > 0, k=int(k), val_accuracy={str(a): b for a, b in scores.items()})
+    if k:
+        keep_in_model(cm)
+    if scores:
+        log(f"adaptation ({mode}): validation accuracy " +
+            ", ".join(f"k={a}: {b:.3f}" for a, b in sorted(scores.items())) +
+            (f"; adapting the first {k} layers on {n} unlabelled images" if k else "; not adapting"))
+    else:
+        log(f"adaptation ({mode}): the first {k} layers on {n} unlabelled images (no validation split)")
+    return out

@@ -76,6 +76,12 @@ class Layer:
     name: str = ""
     lls_m: np.ndarray | None = None          # LLS-M (classes,) / LLS-MxM (classes, classes), int32 Q16
     lls_m_lr: float = 0.0
+    # camera adaptation (host.adapt, model file version 2): the reference (accumulator mean, std in
+    # Q8) per output channel, int32 arrays, on the clean training distribution; None: not adapted
+    adapt_ref: tuple | None = None
+    # after host.adapt: the adapted requantization (out_mult, out_shift) int32 arrays, which the model
+    # file then stores instead of those derived from the scales; None: derived from the scales
+    adapt_quant: tuple | None = None
     # Requantize with single rounding (round(acc * mult * 2^(shift-31)), ties up) instead of
     # TFLite's reference double rounding. LiteRT's FULLY_CONNECTED rounds this way (it goes
     # through ruy's gemm even with the BUILTIN_REF resolver), so models imported for LiteRT set

@@ -21,7 +21,8 @@ from host.model import Layer, Model, quantize_multiplier, quantize_multipliers
 from host.train import rate_multipliers
 
 MAGIC = b"TLLS"
-VERSION = 1
+VERSION = 2             # the newest format; to_bytes writes 1 for a model without adaptation data
+VERSIONS_READ = (1, 2)  # version 2 = version 1 + per-layer adaptation reference statistics
 FILE_HEADER_BYTES = 16
 MODEL_HEADER_BYTES = 48
 LAYER_TABLE_OFF = FILE_HEADER_BYTES + MODEL_HEADER_BYTES          # 64
@@ -31,14 +32,15 @@ LAYER_FIELDS = (
     "leaky_mult", "leaky_shift", "lr_mult", "lr_shift", "logit_mult", "logit_shift",
     "lls_m_lr_mult", "lls_m_lr_shift", "lls_m_len",
     "weights_off", "bias_off", "out_mult_off", "out_shift_off", "upd_mult_off", "upd_shift_off",
-    "bupd_mult_off", "bupd_shift_off", "lls_m_off", "scales_off", "reserved0", "reserved1",
+    "bupd_mult_off", "bupd_shift_off", "lls_m_off", "scales_off", "adapt_off", "reserved1",
 )
 LAYER_ENTRY_BYTES = 4 * len(LAYER_FIELDS)                           # 160
-_UNSIGNED = {f for f in LAYER_FIELDS if f.endswith("_off")} | {"flags", "reserved0", "reserved1"}
+_UNSIGNED = {f for f in LAYER_FIELDS if f.endswith("_off")} | {"flags", "reserved1"}
 KIND_CODES = {"conv": 1, "dwconv": 2, "fc": 3, "avgpool": 4}      # TL_LAYER_*
 ACT_CODES = {"none": 0, "relu": 1, "relu6": 2, "leaky": 3}        # TL_ACT_*
 FLAG_TRAINABLE = 1
 FLAG_SINGLE_ROUNDING = 2
+FLAG_ADAPT = 4          # version 2: the layer carries adaptation reference statistics (adapt_off)
 TENSOR_SECTIONS = ("weights", "bias", "out_mult", "out_shift", "upd_mult", "upd_shift",
                    "bupd_mult", "bupd_shift", "lls_m")
 
@@ -76,6 +78,9 @@ def derived_quant(layer: Layer, is_last: bool, notes: list[str] | None = None) -
     d["logit_mult"], d["logit_shift"] = (_qm(layer.out_scale, f"{where} logit scale", notes) if is_last else (0, 0))
     if layer.has_weights:
         d["out_mult"], d["out_shift"] = quantize_multipliers(layer.requant_real())
+        aq = getattr(layer, "adapt_quant", None)      # host.adapt: the adapted integers, exactly
+        if aq is not None:
+            d["out_mult"], d["out_shift"] = (np.asarray(a, np.int32).copy() for a in aq)
         with np.errstate(divide="ignore", invalid="ignore"):
             upd, bupd = layer.update_reals(is_last)
         for name, reals in (("upd", upd), ("bupd", bupd)):
@@ -164,6 +169,17 @@ def to_bytes(model: Model, notes: list[str] | None = None) -> bytes:
                 e[f"{k}_off"] = put(q[k], "i4")
         if lls_m is not None:
             e["lls_m_off"] = put(np.asarray(lls_m).reshape(-1), "i4")
+        ref = getattr(layer, "adapt_ref", None)
+        if ref is not None:
+            if not layer.has_weights or is_last:
+                raise ModelFileError(f"layer {i} ({layer.name!r}): adaptation statistics on a {layer.kind} "
+                                     f"{'last ' if is_last else ''}layer (only hidden conv, dwconv, fc layers adapt)")
+            mean, std = (np.asarray(a).reshape(-1) for a in ref)
+            if mean.size != layer.out_c or std.size != layer.out_c or (std < 0).any():
+                raise ModelFileError(f"layer {i} ({layer.name!r}): adapt_ref must be (mean, std >= 0) of "
+                                     f"out_c={layer.out_c} values each")
+            e["adapt_off"] = put(np.concatenate([mean, std]), "i4")
+            e["flags"] |= FLAG_ADAPT
         scales = [layer.in_scale, layer.out_scale]
         if layer.has_weights:
             if layer.w_scale is None or np.size(layer.w_scale) != layer.out_c:
@@ -192,7 +208,9 @@ def to_bytes(model: Model, notes: list[str] | None = None) -> bytes:
         b"".join(struct.pack("<I" if f in _UNSIGNED else "<i", int(e.get(f, 0))) for f in LAYER_FIELDS)
         for e in entries)
     body = model_header + table + bytes(data) + bytes(host)
-    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+    # files without adaptation data stay version 1, byte for byte what earlier builds wrote
+    version = 2 if any(e.get("adapt_off") for e in entries) else 1
+    return MAGIC + struct.pack("<III", version, len(body), zlib.crc32(body)) + body
 
 
 def save(model: Model, path: str, notes: list[str] | None = None) -> int:
@@ -215,8 +233,9 @@ def read_header(blob: bytes, where: str = "model file") -> dict:
     if len(blob) < FILE_HEADER_BYTES:
         raise ModelFileError(f"{where}: truncated: {len(blob)} bytes < {FILE_HEADER_BYTES}-byte header")
     version, body_len, crc = struct.unpack_from("<III", blob, 4)
-    if version != VERSION:
-        raise ModelFileError(f"{where}: format version {version} unknown (this build reads {VERSION})")
+    if version not in VERSIONS_READ:
+        raise ModelFileError(f"{where}: format version {version} unknown (this build reads "
+                             f"{', '.join(map(str, VERSIONS_READ))})")
     if FILE_HEADER_BYTES + body_len > len(blob):
         raise ModelFileError(f"{where}: truncated: header says body_len={body_len}, "
                              f"file has {len(blob) - FILE_HEADER_BYTES} body bytes")
@@ -353,11 +372,14 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int, cursor: dict) 
         return f"kind={e['kind']} unknown (known: {', '.join(f'{v} {k}' for k, v in KIND_CODES.items())})"
     if e["act"] not in ACT_CODES.values():
         return f"act={e['act']} unknown (known: {', '.join(f'{v} {k}' for k, v in ACT_CODES.items())})"
-    if e["flags"] & ~(FLAG_TRAINABLE | FLAG_SINGLE_ROUNDING):
-        return f"flags=0x{e['flags']:x}: unknown bits set"
-    for f in ("reserved0", "reserved1"):
-        if e[f]:
-            return f"{f}={e[f]}: must be 0"
+    known = FLAG_TRAINABLE | FLAG_SINGLE_ROUNDING | (FLAG_ADAPT if hdr.get("version", 1) >= 2 else 0)
+    if e["flags"] & ~known:
+        return f"flags=0x{e['flags']:x}: unknown bits set (format version {hdr.get('version', 1)})"
+    if bool(e["adapt_off"]) != bool(e["flags"] & FLAG_ADAPT):
+        return (f"adapt_off={e['adapt_off']}: must be non-zero exactly when flags has FLAG_ADAPT (0x{FLAG_ADAPT:x}; "
+                "format version 1: must be 0)")
+    if e["reserved1"]:
+        return f"reserved1={e['reserved1']}: must be 0"
     for f in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c"):
         if not 1 <= e[f] <= C_MAX_DIM:
             return f"{f}={e[f]}: outside 1..{C_MAX_DIM}"
@@ -432,6 +454,16 @@ def _layer_problem(blob: bytes, hdr: dict, e: dict, classes: int, cursor: dict) 
         problem = _section_problem("lls_m_off", e["lls_m_off"], 4 * e["lls_m_len"], 4, cursor, hi)
         if problem:
             return problem
+    if e["flags"] & FLAG_ADAPT:
+        if kind == "avgpool":
+            return "flags: FLAG_ADAPT on an avgpool layer"
+        problem = _section_problem("adapt_off", e["adapt_off"], 8 * e["out_c"], 4, cursor, hi)
+        if problem:
+            return problem
+        std = np.frombuffer(blob, "<i4", e["out_c"], e["adapt_off"] + 4 * e["out_c"])
+        if (std < 0).any():
+            c = int(np.flatnonzero(std < 0)[0])
+            return f"adapt std[{c}]={int(std[c])}: negative"
     return None
 
 
@@ -467,6 +499,8 @@ def _first_problem(blob: bytes, hdr: dict, entries: list[dict]) -> str | None:
         return f"layer {len(entries) - 1}: out_c={last['out_c']}: the last layer must give classes={hdr['classes']}"
     if last["kind"] == KIND_CODES["avgpool"]:
         return f"layer {len(entries) - 1}: kind={last['kind']}: the last layer cannot be an avgpool"
+    if last["flags"] & FLAG_ADAPT:
+        return f"layer {len(entries) - 1}: flags=0x{last['flags']:x}: the last layer is never adapted (FLAG_ADAPT)"
     for i, e in enumerate(entries):
         problem = _prepare_problem(e, is_last=i == len(entries) - 1)
         if problem:
@@ -648,6 +682,14 @@ def from_bytes(blob: bytes, where: str = "model file") -> Model:
         if e["lls_m_len"]:
             m = section(blob, hdr, e["lls_m_off"], e["lls_m_len"], "i4", f"{what} lls_m").copy()
             layer.lls_m = m.reshape(lj["lls_m_shape"] or (-1,))
+        if kind != "avgpool":     # adapted multipliers (host.adapt) differ from the scales': keep them exactly
+            fq = [section(blob, hdr, e[f"out_{w}_off"], e["out_c"], "i4", f"{what} out_{w}") for w in ("mult", "shift")]
+            d = derived_quant(layer, i == len(entries) - 1, [])
+            if not (np.array_equal(fq[0], d["out_mult"]) and np.array_equal(fq[1], d["out_shift"])):
+                layer.adapt_quant = (fq[0].astype(np.int32), fq[1].astype(np.int32))
+        if e["flags"] & FLAG_ADAPT:
+            ref = section(blob, hdr, e["adapt_off"], 2 * e["out_c"], "i4", f"{what} adaptation statistics").copy()
+            layer.adapt_ref = (ref[: e["out_c"]], ref[e["out_c"]:])
         layers.append(layer)
     return Model(layers=layers, classes=hdr["classes"], input_scale=input_scale,
                  input_zp=hdr["input_zp"], name=doc["name"], meta=doc["meta"])
@@ -683,7 +725,7 @@ def strip_host(blob: bytes) -> bytes:
         struct.pack_into("<I", body, LAYER_TABLE_OFF - FILE_HEADER_BYTES + i * LAYER_ENTRY_BYTES
                          + 4 * LAYER_FIELDS.index("scales_off"), 0)
     body = bytes(body)
-    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+    return MAGIC + struct.pack("<III", hdr["version"], len(body), zlib.crc32(body)) + body
 
 
 RATE_FIELDS = ("lr_mult", "lr_shift", "lls_m_lr_mult", "lls_m_lr_shift")
@@ -701,24 +743,29 @@ def device_identity(blob: bytes) -> bytes:
         for f in RATE_FIELDS:
             struct.pack_into("<i", dev, LAYER_TABLE_OFF + i * LAYER_ENTRY_BYTES + 4 * LAYER_FIELDS.index(f), 0)
     body = bytes(dev[FILE_HEADER_BYTES:])
-    return MAGIC + struct.pack("<III", VERSION, len(body), zlib.crc32(body)) + body
+    version = struct.unpack_from("<I", dev, 4)[0]
+    return MAGIC + struct.pack("<III", version, len(body), zlib.crc32(body)) + body
 
 
 def train_ram_bytes(blob: bytes) -> int:
     """RAM a board needs for this file's trainable tensors when the file itself stays in flash
     (tl_modelfile_load_rom): per trainable layer its weights rounded up to 4 bytes, its int32 bias
     and its lls_m. Frozen layers, quantized multipliers, the layer table and the host-only area
-    stay in flash."""
+    stay in flash. An adapted layer (version 2, FLAG_ADAPT) also needs its bias (if frozen), out_mult
+    and out_shift in RAM: adaptation rewrites them."""
     hdr = read_header(blob)
     kinds = {v: k for k, v in KIND_CODES.items()}
     total = 0
     for e in layer_entries(blob, hdr):
         kind = kinds.get(e["kind"], "?")
-        if not (e["flags"] & FLAG_TRAINABLE) or kind not in ("conv", "dwconv", "fc"):
+        if kind not in ("conv", "dwconv", "fc"):
             continue
-        nw = weights_count(kind, (e["in_h"], e["in_w"], e["in_c"]), (e["out_h"], e["out_w"], e["out_c"]),
-                           (e["k_h"], e["k_w"]))
-        total += (nw + 3) // 4 * 4 + 4 * e["out_c"] + 4 * e["lls_m_len"]
+        if e["flags"] & FLAG_TRAINABLE:
+            nw = weights_count(kind, (e["in_h"], e["in_w"], e["in_c"]), (e["out_h"], e["out_w"], e["out_c"]),
+                               (e["k_h"], e["k_w"]))
+            total += (nw + 3) // 4 * 4 + 4 * e["out_c"] + 4 * e["lls_m_len"]
+        if e["flags"] & FLAG_ADAPT:
+            total += (0 if e["flags"] & FLAG_TRAINABLE else 4 * e["out_c"]) + 8 * e["out_c"]
     return total
 
 

@@ -40,15 +40,65 @@ def _summary(model, blob: bytes, notes: list[str]) -> str:
     return s
 
 
+def stats_images(model, path: str, count: int) -> np.ndarray:
+    """Clean model inputs for the adaptation reference statistics: the first `count` images of the
+    training part of `path` (host.datasets.vww_split, seed 0: never its test images)."""
+    from host import datasets
+    from host.evaluate import model_input
+    ds = datasets.open(path)
+    train, _ = datasets.vww_split(ds, seed=0)
+    if not 1 <= count <= len(train):
+        raise ValueError(f"--stats-images {count}: {path} has {len(train)} training images")
+    return model_input(model, train.images[:count])
+
+
+def add_stats(model, args) -> str:
+    """Reference statistics (host.adapt.add_reference) from --stats-data; a summary line."""
+    from host import adapt
+    if not 1 <= args.stats_layers < len(model.layers):
+        raise ValueError(f"--stats-layers {args.stats_layers}: outside 1..{len(model.layers) - 1} "
+                         "(the last layer is never adapted)")
+    x = stats_images(model, args.stats_data, args.stats_images)
+    layers = adapt.add_reference(model, x, args.stats_layers)
+    ram = 12 * sum(model.layers[i].out_c for i in layers)
+    return (f"adaptation statistics: layers {layers[0]}..{layers[-1]} ({len(layers)} weighted) from {len(x)} clean "
+            f"images of {args.stats_data}; a board adapting them needs <= {ram} B more RAM")
+
+
 def cmd_import_tflite(args) -> int:
     from host.tflite_import import import_tflite
     model = import_tflite(args.input, reference=args.reference)
+    if args.stats_data:
+        print(add_stats(model, args))
     notes: list[str] = []
     modelfile.save(model, args.output, notes)
     with open(args.output, "rb") as f:
         print(_summary(model, f.read(), notes))
     print(f"wrote {args.output}")
     return 0
+
+
+def cmd_add_stats(args) -> int:
+    model = modelfile.load(args.model)
+    print(add_stats(model, args))
+    notes: list[str] = []
+    modelfile.save(model, args.output, notes)
+    with open(args.output, "rb") as f:
+        print(_summary(model, f.read(), notes))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _stats_args(p, required: bool) -> None:
+    from host.adapt import DEFAULT_STATS_IMAGES, DEFAULT_STATS_LAYERS
+    p.add_argument("--stats-data", required=required, metavar="DATA",
+                   help="clean images (host.datasets.open; its training part) for the camera-adaptation reference "
+                        "statistics stored in the file (format version 2)" + ("" if required else "; default: none"))
+    p.add_argument("--stats-images", type=int, default=DEFAULT_STATS_IMAGES,
+                   help=f"images the statistics are computed on (default {DEFAULT_STATS_IMAGES})")
+    p.add_argument("--stats-layers", type=int, default=DEFAULT_STATS_LAYERS,
+                   help=f"statistics for the first K layers: the deepest adaptation a board can do, each adapted "
+                        f"layer costing 12 B of RAM per channel (default {DEFAULT_STATS_LAYERS})")
 
 
 def calibration_images(path: str, count: int, seed: int) -> np.ndarray:
@@ -182,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("import-tflite", help="full-int8 .tflite -> model file")
     a.add_argument("input", help="the .tflite file")
     a.add_argument("-o", "--output", required=True, help="model file to write")
+    _stats_args(a, required=False)
     a.add_argument("--reference", choices=("litert", "tflm"), default="litert",
                    help="interpreter whose FULLY_CONNECTED rounding to match (default litert)")
     a.set_defaults(func=cmd_import_tflite)
@@ -194,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--eval", metavar="DATA", help="also report float and int8 accuracy on DATA")
     k.add_argument("--engine", choices=("c", "ref"), default="c", help="engine for --eval (default c)")
     k.set_defaults(func=cmd_from_keras)
+    s = sub.add_parser("add-stats", help="model file + clean images -> model file with adaptation statistics")
+    s.add_argument("model", help="tinylls model file")
+    s.add_argument("-o", "--output", required=True, help="model file to write")
+    _stats_args(s, required=True)
+    s.set_defaults(func=cmd_add_stats)
+
     e = sub.add_parser("export-c", help="model file -> C sources + size report")
     e.add_argument("model", help="tinylls model file")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")

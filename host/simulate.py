@@ -91,6 +91,15 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="'new camera' shift: x' = clip(0.45 x + 10), then a 3x3 box blur (finetune.md)")
     p.add_argument("--val-limit", type=int_at_least(0), default=0,
                    help="evaluate on at most this many validation samples (default 0: all)")
+    p.add_argument("--adapt", choices=("auto", "on", "off"), default="auto",
+                   help="label-free camera adaptation before training (host.adapt): auto adapts when the model "
+                        "file carries reference statistics and the validation split says it helps; on: always "
+                        "(the model must carry statistics); off: never (default auto)")
+    p.add_argument("--adapt-images", type=int_at_least(1), default=64,
+                   help="unlabelled training images the adaptation reads (labels ignored; default 64)")
+    p.add_argument("--adapt-layers", default="auto", metavar="K|auto",
+                   help="adapt the first K layers, or auto: the K (among those with statistics) with the best "
+                        "validation accuracy (default auto)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -292,6 +301,13 @@ def check_args(args) -> None:
     for flag, v in (("--lr-hidden", args.lr_hidden), ("--lr-classifier", args.lr_classifier)):
         if v is not None and not LR_RANGE[0] <= v <= LR_RANGE[1]:
             raise UsageError(f"{flag} {v}: a learning rate must be within [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}]")
+    from host.adapt import parse_k
+    try:
+        args.adapt_k = parse_k(args.adapt_layers)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.adapt == "on" and not args.model:
+        raise UsageError("--adapt on needs --model (a model file with adaptation statistics)")
     if args.val_split is not None:
         from host.datasets import parse_val_split
         try:
@@ -324,6 +340,24 @@ def prepare(args, log=None) -> Setup:
     return Setup(model, tr_x, tr_y, va_x, va_y, config)
 
 
+def adapt_before_training(args, setup: Setup, cm, log=lambda *a: None) -> dict:
+    """The adaptation step in front of host.train.run (host.simulate and host.stream): host.adapt's
+    field_step on this run's training images (unlabelled) and validation split; cm (and, through
+    Layer.adapt_quant, the model file written from setup.model) is adapted in place."""
+    from host import adapt, train
+
+    mode, k = getattr(args, "adapt", "off"), getattr(args, "adapt_k", "auto")
+    if mode == "off" or (mode == "auto" and not adapt.model_reference(setup.model)):
+        return adapt.field_step(cm, "off" if mode == "off" else mode, k, 0, setup.train_x[:0], setup.val_x[:0],
+                                setup.val_y[:0], args.seed)
+    tr = train.quantize(setup.model, setup.train_x)
+    va = train.quantize(setup.model, setup.val_x)
+    try:
+        return adapt.field_step(cm, mode, k, args.adapt_images, tr, va, np.asarray(setup.val_y), args.seed, log)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def run(args, threads: int | None = None, outputs=None) -> dict:
     """The run of `args` on the simulated core (host.train.run over host.train.SimulatedCore);
     `threads`: cores the C epoch runner pipelines over (default host.train.default_threads()).
@@ -337,6 +371,7 @@ def run(args, threads: int | None = None, outputs=None) -> dict:
     setup = prepare(args, log=log)
     model = setup.model
     cm = CModel(model, **setup.config)
+    adaptation = adapt_before_training(args, setup, cm, log)
     backend = train.SimulatedCore(cm, threads=threads)
     name = model_name(args, model)
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
@@ -346,7 +381,7 @@ def run(args, threads: int | None = None, outputs=None) -> dict:
         f"a backprop trainer keeps {cm.bp_activation_bytes} B of activations")
     head = {"data": args.data, "val_data": args.val_data, "val_split": args.val_split, "model": name,
             "rule": args.rule, "epochs": args.epochs, "seed": args.seed, "lr_schedule": args.lr_schedule,
-            "shift": bool(args.shift), "config": setup.config,
+            "shift": bool(args.shift), "config": setup.config, "adaptation": adaptation,
             "train_samples": int(len(setup.train_y)), "val_samples": int(len(setup.val_y))}
     want_log = outputs is not None and ("--log" in outputs or "--plot" in outputs)
     records: list[dict] = []

@@ -77,6 +77,12 @@ def prepare_run(args):
     try:
         setup = simulate.prepare(args)
         cm = CModel(setup.model, **setup.config)
+        # the same adaptation step as host.simulate, on the host's copy of the C core: the model
+        # file then sent to the board carries the adapted biases and multipliers (board-side
+        # adaptation over the link: not yet, see docs/finetune.md)
+        cm.adaptation = simulate.adapt_before_training(
+            args, setup, cm, (lambda *a: None) if getattr(args, "quiet", False)
+            else (lambda *a: print(*a, file=sys.stderr, flush=True)))
     except (simulate.UsageError, DataError, TinyllsError, FileNotFoundError, ValueError) as e:
         raise StreamError(str(e)) from e
     return setup, cm
@@ -484,6 +490,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             "val_data": args.val_data,
             "val_split": args.val_split,
             "shift": bool(args.shift),
+            "adaptation": getattr(cm, "adaptation", None),
             "model": model_name,
             "rule": args.rule,
             "config": setup.config,

@@ -239,3 +239,89 @@ def test_vww_new_camera_recovers_and_grey_is_refused(vww):
     pre, k, scores, post = out["grey"]
     assert scores[k] >= scores[0]
     assert k == 0 and post == pre, out["grey"]                       # adaptation lowers grey accuracy
+
+
+# ---------------------------------------------------------------------------- model file version 2
+def _with_ref(k=3, seed=0):
+    """The small model with reference statistics on its first k layers (clean random inputs)."""
+    m = _frozen_small(seed)
+    cm = CModel(copy.deepcopy(m))
+    for i, st in adapt.reference_stats(cm, _inputs(m, 4, 11), k).items():
+        m.layers[i].adapt_ref = st
+    return m
+
+
+def test_modelfile_v2_round_trip_and_c_loaders():
+    from host import modelfile
+
+    m = _with_ref()
+    blob = modelfile.to_bytes(m)
+    assert np.frombuffer(blob[4:8], "<u4")[0] == 2
+    back = modelfile.from_bytes(blob)
+    for a, b in zip(m.layers, back.layers):
+        if a.adapt_ref is None:
+            assert b.adapt_ref is None
+        else:
+            np.testing.assert_array_equal(a.adapt_ref[0], b.adapt_ref[0])
+            np.testing.assert_array_equal(a.adapt_ref[1], b.adapt_ref[1])
+    assert modelfile.to_bytes(back) == blob
+    assert modelfile.to_bytes(_frozen_small())[4] == 1               # no statistics: version 1 bytes
+    # the RAM loader: adapt_ref / adapt_mult point into the file, adapt_mult is out_mult
+    cm = CModel(back)
+    for i in range(5):
+        L = cm._layers[i]
+        if i < 3:
+            assert L.adapt_ref != ffi.NULL and L.adapt_mult == L.out_mult and L.adapt_shift == L.out_shift
+            ref = np.frombuffer(ffi.buffer(L.adapt_ref, 8 * m.layers[i].out_c), "<i4")
+            np.testing.assert_array_equal(ref[: m.layers[i].out_c], m.layers[i].adapt_ref[0])
+        else:
+            assert L.adapt_ref == ffi.NULL and L.adapt_mult == ffi.NULL
+    # the flash loader copies bias, out_mult and out_shift of adapted layers to RAM
+    dev = modelfile.strip_host(blob)
+    rom = ffi.new("uint32_t[]", (len(dev) + 3) // 4)
+    ffi.memmove(rom, dev, len(dev))
+    need = ffi.new("int32_t *")
+    layers, mm = ffi.new("tl_layer[]", 64), ffi.new("tl_model *")
+    assert lib.tl_modelfile_load_rom(ffi.cast("uint8_t *", rom), len(dev), ffi.NULL, 0, need, layers, 64,
+                                     mm) == lib.TL_ERR_RAM
+    assert need[0] == modelfile.train_ram_bytes(blob) == sum(12 * L.out_c for L in m.layers[:3])
+    ram = ffi.new("uint32_t[]", need[0] // 4)
+    assert lib.tl_modelfile_load_rom(ffi.cast("uint8_t *", rom), len(dev), ffi.cast("uint8_t *", ram), need[0],
+                                     need, layers, 64, mm) == lib.TL_OK
+    lo, hi = int(ffi.cast("uintptr_t", ram)), int(ffi.cast("uintptr_t", ram)) + need[0]
+    for i in range(3):
+        for p in (layers[i].bias, layers[i].adapt_mult, layers[i].adapt_shift, layers[i].out_mult):
+            assert lo <= int(ffi.cast("uintptr_t", p)) < hi
+    assert not lo <= int(ffi.cast("uintptr_t", layers[4].bias)) < hi
+
+
+@pytest.mark.parametrize("where, patch, code", [
+    ("flag on the last layer", "last", "MODEL"),
+    ("negative std", "std", "QUANT"),
+    ("adapt_off in a version-1 file", "v1", "MODEL"),
+    ("flag without adapt_off", "noff", "MODEL"),
+])
+def test_modelfile_v2_refusals_name_the_field(where, patch, code):
+    import struct
+    import zlib
+
+    from host import modelfile
+
+    m = _with_ref(1)
+    blob = bytearray(modelfile.to_bytes(m))
+    hdr = modelfile.read_header(bytes(blob))
+    e0 = modelfile.layer_entries(bytes(blob), hdr)[0]
+    word = lambda i, f: 64 + 160 * i + 4 * modelfile.LAYER_FIELDS.index(f)   # noqa: E731
+    if patch == "last":
+        struct.pack_into("<I", blob, word(4, "flags"), modelfile.layer_entries(bytes(blob), hdr)[4]["flags"] | 4)
+        struct.pack_into("<I", blob, word(4, "adapt_off"), e0["adapt_off"])
+    elif patch == "std":
+        struct.pack_into("<i", blob, e0["adapt_off"] + 4 * m.layers[0].out_c, -1)
+    elif patch == "v1":
+        struct.pack_into("<I", blob, 4, 1)
+    else:
+        struct.pack_into("<I", blob, word(0, "adapt_off"), 0)
+    struct.pack_into("<I", blob, 12, zlib.crc32(bytes(blob[16:])))
+    assert modelfile.c_loader_status(bytes(blob)) == getattr(lib, f"TL_ERR_{code}")
+    with pytest.raises(modelfile.ModelFileError, match="layer"):
+        modelfile.from_bytes(bytes(blob), where="m.tlm")

@@ -162,6 +162,10 @@ typedef struct {
     int32_t *lls_m;                /* LLS-M (classes) / LLS-MxM (classes*classes) in Q16, or NULL */
     int32_t lls_m_lr_mult;         /* learning rate of lls_m (lls_m_lr_mult, lls_m_lr_shift) */
     int32_t pool;                  /* LLS pooling grid edge p (pooled length out_c*p*p); set by tl_model_prepare */
+    /* camera adaptation (tl_adapt.c; model file version 2, FLAG_ADAPT), NULL elsewhere */
+    const int32_t *adapt_ref;      /* (2 * out_c) reference accumulator mean, then std in Q8 */
+    int32_t *adapt_mult;           /* (out_c) writable out_mult: the same array out_mult points to */
+    int32_t *adapt_shift;          /* (out_c) writable out_shift */
 } tl_layer;
 
 typedef struct {

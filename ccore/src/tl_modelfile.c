@@ -6,6 +6,7 @@
  *   16-byte file header  magic "TLLS", version, body_len, crc32(body)
  *   48-byte model header classes, input shape, input_zp, n_layers, table/data/host offsets
  *   layer table          n_layers entries of 40 little-endian words (LF_* below)
+ *   (version 2 adds per-layer adaptation reference statistics: FLAG_ADAPT, LF_ADAPT_OFF)
  *   tensor area          [data_off, host_off): int8 weights, int32 bias and quantized multipliers
  *   host-only area       [host_off, end): JSON and float scales for the host; never read here
  *
@@ -21,7 +22,8 @@
 #include "tl_layer.h"
 
 enum {
-    FORMAT_VERSION = 1,
+    FORMAT_VERSION = 2,                 /* the newest; version 1 files (no adaptation data) are read too */
+    FORMAT_VERSION_MIN = 1,
     FILE_HEADER_BYTES = 16,
     MODEL_HEADER_BYTES = 48,
     LAYER_TABLE_OFF = FILE_HEADER_BYTES + MODEL_HEADER_BYTES,
@@ -33,7 +35,9 @@ enum {
     MAX_TENSOR_ELEMS = 1 << 26,
     FLAG_TRAINABLE = 1,
     FLAG_SINGLE_ROUNDING = 2,
-    KNOWN_FLAGS = FLAG_TRAINABLE | FLAG_SINGLE_ROUNDING
+    FLAG_ADAPT = 4,                     /* version 2: the layer carries adaptation reference statistics */
+    KNOWN_FLAGS_V1 = FLAG_TRAINABLE | FLAG_SINGLE_ROUNDING,
+    KNOWN_FLAGS_V2 = KNOWN_FLAGS_V1 | FLAG_ADAPT
 };
 
 /* Model header words, as offsets into the file. */
@@ -50,7 +54,7 @@ enum {
     LF_LEAKY_MULT, LF_LEAKY_SHIFT, LF_LR_MULT, LF_LR_SHIFT, LF_LOGIT_MULT, LF_LOGIT_SHIFT,
     LF_LLS_M_LR_MULT, LF_LLS_M_LR_SHIFT, LF_LLS_M_LEN,
     LF_WEIGHTS_OFF, LF_BIAS_OFF, LF_OUT_MULT_OFF, LF_OUT_SHIFT_OFF, LF_UPD_MULT_OFF, LF_UPD_SHIFT_OFF,
-    LF_BUPD_MULT_OFF, LF_BUPD_SHIFT_OFF, LF_LLS_M_OFF, LF_SCALES_OFF, LF_RESERVED0, LF_RESERVED1
+    LF_BUPD_MULT_OFF, LF_BUPD_SHIFT_OFF, LF_LLS_M_OFF, LF_SCALES_OFF, LF_ADAPT_OFF, LF_RESERVED1
 };
 
 /* ---------------------------------------------------------------- range checks */
@@ -99,8 +103,8 @@ static int window_ok(int32_t in, int32_t out, int32_t k, int32_t stride, int32_t
 
 /* ---------------------------------------------------------------- one layer */
 
-static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t *next_off, uint32_t host_off,
-                             int32_t classes, tl_layer *L)
+static tl_status parse_layer(uint8_t *blob, uint32_t version, const uint8_t *e, uint32_t *next_off,
+                             uint32_t host_off, int32_t classes, tl_layer *L)
 {
     tl_layer z = {0};
     *L = z;
@@ -110,7 +114,9 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t *next_off
         return TL_ERR_UNSUPPORTED;          /* checked before they go into their byte fields */
     L->kind = (int8_t)kind;
     L->act = (int8_t)act;
-    if ((flags & ~(uint32_t)KNOWN_FLAGS) != 0 || tl_get_u32(e + 4 * LF_RESERVED0) != 0 || tl_get_u32(e + 4 * LF_RESERVED1) != 0)
+    const uint32_t known = version >= 2 ? (uint32_t)KNOWN_FLAGS_V2 : (uint32_t)KNOWN_FLAGS_V1;
+    const uint32_t adapt_off = tl_get_u32(e + 4 * LF_ADAPT_OFF);   /* version 1: reserved, 0 */
+    if ((flags & ~known) != 0 || (adapt_off != 0) != ((flags & FLAG_ADAPT) != 0) || tl_get_u32(e + 4 * LF_RESERVED1) != 0)
         return TL_ERR_MODEL;
     L->trainable = (flags & FLAG_TRAINABLE) ? 1 : 0;
     /* LiteRT's FULLY_CONNECTED rounds once where TFLite's reference rounds twice; an imported
@@ -243,6 +249,19 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t *next_off
             return TL_ERR_MODEL;
         L->lls_m = (int32_t *)(void *)(blob + lls_off);
     }
+    /* Version 2: the adaptation reference statistics, mean[out_c] then std_q8[out_c] (>= 0), after
+     * the layer's other sections; the layer's multipliers become writable (adapt_mult/adapt_shift). */
+    if (flags & FLAG_ADAPT) {
+        if (L->kind == TL_LAYER_AVGPOOL || !section_ok(adapt_off, 2u * (uint32_t)L->out_c, 4, next_off, host_off))
+            return TL_ERR_MODEL;
+        for (int32_t c = 0; c < L->out_c; c++) {
+            if (tl_get_i32(blob + adapt_off + 4u * (uint32_t)(L->out_c + c)) < 0)
+                return TL_ERR_QUANT;
+        }
+        L->adapt_ref = (const int32_t *)(const void *)(blob + adapt_off);
+        L->adapt_mult = (int32_t *)(void *)(blob + off[2]);
+        L->adapt_shift = (int32_t *)(void *)(blob + off[3]);
+    }
     /* LF_SCALES_OFF points into the host-only area; the core has no use for it. */
     return TL_OK;
 }
@@ -253,6 +272,7 @@ static tl_status parse_layer(uint8_t *blob, const uint8_t *e, uint32_t *next_off
  * are readable and file_len >= FILE_HEADER_BYTES. m->cfg is set from the LLS modulation found. */
 static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, int32_t max_layers, tl_model *m)
 {
+    const uint32_t version = tl_get_u32(blob + 4);
     if (file_len < LAYER_TABLE_OFF)
         return TL_ERR_MODEL;
     int32_t classes = tl_get_i32(blob + MH_CLASSES);
@@ -283,7 +303,7 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
     uint32_t next_off = data_off;       /* where the next tensor section may start */
     for (int32_t i = 0; i < n; i++) {
         tl_layer *L = &layers[i];
-        tl_status s = parse_layer(blob, blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES, &next_off, host_off,
+        tl_status s = parse_layer(blob, version, blob + LAYER_TABLE_OFF + (uint32_t)i * LAYER_ENTRY_BYTES, &next_off, host_off,
                                   classes, L);
         if (s != TL_OK)
             return s;
@@ -304,6 +324,8 @@ static tl_status parse_body(uint8_t *blob, uint32_t file_len, tl_layer *layers, 
     }
     if (layers[n - 1].out_c != classes || layers[n - 1].kind == TL_LAYER_AVGPOOL)
         return TL_ERR_SHAPE;
+    if (layers[n - 1].adapt_ref != 0)
+        return TL_ERR_MODEL;                /* the classifier is never adapted */
 
     tl_model z = {0};
     *m = z;
@@ -343,7 +365,7 @@ static tl_status check_file(const uint8_t *blob, int32_t size, uint32_t *file_le
         return TL_ERR_MAGIC;
     if (len < FILE_HEADER_BYTES)
         return TL_ERR_TRUNCATED;
-    if (tl_get_u32(blob + 4) != FORMAT_VERSION)
+    if (tl_get_u32(blob + 4) < FORMAT_VERSION_MIN || tl_get_u32(blob + 4) > FORMAT_VERSION)
         return TL_ERR_VERSION;
     uint32_t body_len = tl_get_u32(blob + 8);
     if (body_len > len - FILE_HEADER_BYTES)
@@ -374,17 +396,26 @@ tl_status tl_modelfile_load(uint8_t *blob, int32_t size, tl_layer *layers, int32
 }
 
 /* What training writes, per trainable layer: weights (int8, rounded up to 4 bytes), bias and
- * lls_m (int32). Frozen layers are never written and stay where the file is. */
-static uint32_t train_section_bytes(const tl_model *m, const tl_layer *L, uint32_t *w, uint32_t *b, uint32_t *lm)
+ * lls_m (int32); what adaptation writes, per adapted layer (version 2, FLAG_ADAPT): bias and the
+ * requantization multipliers and shifts (int32 each). Other tensors are never written and stay
+ * where the file is. */
+static uint32_t train_section_bytes(const tl_model *m, const tl_layer *L, uint32_t *w, uint32_t *b, uint32_t *lm,
+                                    uint32_t *q)
 {
-    *w = *b = *lm = 0;
-    if (!L->trainable || L->kind == TL_LAYER_AVGPOOL)
+    *w = *b = *lm = *q = 0;
+    if (L->kind == TL_LAYER_AVGPOOL)
         return 0;
-    *w = ((uint32_t)tl_layer_n_weights(L) + 3u) & ~3u;
-    *b = 4u * (uint32_t)L->out_c;
-    if (L->lls_m)
-        *lm = 4u * (uint32_t)(m->cfg.variant == TL_LLS_MXM ? m->classes * m->classes : m->classes);
-    return *w + *b + *lm;
+    if (L->trainable) {
+        *w = ((uint32_t)tl_layer_n_weights(L) + 3u) & ~3u;
+        *b = 4u * (uint32_t)L->out_c;
+        if (L->lls_m)
+            *lm = 4u * (uint32_t)(m->cfg.variant == TL_LLS_MXM ? m->classes * m->classes : m->classes);
+    }
+    if (L->adapt_ref) {
+        *b = 4u * (uint32_t)L->out_c;
+        *q = 8u * (uint32_t)L->out_c;
+    }
+    return *w + *b + *lm + *q;
 }
 
 tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram, int32_t ram_cap,
@@ -407,9 +438,9 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
     if (s != TL_OK)
         return s;
     uint64_t need = 0;
-    uint32_t w, b, lm;
+    uint32_t w, b, lm, qb;
     for (int32_t i = 0; i < m.n_layers; i++)
-        need += train_section_bytes(&m, &layers[i], &w, &b, &lm);
+        need += train_section_bytes(&m, &layers[i], &w, &b, &lm, &qb);
     /* The sections lie in the file without overlapping (section_ok), so this cannot exceed the
      * file's size; the check stays as the bound the int32 size below relies on. */
     if (need > 0x7FFFFFFFu)
@@ -421,13 +452,14 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
     uint32_t at = 0;
     for (int32_t i = 0; i < m.n_layers; i++) {
         tl_layer *L = &layers[i];
-        if (train_section_bytes(&m, L, &w, &b, &lm) == 0)
+        if (train_section_bytes(&m, L, &w, &b, &lm, &qb) == 0)
             continue;
-        const uint8_t *src[3] = {(const uint8_t *)L->weights, (const uint8_t *)L->bias, (const uint8_t *)L->lls_m};
-        const uint32_t n[3] = {(uint32_t)tl_layer_n_weights(L), b, lm};
-        const uint32_t room[3] = {w, b, lm};
-        uint8_t *dst[3];
-        for (int k = 0; k < 3; k++) {
+        const uint8_t *src[5] = {(const uint8_t *)L->weights, (const uint8_t *)L->bias, (const uint8_t *)L->lls_m,
+                                 (const uint8_t *)L->out_mult, (const uint8_t *)L->out_shift};
+        const uint32_t n[5] = {w ? (uint32_t)tl_layer_n_weights(L) : 0, b, lm, qb / 2, qb / 2};
+        const uint32_t room[5] = {w, b, lm, qb / 2, qb / 2};
+        uint8_t *dst[5];
+        for (int k = 0; k < 5; k++) {
             dst[k] = ram + at;
             for (uint32_t j = 0; j < n[k]; j++)
                 dst[k][j] = src[k][j];
@@ -435,10 +467,17 @@ tl_status tl_modelfile_load_rom(const uint8_t *blob, int32_t size, uint8_t *ram,
                 dst[k][j] = 0;
             at += room[k];
         }
-        L->weights = (int8_t *)(void *)dst[0];
+        if (w)
+            L->weights = (int8_t *)(void *)dst[0];
         L->bias = (int32_t *)(void *)dst[1];
         if (lm)
             L->lls_m = (int32_t *)(void *)dst[2];
+        if (qb) {                           /* adapted: the multipliers live in RAM, writable */
+            L->adapt_mult = (int32_t *)(void *)dst[3];
+            L->adapt_shift = (int32_t *)(void *)dst[4];
+            L->out_mult = L->adapt_mult;
+            L->out_shift = L->adapt_shift;
+        }
     }
     *out = m;
     return TL_OK;
