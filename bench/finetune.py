@@ -24,6 +24,7 @@ for the chosen model, and reported with the validation accuracy that chose it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -137,7 +138,9 @@ def floors(res: dict) -> dict:
 # ---------------------------------------------------------------------------- issue 16: adaptation study
 ADAPT_METHODS = ("pretrained", "adapt-only", "classifier-only", "adapt+classifier", "adapt+recipe")
 ADAPT_SHIFTS = ("new-camera", "grey", "colour-cast", "clean")
-ADAPT_KS = (0, 1, 3, 7, 13, 27)          # first k layers (27: every weighted layer but the classifier)
+# first k layers, 0 = not adapted: host.adapt's field candidates up to the statistics a default
+# model file carries (host.quantize --stats-layers 7), i.e. what a board can adapt
+ADAPT_KS = (0, 1, 2, 3, 5, 7)
 CLASSIFIER_LRS = (1e-3, 3e-3, 1e-2)      # last-layer rate grid (recipes.LAST_LAYER_LR in the middle)
 RECIPE_HIDDEN_LRS = (1e-6, 3e-6, 1e-5)   # recipe hidden-rate grid (classifier at recipes.RECIPE_LR_CLASSIFIER)
 
@@ -164,7 +167,7 @@ def _train_select(cm, fit_x, fit_y, val_x, val_y, epochs: int, seed: int, bar=No
 
 
 def adapt_study(base, data_path: str, shifts, methods, seeds, epochs: int, n_adapt: int, n_val: int,
-                bar=None) -> dict:
+                bar=None, on_shift=None) -> dict:
     """{shift: {method: {test/val mean, min, max, runs}}}; see the module docstring."""
     import copy
 
@@ -230,6 +233,8 @@ def adapt_study(base, data_path: str, shifts, methods, seeds, epochs: int, n_ada
                              for w in ("test", "val") for s, fn in (("mean", np.mean), ("std", np.std),
                                                                      ("min", np.min), ("max", np.max))},
                           "runs": rs} for m, rs in runs.items()}
+        if on_shift is not None:
+            on_shift(out)
     return out
 
 
@@ -253,22 +258,30 @@ def adapt_main(args) -> int:
     n_trained = sum(m not in ("pretrained", "adapt-only") for m in methods)
     bar = tqdm(total=len(shifts) * len(seeds) * n_trained * 3 * epochs * n_fit, unit="img", file=sys.stderr,
                disable=args.quiet, dynamic_ncols=True)
-    res = adapt_study(base, args.data, shifts, methods, seeds, epochs, args.adapt_images, args.val_count, bar)
-    bar.close()
     from host.simulate import SHIFTS
-    out = {
-        "study": "adapt (issue 16)", "model": args.model, "data": args.data,
-        "split": f"vww_split(seed=0): 600 train / 200 test; per seed {args.val_count} validation images carved "
-                 f"from the 600 train (permutation seed 1000+seed), the rest fit",
-        "shifts": {s: (SHIFTS[s].__doc__ or "").strip().split("\n")[0] if s in SHIFTS else "none" for s in shifts},
-        "adapt_images": args.adapt_images, "adapt_ks": ADAPT_KS, "classifier_lrs": CLASSIFIER_LRS,
-        "recipe_hidden_lrs": RECIPE_HIDDEN_LRS, "max_epochs": epochs, "seeds": seeds,
-        "results": res,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]},
-        "seconds": round(time.time() - t0, 1),
-    }
-    return emit(out, args.json, indent=1)
+
+    def document(res):
+        return {
+            "study": "adapt (issue 16)", "model": args.model, "data": args.data,
+            "split": f"vww_split(seed=0): 600 train / 200 test; per seed {args.val_count} validation images carved "
+                     f"from the 600 train (permutation seed 1000+seed), the rest fit",
+            "shifts": {s: (SHIFTS[s].__doc__ or "").strip().split("\n")[0] if s in SHIFTS else "none" for s in shifts},
+            "adapt_images": args.adapt_images, "adapt_ks": ADAPT_KS, "classifier_lrs": CLASSIFIER_LRS,
+            "recipe_hidden_lrs": RECIPE_HIDDEN_LRS, "max_epochs": epochs, "seeds": seeds,
+            "results": res,
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]},
+            "seconds": round(time.time() - t0, 1),
+        }
+
+    def partial(res):       # each finished shift is kept (a long run may be cut short)
+        if args.json:
+            Path(args.json + ".partial").write_text(json.dumps(document(res), indent=1) + "\n", encoding="utf-8")
+
+    res = adapt_study(base, args.data, shifts, methods, seeds, epochs, args.adapt_images, args.val_count, bar,
+                      on_shift=partial)
+    bar.close()
+    return emit(document(res), args.json, indent=1)
 
 
 def main(argv=None) -> int:
