@@ -325,3 +325,105 @@ def test_modelfile_v2_refusals_name_the_field(where, patch, code):
     assert modelfile.c_loader_status(bytes(blob)) == getattr(lib, f"TL_ERR_{code}")
     with pytest.raises(modelfile.ModelFileError, match="layer"):
         modelfile.from_bytes(bytes(blob), where="m.tlm")
+
+
+# ---------------------------------------------------------------------------- command lines
+def _run(*argv, timeout=300):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", *argv], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("host.simulate", "--adapt-layers", "0"), "--adapt-layers 0"),
+    (("host.simulate", "--adapt-layers", "x"), "--adapt-layers 'x'"),
+    (("host.simulate", "--adapt", "on"), "--adapt on needs --model"),
+    (("host.simulate", "--adapt", "sometimes"), "--adapt"),
+    (("host.simulate", "--adapt-images", "0"), "--adapt-images"),
+])
+def test_bad_adapt_options_are_one_line_exit_2(argv, needle):
+    r = _run(*argv)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_add_stats_bad_layer_count_is_one_line_exit_2(tmp_path):
+    from host import modelfile
+
+    path = tmp_path / "small.tlm"
+    modelfile.save(_frozen_small(), str(path))
+    r = _run("host.quantize", "add-stats", str(path), "-o", str(tmp_path / "o.tlm"), "--stats-data", str(tmp_path),
+             "--stats-layers", "9")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--stats-layers 9" in r.stderr, r.stderr
+    r = _run("host.quantize", "add-stats", "--help")
+    assert r.returncode == 0 and "default 7" in r.stdout and "default 256" in r.stdout
+
+
+def test_field_step_on_needs_statistics():
+    m = _frozen_small()
+    cm = CModel(m)
+    x = _inputs(m, 4, 1)
+    with pytest.raises(ValueError, match="add-stats"):
+        adapt.field_step(cm, "on", "auto", 4, x, x, np.zeros(4, np.int64), 0)
+    assert adapt.field_step(cm, "auto", "auto", 4, x, x, np.zeros(4, np.int64), 0)["applied"] is False
+
+
+def test_field_step_on_and_auto_with_statistics():
+    m = _with_ref(3)
+    clean = _inputs(m, 8, 4)
+    new = _inputs(m, 8, 5, 0.5, 20)
+    vy = np.random.default_rng(3).integers(0, 3, 8)
+    on = adapt.field_step(CModel(copy.deepcopy(m)), "on", 3, 8, new, clean, vy, 0)
+    assert on["applied"] and on["k"] == 3 and on["images"] == 8
+    auto = adapt.field_step(CModel(copy.deepcopy(m)), "auto", "auto", 8, new, clean, vy, 0)
+    assert auto["val_accuracy"][str(auto["k"])] == max(auto["val_accuracy"].values())
+    assert auto["val_accuracy"][str(auto["k"])] >= auto["val_accuracy"]["0"]
+    with pytest.raises(ValueError, match="first 3 layers only"):
+        adapt.field_step(CModel(copy.deepcopy(m)), "on", 4, 8, new, clean, vy, 0)
+
+
+def test_adapted_model_file_keeps_the_adapted_integers():
+    """--save-model after adaptation: the file holds the adapted bias and multipliers, and reading
+    it back gives a model that writes the same bytes."""
+    from host import modelfile
+
+    m = _with_ref(3)
+    cm = CModel(copy.deepcopy(m))
+    adapt.adapt(cm, adapt.model_reference(cm.model), _inputs(m, 6, 5, 0.5, 20), 3)
+    adapt.keep_in_model(cm)
+    blob = modelfile.to_bytes(cm.model)
+    # the body: the loaded copy's CRC is not updated in place (training does not either)
+    assert np.array_equal(np.frombuffer(blob, np.uint8)[16:], adapt.snapshot(cm)[16:])
+    assert modelfile.to_bytes(modelfile.from_bytes(blob)) == blob
+
+
+def test_simulate_vww_adapts_in_front_of_training(vww, tmp_path):
+    """host.simulate --model (statistics) --shift: the summary records the decision and numbers."""
+    import json
+
+    from shared_data import shared_path
+
+    model_path = tmp_path / "vww.tlm"
+    r = _run("host.quantize", "import-tflite", str(shared_path(VWW_MODEL)), "-o", str(model_path),
+             "--stats-data", str(shared_path("datasets/vww01-eembc")))
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for mode in ("auto", "off"):
+        js = tmp_path / f"{mode}.json"
+        r = _run("host.simulate", "--model", str(model_path), "--data", str(shared_path("datasets/vww01-eembc")),
+                 "--shift", "--epochs", "0", "--adapt", mode, "--json", str(js))
+        assert r.returncode == 0, r.stderr
+        out[mode] = json.loads(js.read_text())
+    a = out["auto"]["adaptation"]
+    assert a["applied"] and a["k"] >= 1 and a["images"] == 64
+    assert out["auto"]["val_accuracy_before"] == a["val_accuracy"][str(a["k"])]
+    assert out["off"]["adaptation"]["applied"] is False
+    assert out["off"]["val_accuracy_before"] == a["val_accuracy"]["0"]
+    assert out["auto"]["val_accuracy_before"] >= out["off"]["val_accuracy_before"] + 0.1
