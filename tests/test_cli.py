@@ -21,7 +21,7 @@ from host import cli, cli_common
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = list(cli_common.COMMANDS)
 # the tools' own sub-commands (tinylls import ..., tinylls vww ...)
-SUBCOMMANDS = {"import": ["import-tflite", "from-keras", "export-c"], "vww": ["build", "info", "convert"]}
+SUBCOMMANDS = {"import": ["import-tflite", "from-keras", "add-stats", "export-c"], "vww": ["build", "info", "convert"]}
 
 
 def run(*argv: str, module: str = "host.cli", timeout: float = 120) -> subprocess.CompletedProcess:
