@@ -74,6 +74,15 @@ def model_files() -> list[bytes]:
     for m in tiny_models():
         blob = modelfile.to_bytes(m)
         out += [blob, modelfile.strip_host(blob)]
+    # format version 2: model a with adaptation reference statistics on its conv and dwconv layers
+    # (appended, so the seeds above keep their indices)
+    a = tiny_models()[0]
+    rng = np.random.default_rng(11)
+    for L in a.layers[:2]:
+        L.adapt_ref = (rng.integers(-3000, 3000, L.out_c).astype(np.int32),
+                       rng.integers(0, 5000 * 256, L.out_c).astype(np.int32))
+    blob = modelfile.to_bytes(a)
+    out += [blob, modelfile.strip_host(blob)]
     return out
 
 
