@@ -370,3 +370,37 @@ def field_step(cm: CModel, mode: str, k_opt, n_images: int, train_x: np.ndarray,
     else:
         log(f"adaptation ({mode}): the first {k} layers on {n} unlabelled images (no validation split)")
     return out
+
+
+# ---------------------------------------------------------------------------- the board's schedule
+def board_layers(cm: CModel, k: int) -> list[int]:
+    """The layers a board adapts for depth k: those among the first k carrying statistics."""
+    return [i for i in weighted(cm, k) if cm._layers[i].adapt_ref != ffi.NULL]
+
+
+def board_adapt(cm: CModel, new_x: np.ndarray, k: int, feed=None) -> list[dict]:
+    """The board's schedule on the simulated core: per layer BEGIN, one FEED per image (layers
+    0 .. i-1 run in the model's arena, tl_adapt_feed), APPLY (tl_adapt_finish_apply), with the
+    statistics of the model file. `feed(i, x)` replaces the C feed call (host.stream drives a board
+    with it); returns per layer {layer, images, crc} with crc = crc32 of its bias, out_mult and
+    out_shift after the update (what the board's APPLY answers)."""
+    import zlib
+
+    out = []
+    for i in board_layers(cm, k):
+        check(lib.tl_adapt_begin(cm._m, cm._arena, i), f"adaptation of layer {i}: begin")
+        for x in np.asarray(new_x, np.int8):
+            x = np.ascontiguousarray(x)
+            check(lib.tl_adapt_feed(cm._m, cm._arena, i, ffi.cast("int8_t *", x.ctypes.data)),
+                  f"adaptation of layer {i}: feed")
+        check(lib.tl_adapt_finish_apply(cm._m, cm._arena, i, len(new_x)), f"adaptation of layer {i}: apply")
+        out.append({"layer": i, "images": len(new_x), "crc": layer_crc(cm, i)})
+    return out
+
+
+def layer_crc(cm: CModel, i: int) -> int:
+    """crc32 of layer i's bias, out_mult, out_shift (int32 little-endian, in that order)."""
+    import zlib
+
+    bias, mult, shift = quant_arrays(cm, i)
+    return zlib.crc32(b"".join(np.ascontiguousarray(a, "<i4").tobytes() for a in (bias, mult, shift)))

@@ -427,3 +427,22 @@ def test_simulate_vww_adapts_in_front_of_training(vww, tmp_path):
     assert out["off"]["adaptation"]["applied"] is False
     assert out["off"]["val_accuracy_before"] == a["val_accuracy"]["0"]
     assert out["auto"]["val_accuracy_before"] >= out["off"]["val_accuracy_before"] + 0.1
+
+
+def test_board_schedule_in_the_arena_equals_the_host_schedule():
+    """tl_adapt_begin / feed / finish_apply (the board's path: statistics kept in the model's arena
+    while the earlier layers run there) give the same bits as the batch path of host.adapt."""
+    from host import modelfile
+
+    m = _with_ref(3)
+    new = _inputs(m, 5, 5, 0.5, 20)
+    a = CModel(modelfile.from_bytes(modelfile.to_bytes(m)))
+    b = CModel(modelfile.from_bytes(modelfile.to_bytes(m)))
+    adapt.adapt(a, adapt.model_reference(a.model), new, 3)
+    rep = adapt.board_adapt(b, new, 3)
+    assert [r["layer"] for r in rep] == [0, 1, 2]
+    assert np.array_equal(adapt.snapshot(a), adapt.snapshot(b))
+    assert rep[-1]["crc"] == adapt.layer_crc(a, 2)
+    so, to = ffi.new("int32_t *"), ffi.new("int32_t *")
+    assert lib.tl_adapt_plan(b._m, 3, so, to) == lib.TL_ERR_ARG          # avgpool: no statistics
+    assert lib.tl_adapt_plan(b._m, 4, so, to) == lib.TL_ERR_ARG          # the classifier

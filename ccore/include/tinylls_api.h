@@ -404,3 +404,16 @@ int32_t tl_adapt_gain_q28(int32_t ref_std_q8, int32_t new_std_q8);
 tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32_t *ref_std_q8,
                          const int32_t *new_mean, const int32_t *new_std_q8, int32_t *bias, int32_t *out_mult,
                          int32_t *out_shift);
+/* The same on a loaded model, in its arena (a board's schedule, host/adapt.py's `board_adapt`):
+ * layer must carry statistics in the model file (tl_layer.adapt_ref) and not be the last one.
+ * tl_adapt_plan: where, in the arena, the layer's statistics stay while layers 0 .. layer-1 run
+ * (*stats_off) and where APPLY's mean/std go (*tmp_off); TL_ERR_ARENA when the arena has no room.
+ * tl_adapt_begin zeroes the statistics; tl_adapt_feed runs layers 0 .. layer-1 (as adapted so far)
+ * on one model input (which may be staged in the arena at tl_model_input_offset) and adds layer's
+ * statistics; tl_adapt_finish_apply turns n_images images' statistics into the update of the
+ * layer's bias, adapt_mult and adapt_shift, and prepares the model again. No other arena contents
+ * survive these calls. */
+tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t *stats_off, int32_t *tmp_off);
+tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer);
+tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, const int8_t *input);
+tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t n_images);

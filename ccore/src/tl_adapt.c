@@ -305,3 +305,116 @@ tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32
     }
     return TL_OK;
 }
+
+/* ---------------------------------------------------------------- on a model, in its arena
+ * The board's schedule: for layer i, statistics accumulate image by image in the arena while
+ * layers 0 .. i-1 (already adapted) run in the same arena, with the layout of tl_model.c: layer
+ * j's output at the start of the arena for even j, at its end (arena_bytes - out bytes) for odd j,
+ * and the model input possibly staged at tl_model_input_offset(). The statistics take what none
+ * of these reaches, so they survive between images; the mean/std of APPLY go in the part the
+ * statistics leave. */
+
+static int32_t round8(int32_t v)
+{
+    return (v + 7) & ~7;
+}
+
+tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t *stats_off, int32_t *tmp_off)
+{
+    if (!m || layer < 0 || layer >= m->n_layers || !stats_off || !tmp_off)
+        return TL_ERR_ARG;
+    const int32_t need = tl_model_arena_bytes(m);
+    if (need < 0)
+        return need;
+    const tl_layer *L = &m->layers[layer];
+    const int32_t sb = tl_adapt_stats_bytes(L);
+    if (sb < 0 || L->adapt_ref == 0 || L->adapt_mult == 0 || L->adapt_shift == 0 || layer == m->n_layers - 1)
+        return TL_ERR_ARG;                 /* not a layer the model file lets adapt */
+    int32_t lo = 0, hi = tl_model_input_offset(m);
+    if (hi < 0)
+        return hi;
+    for (int32_t j = 0; j < layer; j++) {
+        const int32_t ob = round8(tl_layer_out_bytes(&m->layers[j]));
+        if (j % 2 == 0)
+            lo = TL_MAX(lo, ob);
+        else
+            hi = TL_MIN(hi, (need - ob) & ~7);
+    }
+    if (hi - lo < sb)
+        return TL_ERR_ARENA;
+    *stats_off = (hi - sb) & ~7;
+    if (*stats_off < lo)
+        return TL_ERR_ARENA;
+    const int32_t tb = 8 * L->out_c;
+    if (*stats_off >= tb)
+        *tmp_off = 0;
+    else if (need - round8(*stats_off + sb) >= tb)
+        *tmp_off = round8(*stats_off + sb);
+    else
+        return TL_ERR_ARENA;
+    return TL_OK;
+}
+
+static tl_status arena_ok(const tl_model *m, const tl_ctx *arena)
+{
+    if (!arena || !arena->buf || ((uintptr_t)arena->buf & 7u))
+        return TL_ERR_ARG;
+    const int32_t need = tl_model_arena_bytes(m);
+    if (need < 0)
+        return need;
+    return arena->size < need ? TL_ERR_ARENA : TL_OK;
+}
+
+tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer)
+{
+    int32_t so, to;
+    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
+    if (s == TL_OK)
+        s = tl_adapt_plan(m, layer, &so, &to);
+    if (s != TL_OK)
+        return s;
+    return tl_adapt_stats_reset(&m->layers[layer], (uint8_t *)arena->buf + so);
+}
+
+tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, const int8_t *input)
+{
+    int32_t so, to;
+    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
+    if (s == TL_OK)
+        s = tl_adapt_plan(m, layer, &so, &to);
+    if (s != TL_OK)
+        return s;
+    if (!input)
+        return TL_ERR_ARG;
+    int8_t *act = (int8_t *)arena->buf;
+    const int32_t need = tl_model_arena_bytes(m);
+    const int8_t *cur = input;
+    for (int32_t j = 0; j < layer; j++) {
+        const tl_layer *Lj = &m->layers[j];
+        int8_t *out = j % 2 == 0 ? act : act + need - tl_layer_out_bytes(Lj);
+        s = tl_layer_forward(Lj, cur, out);
+        if (s != TL_OK)
+            return s;
+        cur = out;
+    }
+    return tl_adapt_stats_add(&m->layers[layer], cur, act + so);
+}
+
+tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t n_images)
+{
+    int32_t so, to;
+    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
+    if (s == TL_OK)
+        s = tl_adapt_plan(m, layer, &so, &to);
+    if (s != TL_OK)
+        return s;
+    tl_layer *L = &m->layers[layer];
+    int32_t *mean = (int32_t *)(void *)((uint8_t *)arena->buf + to), *sd = mean + L->out_c;
+    s = tl_adapt_stats_finish(L, (uint8_t *)arena->buf + so, n_images, mean, sd);
+    if (s != TL_OK)
+        return s;
+    s = tl_adapt_apply(L, L->adapt_ref, L->adapt_ref + L->out_c, mean, sd, L->bias, L->adapt_mult, L->adapt_shift);
+    if (s != TL_OK)
+        return s;
+    return tl_model_prepare(m);
+}
