@@ -388,12 +388,15 @@ def board_adapt(cm: CModel, new_x: np.ndarray, k: int, feed=None) -> list[dict]:
 
     out = []
     for i in board_layers(cm, k):
-        check(lib.tl_adapt_begin(cm._m, cm._arena, i), f"adaptation of layer {i}: begin")
+        check(lib.tl_adapt_begin(cm._m, cm._arena, i, 0), f"adaptation of layer {i}: begin")
         for x in np.asarray(new_x, np.int8):
+            if feed is not None:
+                feed(i, x)
+                continue
             x = np.ascontiguousarray(x)
-            check(lib.tl_adapt_feed(cm._m, cm._arena, i, ffi.cast("int8_t *", x.ctypes.data)),
+            check(lib.tl_adapt_feed(cm._m, cm._arena, i, 0, ffi.cast("int8_t *", x.ctypes.data)),
                   f"adaptation of layer {i}: feed")
-        check(lib.tl_adapt_finish_apply(cm._m, cm._arena, i, len(new_x)), f"adaptation of layer {i}: apply")
+        check(lib.tl_adapt_finish_apply(cm._m, cm._arena, i, 0, len(new_x)), f"adaptation of layer {i}: apply")
         out.append({"layer": i, "images": len(new_x), "crc": layer_crc(cm, i)})
     return out
 

@@ -444,5 +444,13 @@ def test_board_schedule_in_the_arena_equals_the_host_schedule():
     assert np.array_equal(adapt.snapshot(a), adapt.snapshot(b))
     assert rep[-1]["crc"] == adapt.layer_crc(a, 2)
     so, to = ffi.new("int32_t *"), ffi.new("int32_t *")
-    assert lib.tl_adapt_plan(b._m, 3, so, to) == lib.TL_ERR_ARG          # avgpool: no statistics
-    assert lib.tl_adapt_plan(b._m, 4, so, to) == lib.TL_ERR_ARG          # the classifier
+    need = b.arena_bytes
+    assert lib.tl_adapt_plan(b._m, 3, 1, need, so, to) == lib.TL_ERR_ARG    # avgpool: no statistics
+    assert lib.tl_adapt_plan(b._m, 4, 1, need, so, to) == lib.TL_ERR_ARG    # the classifier
+    for i in range(3):                  # the statistics avoid the staged input and earlier outputs
+        for staged in (0, 1):
+            extra = lib.tl_adapt_extra_bytes(b._m, i, staged)
+            assert extra >= 0 and lib.tl_adapt_plan(b._m, i, staged, need + extra, so, to) == lib.TL_OK
+            end = so[0] + lib.tl_adapt_stats_bytes(ffi.addressof(b._layers, i))
+            assert end <= need + extra and (not staged or extra or end <= lib.tl_model_input_offset(b._m))
+            assert to[0] + 8 * m.layers[i].out_c <= so[0] or to[0] >= end

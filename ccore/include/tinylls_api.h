@@ -405,15 +405,21 @@ tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32
                          const int32_t *new_mean, const int32_t *new_std_q8, int32_t *bias, int32_t *out_mult,
                          int32_t *out_shift);
 /* The same on a loaded model, in its arena (a board's schedule, host/adapt.py's `board_adapt`):
- * layer must carry statistics in the model file (tl_layer.adapt_ref) and not be the last one.
- * tl_adapt_plan: where, in the arena, the layer's statistics stay while layers 0 .. layer-1 run
- * (*stats_off) and where APPLY's mean/std go (*tmp_off); TL_ERR_ARENA when the arena has no room.
- * tl_adapt_begin zeroes the statistics; tl_adapt_feed runs layers 0 .. layer-1 (as adapted so far)
- * on one model input (which may be staged in the arena at tl_model_input_offset) and adds layer's
- * statistics; tl_adapt_finish_apply turns n_images images' statistics into the update of the
- * layer's bias, adapt_mult and adapt_shift, and prepares the model again. No other arena contents
- * survive these calls. */
-tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t *stats_off, int32_t *tmp_off);
-tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer);
-tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, const int8_t *input);
-tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t n_images);
+ * layer must carry statistics in the model file (tl_layer.adapt_ref) and not be the last one;
+ * input_in_arena != 0 when the model input is staged in the arena (tl_model_input_offset), as on
+ * the boards. tl_adapt_plan: where, in an arena of arena_size bytes, the layer's statistics stay
+ * while layers 0 .. layer-1 run (*stats_off: a gap of the plan they never reach, else past the
+ * plan) and where APPLY's mean/std go (*tmp_off); TL_ERR_ARENA when there is no room.
+ * tl_adapt_extra_bytes: bytes past tl_model_arena_bytes that layer needs (0: a gap suffices).
+ * tl_adapt_begin zeroes the statistics; tl_adapt_feed runs layers 0 .. layer-1 (as adapted so far,
+ * the portable kernels: tl_layer_forward) on one model input and adds layer's statistics;
+ * tl_adapt_finish_apply turns n_images images' statistics into the update of the layer's bias,
+ * adapt_mult and adapt_shift and prepares the model again. Other arena contents do not survive. */
+tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena, int32_t arena_size,
+                        int32_t *stats_off, int32_t *tmp_off);
+int32_t tl_adapt_extra_bytes(const tl_model *m, int32_t layer, int32_t input_in_arena);
+tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena);
+tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
+                        const int8_t *input);
+tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
+                                int32_t n_images);

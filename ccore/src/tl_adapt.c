@@ -311,28 +311,36 @@ tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32
  * layers 0 .. i-1 (already adapted) run in the same arena, with the layout of tl_model.c: layer
  * j's output at the start of the arena for even j, at its end (arena_bytes - out bytes) for odd j,
  * and the model input possibly staged at tl_model_input_offset(). The statistics take what none
- * of these reaches, so they survive between images; the mean/std of APPLY go in the part the
- * statistics leave. */
+ * of these reaches, so they survive between images (or, when no such gap is large enough, in
+ * bytes the caller adds past the plan: tl_adapt_extra_bytes); the mean/std of APPLY go in the part
+ * the statistics leave. */
 
 static int32_t round8(int32_t v)
 {
     return (v + 7) & ~7;
 }
 
-tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t *stats_off, int32_t *tmp_off)
+tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena, int32_t arena_size,
+                        int32_t *stats_off, int32_t *tmp_off)
 {
     if (!m || layer < 0 || layer >= m->n_layers || !stats_off || !tmp_off)
         return TL_ERR_ARG;
     const int32_t need = tl_model_arena_bytes(m);
     if (need < 0)
         return need;
+    if (arena_size < need)
+        return TL_ERR_ARENA;
     const tl_layer *L = &m->layers[layer];
-    const int32_t sb = tl_adapt_stats_bytes(L);
+    const int32_t sb = tl_adapt_stats_bytes(L), tb = 8 * L->out_c;
     if (sb < 0 || L->adapt_ref == 0 || L->adapt_mult == 0 || L->adapt_shift == 0 || layer == m->n_layers - 1)
         return TL_ERR_ARG;                 /* not a layer the model file lets adapt */
-    int32_t lo = 0, hi = tl_model_input_offset(m);
-    if (hi < 0)
-        return hi;
+    /* 1. a gap inside the plan that layers 0 .. layer-1 (and a staged input) never reach */
+    int32_t lo = 0, hi = need;
+    if (input_in_arena) {
+        hi = tl_model_input_offset(m);
+        if (hi < 0)
+            return hi;
+    }
     for (int32_t j = 0; j < layer; j++) {
         const int32_t ob = round8(tl_layer_out_bytes(&m->layers[j]));
         if (j % 2 == 0)
@@ -340,19 +348,37 @@ tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t *stats_off, in
         else
             hi = TL_MIN(hi, (need - ob) & ~7);
     }
-    if (hi - lo < sb)
-        return TL_ERR_ARENA;
-    *stats_off = (hi - sb) & ~7;
-    if (*stats_off < lo)
-        return TL_ERR_ARENA;
-    const int32_t tb = 8 * L->out_c;
-    if (*stats_off >= tb)
+    int32_t so = (hi - sb) & ~7;
+    if (hi - lo < sb || so < lo) {
+        /* 2. past the plan, in bytes the caller added to the arena for this (the forward passes
+         * of tl_adapt_feed use only the plan: no host fast-path buffers) */
+        so = need;
+        if (arena_size - need < sb)
+            return TL_ERR_ARENA;
+    }
+    *stats_off = so;
+    if (so >= tb)
         *tmp_off = 0;
-    else if (need - round8(*stats_off + sb) >= tb)
-        *tmp_off = round8(*stats_off + sb);
+    else if (arena_size - round8(so + sb) >= tb)
+        *tmp_off = round8(so + sb);
     else
         return TL_ERR_ARENA;
     return TL_OK;
+}
+
+/* Extra arena bytes (past tl_model_arena_bytes) the adaptation of `layer` needs; < 0 on error. */
+int32_t tl_adapt_extra_bytes(const tl_model *m, int32_t layer, int32_t input_in_arena)
+{
+    int32_t so, to;
+    const int32_t need = m ? tl_model_arena_bytes(m) : TL_ERR_ARG;
+    if (need < 0)
+        return need;
+    tl_status s = tl_adapt_plan(m, layer, input_in_arena, need, &so, &to);
+    if (s == TL_OK)
+        return 0;
+    if (s != TL_ERR_ARENA)
+        return s;
+    return round8(tl_adapt_stats_bytes(&m->layers[layer]));
 }
 
 static tl_status arena_ok(const tl_model *m, const tl_ctx *arena)
@@ -365,23 +391,24 @@ static tl_status arena_ok(const tl_model *m, const tl_ctx *arena)
     return arena->size < need ? TL_ERR_ARENA : TL_OK;
 }
 
-tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer)
+tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena)
 {
     int32_t so, to;
     tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
     if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, &so, &to);
+        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
     if (s != TL_OK)
         return s;
     return tl_adapt_stats_reset(&m->layers[layer], (uint8_t *)arena->buf + so);
 }
 
-tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, const int8_t *input)
+tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
+                        const int8_t *input)
 {
     int32_t so, to;
     tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
     if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, &so, &to);
+        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
     if (s != TL_OK)
         return s;
     if (!input)
@@ -400,12 +427,13 @@ tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, c
     return tl_adapt_stats_add(&m->layers[layer], cur, act + so);
 }
 
-tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t n_images)
+tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
+                                int32_t n_images)
 {
     int32_t so, to;
     tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
     if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, &so, &to);
+        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
     if (s != TL_OK)
         return s;
     tl_layer *L = &m->layers[layer];
