@@ -593,6 +593,21 @@ class Link:
         n, crc = self.put_input(tensor)
         return _parse_result(self.command(OP["EVAL"], struct.pack("<III", int(bool(with_local)), n, crc)))
 
+    # camera adaptation (protocol 5; host.adapt.board_adapt's schedule, tl_adapt.c on the board)
+    def adapt_begin(self, layer: int) -> None:
+        """ADAPT BEGIN: zero the board's statistics of `layer` (it must carry reference statistics)."""
+        self.command(OP["ADAPT"], struct.pack("<II", lib.TL_PROTO_ADAPT_BEGIN, int(layer)))
+
+    def adapt_feed(self, tensor) -> tuple[int, int]:
+        """ADAPT_FEED one unlabelled model input: (counter units of the step, images fed so far)."""
+        n, crc = self.put_input(tensor)
+        return struct.unpack_from("<II", self.command(OP["ADAPT_FEED"], struct.pack("<II", n, crc)))
+
+    def adapt_apply(self, layer: int) -> tuple[int, int]:
+        """ADAPT APPLY: the board updates the layer; (images, crc32 of its bias, out_mult, out_shift)."""
+        return struct.unpack_from("<II", self.command(OP["ADAPT"], struct.pack("<II", lib.TL_PROTO_ADAPT_APPLY,
+                                                                               int(layer))))
+
     def device_stats(self) -> dict:
         p = self.command(OP["STATS"])
         return dict(zip(STAT_NAMES, struct.unpack_from(f"<{len(STAT_NAMES)}I", p)))

@@ -454,3 +454,42 @@ def test_board_schedule_in_the_arena_equals_the_host_schedule():
             end = so[0] + lib.tl_adapt_stats_bytes(ffi.addressof(b._layers, i))
             assert end <= need + extra and (not staged or extra or end <= lib.tl_model_input_offset(b._m))
             assert to[0] + 8 * m.layers[i].out_c <= so[0] or to[0] >= end
+
+
+@pytest.mark.parametrize("in_flash", [False, True])
+def test_board_protocol_adaptation_equals_the_host(in_flash):
+    """ADAPT / ADAPT_FEED on the firmware's dispatcher (in process, input staged in the arena as on
+    the boards; the model sent over the link, or held in flash with its adapted layers' bias and
+    multipliers copied to RAM): the board's adapted layers equal the host's bit for bit (APPLY's
+    CRC) and its inferences after adaptation too."""
+    from host import modelfile
+    from host import protocol as P
+
+    m = _with_ref(3)
+    m.layers[1].trainable = True                     # a trainable adapted layer, as in the recipe
+    blob = modelfile.to_bytes(m)
+    new = _inputs(m, 4, 5, 0.5, 20)
+    cm = CModel(modelfile.from_bytes(blob))
+    want = adapt.board_adapt(cm, new, 3)
+    if in_flash:
+        port = P.SimulatedPort(input_cap=0, rom=modelfile.strip_host(blob))
+        link = P.Link(port)
+        link.sync()
+    else:
+        port = P.SimulatedPort(input_cap=0)
+        link = P.Link(port)
+        link.sync()
+        link.load_model(blob)
+    with pytest.raises(P.DeviceError):
+        link.adapt_begin(3)                          # avgpool: no statistics
+    got = []
+    for i in [w["layer"] for w in want]:
+        link.adapt_begin(i)
+        for x in new:
+            insn, images = link.adapt_feed(x)
+        got.append({"layer": i, "images": images, "crc": link.adapt_apply(i)[1]})
+    assert [(g["images"], g["crc"]) for g in got] == [(w["images"], w["crc"]) for w in want]
+    for x in _inputs(m, 3, 9, 0.5, 20):
+        assert list(link.evaluate(x).logits) == list(cm.infer(x).logits)
+    with pytest.raises(P.DeviceError):
+        link.adapt_apply(0)                          # no BEGIN since the last APPLY

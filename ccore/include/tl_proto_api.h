@@ -24,11 +24,12 @@
 
 /* ---------------------------------------------------------------- sizes */
 enum {
-    TL_PROTO_VERSION = 4,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
+    TL_PROTO_VERSION = 5,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
                                           3: model in flash (LOAD_BEGIN answers resident), input
                                           staged in the arena, INFO ends with rom/stack words;
                                           4: checkpoints in flash (CHECKPOINT, CKPT_CONFIG, INFO
-                                          ends with the checkpoint words) */
+                                          ends with the checkpoint words);
+                                          5: camera adaptation (ADAPT, ADAPT_FEED) */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
     TL_PROTO_MAX_PAYLOAD = 1036,       /* largest payload either side accepts: what the largest
@@ -117,13 +118,26 @@ enum {
                                   * without checkpoint flash, TL_PROTO_ERR_NO_MODEL for SAVE or
                                   * RESTORE without a model, a core code (TL_ERR_FLASH...) when the
                                   * flash fails: the previous checkpoint is then still valid.  */
-    TL_PROTO_OP_CKPT_CONFIG = 14 /* u32 every, u32 epoch, u32 index, u32 tag[8] -> nothing. every:
+    TL_PROTO_OP_CKPT_CONFIG = 14,/* u32 every, u32 epoch, u32 index, u32 tag[8] -> nothing. every:
                                   * automatic checkpoint after each TRAIN that makes the step
                                   * counter a multiple of it (0 = off; saved before TRAIN answers,
                                   * its status in INFO ckpt_status, never a NAK of the TRAIN);
                                   * (epoch, index): the data cursor of the next TRAIN, which
                                   * advances index by one; tag: the host's description of the run,
                                   * stored in checkpoints. Needs no model or flash.             */
+    TL_PROTO_OP_ADAPT = 15,      /* u32 action, u32 layer -> (BEGIN) nothing; (APPLY) u32 images,
+                                  * u32 crc32 of the layer's bias, out_mult, out_shift after the
+                                  * update (int32 LE). BEGIN: zero the statistics of `layer` (it
+                                  * must carry them in the model file: tl_adapt_plan); APPLY (the
+                                  * same layer, >= 1 image fed): tl_adapt_finish_apply. TRAIN,
+                                  * EVAL, LOAD and RESET in between forget an adaptation begun.  */
+    TL_PROTO_OP_ADAPT_FEED = 16  /* u32 input_len, u32 input_crc -> u32 insn, u32 images: the staged
+                                  * input through the layers before the one begun, its statistics
+                                  * added (tl_adapt_feed); images: fed since BEGIN. Labels: none. */
+};
+enum {                                 /* ADAPT actions */
+    TL_PROTO_ADAPT_BEGIN = 0,
+    TL_PROTO_ADAPT_APPLY = 1
 };
 enum {                                 /* CHECKPOINT actions */
     TL_PROTO_CKPT_SAVE = 0,
@@ -301,6 +315,10 @@ typedef struct {
     int32_t ckpt_found;                /* TL_CKPT_* of the last restore */
     int32_t ckpt_status;               /* status of the last save */
     uint32_t ckpt_saves;
+    int32_t adapt_active;              /* an ADAPT BEGIN is in progress (for adapt_layer) */
+    int32_t adapt_layer;
+    uint32_t adapt_images;             /* ADAPT_FEEDs since that BEGIN */
+    uint32_t last_adapt_insn;          /* counter units of the last ADAPT_FEED */
     uint8_t resp[244];                 /* (TL_PROTO_MAX_RESP) last response without its CRC (sent
                                           with it): header and payload, unescaped */
 } tl_proto_dev;

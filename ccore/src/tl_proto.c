@@ -250,6 +250,8 @@ const char *tl_proto_op_name(int32_t op)
     case TL_PROTO_OP_SET_LR: return "SET_LR";
     case TL_PROTO_OP_CHECKPOINT: return "CHECKPOINT";
     case TL_PROTO_OP_CKPT_CONFIG: return "CKPT_CONFIG";
+    case TL_PROTO_OP_ADAPT: return "ADAPT";
+    case TL_PROTO_OP_ADAPT_FEED: return "ADAPT_FEED";
     default: return "UNKNOWN";
     }
 }

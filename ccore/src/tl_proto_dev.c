@@ -384,6 +384,7 @@ static tl_status install(tl_proto_dev *dev, const tl_model *m, uint32_t size, ui
         input = (int8_t *)dev->cfg.arena + tl_model_input_offset(m);   /* inside [0, arena) */
     }
     dev->model = *m;
+    dev->adapt_active = 0;
     dev->loaded = 1;
     dev->loading = 0;
     dev->loading_rom = 0;
@@ -503,6 +504,7 @@ static tl_status run_step(tl_proto_dev *dev, int32_t label, int32_t with_local, 
     ctx.buf = dev->cfg.arena;
     ctx.size = dev->cfg.arena_cap;
     const int train = label >= 0;
+    dev->adapt_active = 0;                  /* the step overwrites the arena's statistics */
     const uint32_t t0 = counter_now(dev);
     const tl_status s = train ? tl_model_train_step(&dev->model, &ctx, dev->input, label, res)
                               : tl_model_infer(&dev->model, &ctx, dev->input, with_local, res);
@@ -606,7 +608,84 @@ static TL_NOINLINE tl_status cmd_reset(tl_proto_dev *dev, uint32_t len, resp_buf
     dev->loading = 0;
     dev->loading_rom = 0;
     dev->input_bytes = 0;
+    dev->adapt_active = 0;
     r_u32(r, TL_OK);
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- camera adaptation (tl_adapt.c) */
+static tl_ctx arena_ctx(const tl_proto_dev *dev)
+{
+    tl_ctx ctx;
+    ctx.buf = dev->cfg.arena;
+    ctx.size = dev->cfg.arena_cap;
+    return ctx;
+}
+
+static int32_t input_in_arena(const tl_proto_dev *dev)
+{
+    return dev->cfg.input == 0;
+}
+
+static TL_NOINLINE tl_status cmd_adapt(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 8)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
+    if (!dev->loaded)
+        return nak(r, TL_PROTO_ERR_NO_MODEL, 0);
+    const uint32_t action = tl_get_u32(pl);
+    const int32_t layer = (int32_t)tl_get_u32(pl + 4);
+    const tl_ctx ctx = arena_ctx(dev);
+    tl_status s;
+    if (action == TL_PROTO_ADAPT_BEGIN) {
+        dev->adapt_active = 0;
+        s = tl_adapt_begin(&dev->model, &ctx, layer, input_in_arena(dev));
+        if (s != TL_OK)
+            return nak(r, s, layer);
+        dev->adapt_active = 1;
+        dev->adapt_layer = layer;
+        dev->adapt_images = 0;
+        r_u32(r, TL_OK);
+        return TL_OK;
+    }
+    if (action != TL_PROTO_ADAPT_APPLY)
+        return nak(r, TL_ERR_ARG, (int32_t)action);
+    if (!dev->adapt_active || layer != dev->adapt_layer || dev->adapt_images == 0)
+        return nak(r, TL_ERR_ARG, layer);
+    s = tl_adapt_finish_apply(&dev->model, &ctx, layer, input_in_arena(dev), (int32_t)dev->adapt_images);
+    dev->adapt_active = 0;
+    if (s != TL_OK)
+        return nak(r, s, layer);
+    const tl_layer *L = &dev->model.layers[layer];
+    uint32_t crc = tl_crc32(0, (const uint8_t *)L->bias, 4 * L->out_c);
+    crc = tl_crc32(crc, (const uint8_t *)L->adapt_mult, 4 * L->out_c);
+    crc = tl_crc32(crc, (const uint8_t *)L->adapt_shift, 4 * L->out_c);
+    r_u32(r, TL_OK);
+    r_u32(r, dev->adapt_images);
+    r_u32(r, crc);
+    return TL_OK;
+}
+
+static TL_NOINLINE tl_status cmd_adapt_feed(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 8)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 8);
+    tl_status s = check_input(dev, tl_get_u32(pl), tl_get_u32(pl + 4), r);
+    if (s != TL_OK)
+        return s;
+    if (!dev->adapt_active)
+        return nak(r, TL_ERR_ARG, 0);
+    const tl_ctx ctx = arena_ctx(dev);
+    const uint32_t t0 = counter_now(dev);
+    s = tl_adapt_feed(&dev->model, &ctx, dev->adapt_layer, input_in_arena(dev), dev->input);
+    const uint32_t insn = counter_now(dev) - t0;
+    if (s != TL_OK)
+        return nak(r, s, dev->adapt_layer);
+    dev->adapt_images++;
+    dev->last_adapt_insn = insn;
+    r_u32(r, TL_OK);
+    r_u32(r, insn);
+    r_u32(r, dev->adapt_images);
     return TL_OK;
 }
 
@@ -749,7 +828,8 @@ static TL_NOINLINE void send_response(tl_proto_dev *dev)
 static int32_t is_slow(uint8_t op)
 {
     return op == TL_PROTO_OP_TRAIN || op == TL_PROTO_OP_EVAL || op == TL_PROTO_OP_LOAD_END
-           || op == TL_PROTO_OP_INFO || op == TL_PROTO_OP_CHECKPOINT;
+           || op == TL_PROTO_OP_INFO || op == TL_PROTO_OP_CHECKPOINT || op == TL_PROTO_OP_ADAPT
+           || op == TL_PROTO_OP_ADAPT_FEED;
 }
 
 tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
@@ -806,6 +886,8 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
     case TL_PROTO_OP_SET_LR: s = cmd_set_lr(dev, pl, h.len, &r); break;
     case TL_PROTO_OP_CHECKPOINT: s = cmd_checkpoint(dev, pl, h.len, &r); break;
     case TL_PROTO_OP_CKPT_CONFIG: s = cmd_ckpt_config(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_ADAPT: s = cmd_adapt(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_ADAPT_FEED: s = cmd_adapt_feed(dev, pl, h.len, &r); break;
     default:
         dev->stats.unknown_ops++;
         s = nak(&r, TL_PROTO_ERR_UNKNOWN_OP, h.op);

@@ -29,8 +29,11 @@
 #ifndef TL_FW_BLOB_BYTES
 #define TL_FW_BLOB_BYTES FW_TRAIN_RAM_BYTES
 #endif
+#ifndef FW_ADAPT_BYTES
+#define FW_ADAPT_BYTES 0      /* a model file with adaptation statistics: room for them past the plan */
+#endif
 #ifndef TL_FW_ARENA_BYTES
-#define TL_FW_ARENA_BYTES FW_ARENA_BYTES
+#define TL_FW_ARENA_BYTES (FW_ARENA_BYTES + FW_ADAPT_BYTES)
 #endif
 #ifndef TL_FW_MAX_LAYERS
 #define TL_FW_MAX_LAYERS FW_MODEL_LAYERS
