@@ -342,6 +342,7 @@ def field_step(cm: CModel, mode: str, k_opt, n_images: int, train_x: np.ndarray,
     n = min(int(n_images), len(train_x))
     idx = np.random.default_rng(seed).permutation(len(train_x))[:n]
     new_x = np.asarray(train_x[idx], np.int8)
+    cm.adapt_images_x = new_x                  # host.stream feeds the board these same images
     out["images"] = n
     have_val = len(val_y) > 0
     if isinstance(k_opt, int):

@@ -77,9 +77,11 @@ def prepare_run(args):
     try:
         setup = simulate.prepare(args)
         cm = CModel(setup.model, **setup.config)
-        # the same adaptation step as host.simulate, on the host's copy of the C core: the model
-        # file then sent to the board carries the adapted biases and multipliers (board-side
-        # adaptation over the link: not yet, see docs/finetune.md)
+        # the same adaptation step as host.simulate, decided and simulated on the host's copy of the
+        # C core; the board is sent the file as it was (cm.original_blob) and adapts itself over
+        # the link with the same images and layers (run: ADAPT / ADAPT_FEED, checked bit for bit)
+        from host import modelfile
+        cm.original_blob = modelfile.to_bytes(setup.model)
         cm.adaptation = simulate.adapt_before_training(
             args, setup, cm, (lambda *a: None) if getattr(args, "quiet", False)
             else (lambda *a: print(*a, file=sys.stderr, flush=True)))
@@ -97,6 +99,33 @@ def core_config(cm) -> dict:
 
 
 # ---------------------------------------------------------------- the board
+def board_adapt(link, cm, adaptation: dict, progress=False) -> list[int]:
+    """The board adapts itself as the host simulated it (host.adapt.board_adapt's schedule: per
+    layer ADAPT begin, one ADAPT_FEED per unlabelled image, ADAPT apply), each layer's result
+    checked against the host's (crc32 of bias, out_mult, out_shift). Returns the counter units of
+    every feed (the board's instructions per adaptation image and layer)."""
+    from tqdm import tqdm
+
+    from host import adapt
+    if not adaptation.get("applied"):
+        return []
+    x = cm.adapt_images_x
+    layers = adapt.board_layers(cm, adaptation["k"])
+    insn = []
+    with tqdm(total=len(layers) * len(x), unit="img", desc="adapt", disable=not progress, leave=False) as bar:
+        for i in layers:
+            link.adapt_begin(i)
+            for xi in x:
+                insn.append(int(link.adapt_feed(xi)[0]))
+                bar.update(1)
+            images, crc = link.adapt_apply(i)
+            want = adapt.layer_crc(cm, i)
+            if images != len(x) or crc != want:
+                raise StreamError(f"adaptation of layer {i}: the board's bias/multipliers (crc32 {crc:08x}, {images} "
+                                  f"images) differ from the host's ({want:08x}, {len(x)} images)")
+    return insn
+
+
 class Board:
     """A board over the serial link as a host.train backend: one sample per TRAIN / EVAL command,
     the schedule's learning rates by SET_LR before every epoch."""
@@ -347,7 +376,9 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
 
         model = setup.model
         tr_x, tr_y, va_x, va_y = setup.train_x, setup.train_y, setup.val_x, setup.val_y
-        blob = modelfile.to_bytes(model)
+        adaptation = getattr(cm, "adaptation", None) or {}
+        # with adaptation: the file before it (the board adapts itself below)
+        blob = cm.original_blob if adaptation.get("applied") else modelfile.to_bytes(model)
         config = core_config(cm)
         model_name = simulate.model_name(args, model)
         check_board_takes(args, info, blob, model_name)
@@ -363,6 +394,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
         if info.config != config or info.steps != 0:
             raise StreamError(f"board reports training configuration {info.config} (step {info.steps}), "
                               f"sent {config}")
+        adapt_insn = board_adapt(link, cm, adaptation, progress)
 
         def write(rec):
             if log is not None:
@@ -388,6 +420,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
                                   "flash" + (" (--qemu: give --flash-dir)" if args.qemu and not args.flash_dir else ""))
             options = {"rule": args.rule, "lr_schedule": args.lr_schedule, "config": setup.config,
                        "device_config": config,
+                       "adaptation": [adaptation.get("k", 0), adaptation.get("images", 0)],
                        "rates": [tuple(int(v) for v in r) for r in train.layer_rates(model)]}
             tag = run_tag(blob, tr_x, tr_y, seed=args.seed, epochs=args.epochs, options=options, every=every)
         if args.resume:
@@ -515,6 +548,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             "weights_crc32": f"{zlib.crc32(weights):08x}",
             "weights_bytes": len(weights),
             "mcu_train_insn_median": int(np.median(board.train_insn)) if board.train_insn else None,
+            "mcu_adapt_insn_median": int(np.median(adapt_insn)) if adapt_insn else None,
             "mcu_infer_insn_median": out["insn_median"],
             "counter": info.counter_kind,
             "train_seconds": round(out["train_seconds"], 3),
