@@ -11,6 +11,7 @@ import copy
 
 import numpy as np
 import pytest
+from test_firmware import tools  # noqa: F401  (the fixture of the emulated-board test, used by name)
 from test_modelfile import small_model
 
 from host import adapt
@@ -493,3 +494,45 @@ def test_board_protocol_adaptation_equals_the_host(in_flash):
         assert list(link.evaluate(x).logits) == list(cm.infer(x).logits)
     with pytest.raises(P.DeviceError):
         link.adapt_apply(0)                          # no BEGIN since the last APPLY
+
+
+# ---------------------------------------------------------------------------- the emulated board
+@pytest.mark.firmware
+def test_qemu_board_adapts_like_the_host_then_trains_like_simulate(tools, tmp_path):   # noqa: F811
+    """qemu-system-arm -M mps2-an386 with the VWW model (statistics for its first 7 layers) in
+    flash: host.stream --adapt on makes the board adapt its first 3 layers from 4 unlabelled images
+    over the link (each layer's bias/multipliers checked against the host's crc32 inside
+    host.stream), then train; its weights equal host.simulate's with the same options."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shared_data import shared_path
+    from test_firmware import stream_run
+
+    root = Path(__file__).resolve().parents[1]
+    model = tmp_path / "vww_stats.tlm"
+    r = _run("host.quantize", "import-tflite", str(shared_path(VWW_MODEL)), "-o", str(model),
+             "--stats-data", str(shared_path("datasets/vww01-eembc")))
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["make", "-s", "-C", str(root / "firmware"), "BOARD=mps2-an386", f"BUILD={tmp_path / 'fw'}",
+                        f"PYTHON={sys.executable}", f"MODEL={model}", "-j1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    size = json.loads((tmp_path / "fw" / "fw" / "fw_size.json").read_text()) if (tmp_path / "fw" / "fw" /
+                                                                                  "fw_size.json").exists() else None
+    run = ["--model", str(model), "--data", str(shared_path("datasets/vww01-eembc")), "--shift", "--adapt", "on",
+           "--adapt-layers", "3", "--adapt-images", "4", "--limit", "4", "--val-limit", "4", "--epochs", "1",
+           "--train-layers", "last"]
+    board = stream_run(tmp_path / "fw" / "tinylls.elf", run, tmp_path, "adapt")
+    a = board["adaptation"]
+    assert a["applied"] and a["k"] == 3 and a["images"] == 4
+    assert board["mcu_adapt_insn_median"] > 0
+    from host import simulate
+    js = tmp_path / "sim.json"
+    assert simulate.main(run + ["--json", str(js), "--quiet"]) == 0
+    sim = json.loads(js.read_text())
+    assert sim["adaptation"] == a
+    assert board["weights_sha256"] == sim["weights_sha256"]
+    assert board["eval_preds"] == sim["val_predictions"]
+    print(json.dumps({"mcu_adapt_insn_median": board["mcu_adapt_insn_median"], "fw_size": size}))
