@@ -39,6 +39,16 @@ output, tl_model_bp_activation_bytes); bp_equivalent_ram_bytes = mcu_train_ram_b
 + bp_activation_bytes, the same firmware with the arena replaced by those activations (a lower
 bound for backprop: no gradient buffers counted).
 
+--adapt-layers K (issue 16): the model gets camera-adaptation reference statistics for its first K
+layers (host.adapt.add_reference on random clean inputs: the RAM and instructions do not depend
+on their values), the firmware is built with them, and before the training steps the board adapts
+those layers (ADAPT / ADAPT_FEED) on --adapt-images random images; mcu_adapt_insn: per adapted
+layer, the median counter units of one ADAPT_FEED (that image through the layers before it plus
+the layer's statistics); mcu_adapt_insn_per_image: their sum, what adapting K layers costs per
+unlabelled image; adapt_bit_identical: every layer's bias/multipliers (APPLY's crc32) equal the
+host's (host.adapt.board_adapt). The RAM figure then includes what adaptation adds (the adapted
+layers' bias/out_mult/out_shift copies, the statistics' arena bytes past the plan).
+
 Other keys: mcu_infer_insn, mcu_train_insn (median over --steps), macs (multiply-accumulates of one
 forward pass), mcu_infer_insn_per_mac, mcu_train_over_infer, arena_bytes (tl_model_arena_bytes,
 input included), model_bytes (the .tlm file), flash_model_bytes (what is compiled in: the file
@@ -207,6 +217,10 @@ def main(argv=None) -> int:
                     help="measure the firmware that receives the model file over the link into RAM instead")
     ap.add_argument("--board", choices=sorted(BOARDS), default="mps2-an386",
                     help="emulated board to build and run (default mps2-an386, Cortex-M4F)")
+    ap.add_argument("--adapt-layers", type=int, default=0,
+                    help="add adaptation statistics for the first K layers and measure the board adapting them "
+                         "(default 0: no adaptation)")
+    ap.add_argument("--adapt-images", type=int, default=2, help="images fed per adapted layer (default 2)")
     ap.add_argument("--json", help="also write the JSON here")
     args = ap.parse_args(argv)
     from tqdm import tqdm
@@ -237,6 +251,13 @@ def main(argv=None) -> int:
                 if not path.is_file():
                     raise StreamError(f"--model {path}: no such file")
                 model = modelfile.load(str(path))
+            if args.adapt_layers:
+                from host import adapt
+                clean = np.random.default_rng(1).integers(-128, 128, (4,) + tuple(model.input_shape), dtype=np.int8)
+                adapt.add_reference(model, clean, args.adapt_layers)
+                path = Path(tmp) / ("adapt-" + path.name)
+                modelfile.save(model, str(path))
+                model = modelfile.load(str(path))
             blob = path.read_bytes()
             host_cm = CModel(model, **FILE_TRAIN_CFG)
             arena = host_cm.arena_bytes
@@ -246,10 +267,24 @@ def main(argv=None) -> int:
             elf = build_firmware(build, path, len(blob), arena, args.load_over_uart, args.board)
             rng = np.random.default_rng(0)
             infer, train = [], []
+            adapt_out = {}
             with QemuBoard(str(elf)) as board:
                 link = protocol.Link(board.connect())
                 link.sync()
                 loaded = link.load_model(blob)
+                if args.adapt_layers:
+                    from host import adapt
+                    xs = rng.integers(-128, 128, (args.adapt_images,) + tuple(model.input_shape), dtype=np.int8)
+                    want = adapt.board_adapt(host_cm, xs, args.adapt_layers)
+                    per_layer, same = {}, True
+                    for w in tqdm(want, desc="qemu adaptation", file=sys.stderr):
+                        link.adapt_begin(w["layer"])
+                        per_layer[w["layer"]] = int(np.median([link.adapt_feed(x)[0] for x in xs]))
+                        same &= tuple(link.adapt_apply(w["layer"])) == (w["images"], w["crc"])
+                    adapt_out = {"adapt_layers": [w["layer"] for w in want], "adapt_images": args.adapt_images,
+                                 "mcu_adapt_insn": per_layer,
+                                 "mcu_adapt_insn_per_image": int(sum(per_layer.values())),
+                                 "adapt_bit_identical": bool(same)}
                 for k in tqdm(range(args.steps), desc="qemu steps", file=sys.stderr):
                     x = rng.integers(-128, 128, in_bytes, dtype=np.int8)
                     infer.append(link.evaluate(x, with_local=False).insn)
@@ -291,6 +326,7 @@ def main(argv=None) -> int:
                 **stack_usage(build),
                 "stack_callchain_unknown": callchain["stack_callchain_unknown"],
                 "stack_dynamic_frames": callchain["stack_dynamic_frames"],
+                **adapt_out,
                 "steps": args.steps,
                 "infer_insn_all": infer,
                 "train_insn_all": train,
