@@ -522,8 +522,7 @@ def test_qemu_board_adapts_like_the_host_then_trains_like_simulate(tools, tmp_pa
     size = json.loads((tmp_path / "fw" / "fw" / "fw_size.json").read_text()) if (tmp_path / "fw" / "fw" /
                                                                                   "fw_size.json").exists() else None
     run = ["--model", str(model), "--data", str(shared_path("datasets/vww01-eembc")), "--shift", "--adapt", "on",
-           "--adapt-layers", "3", "--adapt-images", "4", "--limit", "4", "--val-limit", "4", "--epochs", "1",
-           "--train-layers", "last"]
+           "--adapt-layers", "3", "--adapt-images", "4", "--limit", "4", "--val-limit", "4", "--epochs", "1"]
     board = stream_run(tmp_path / "fw" / "tinylls.elf", run, tmp_path, "adapt")
     a = board["adaptation"]
     assert a["applied"] and a["k"] == 3 and a["images"] == 4
