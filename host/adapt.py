@@ -16,8 +16,9 @@ loaded model file's own bias / out_mult / out_shift arrays, so the adapted model
 board gets. `py_stats` and `py_apply` mirror the integer arithmetic in Python (for the tests).
 
 `choose` is the rule for deciding whether (and how deep) to adapt when labels exist: the
-validation accuracy of the unadapted model and of each candidate depth k; the best wins, ties to
-the smaller k, so the choice is never worse than not adapting on that validation split.
+validation predictions of the unadapted model and of each candidate depth k; a k counts only when
+it fixes significantly more validation images than it breaks (exact sign test, p < 0.05), the
+most accurate such k wins, else no adaptation: never worse than not adapting on that split.
 """
 from __future__ import annotations
 
@@ -148,17 +149,49 @@ def restore(cm: CModel, snap: np.ndarray) -> None:
     check(lib.tl_model_prepare(cm._m), "re-preparing the model")
 
 
+SIGN_TEST_ALPHA = 0.05
+
+
+def sign_test_p(fixed: int, broken: int) -> float:
+    """One-sided exact sign (McNemar) test: the probability of at least `fixed` successes in
+    fixed + broken fair coin flips, i.e. that adaptation fixes this many more validation images
+    than it breaks by chance alone."""
+    from math import comb
+
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    return sum(comb(n, j) for j in range(fixed, n + 1)) / 2.0 ** n
+
+
+def predictions(cm: CModel, x: np.ndarray) -> np.ndarray:
+    preds, _, _ = cm.infer_many(np.asarray(x, np.int8), with_local=False)
+    return preds
+
+
 def choose(cm: CModel, ref: dict, new_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-           candidates) -> tuple[int, dict]:
-    """The rule with labels: validation accuracy of k = 0 (no adaptation) and each candidate k;
-    the best wins (ties: the smaller k). cm is left adapted with the chosen k. Returns (k, scores)."""
+           candidates, alpha: float = SIGN_TEST_ALPHA) -> tuple[int, dict]:
+    """The rule with labels: a candidate depth k qualifies when, on the validation split, it is
+    more accurate than no adaptation (k = 0) and the images it fixes outnumber those it breaks
+    beyond chance (one-sided exact sign test on the paired predictions, p < alpha); the most
+    accurate qualifying k wins (ties: the smaller k), else k = 0. So the choice is never worse than
+    not adapting on that validation split, and a gain of a few images (noise) is not taken. cm is
+    left adapted with the chosen k. Returns (k, {k: validation accuracy})."""
+    val_y = np.asarray(val_y)
     snap = snapshot(cm)
-    scores = {0: accuracy(cm, val_x, val_y)}
+    p0 = predictions(cm, val_x)
+    ok0 = p0 == val_y
+    scores = {0: float(np.mean(ok0)) if len(val_y) else float("nan")}
+    qualifies = {}
     for k in sorted(set(int(c) for c in candidates if int(c) > 0)):
         restore(cm, snap)
         adapt(cm, ref, new_x, k)
-        scores[k] = accuracy(cm, val_x, val_y)
-    best = max(scores, key=lambda k: (scores[k], -k))
+        ok = predictions(cm, val_x) == val_y
+        scores[k] = float(np.mean(ok)) if len(val_y) else float("nan")
+        fixed, broken = int(np.sum(ok & ~ok0)), int(np.sum(~ok & ok0))
+        qualifies[k] = scores[k] > scores[0] and sign_test_p(fixed, broken) < alpha
+    good = [k for k in qualifies if qualifies[k]]
+    best = max(good, key=lambda k: (scores[k], -k)) if good else 0
     restore(cm, snap)
     if best:
         adapt(cm, ref, new_x, best)

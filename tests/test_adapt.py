@@ -166,10 +166,35 @@ def test_rule_never_picks_worse_on_validation():
     ref = adapt.reference_stats(cm, clean, 3)
     k, scores = adapt.choose(cm, ref, shifted, val_x, val_y, (1, 2, 3))
     assert set(scores) == {0, 1, 2, 3}
-    assert scores[k] == max(scores.values()) and scores[k] >= scores[0]
+    assert scores[k] >= scores[0]
     assert adapt.accuracy(cm, val_x, val_y) == scores[k]        # cm is left as chosen
     if k == 0:
         assert np.array_equal(adapt.snapshot(cm), adapt.snapshot(CModel(copy.deepcopy(m))))
+
+
+def test_sign_test_and_the_rule_refuse_a_gain_of_a_few_images(monkeypatch):
+    from math import comb
+
+    assert adapt.sign_test_p(0, 0) == 1.0
+    assert adapt.sign_test_p(5, 0) == 1 / 32 and adapt.sign_test_p(2, 0) == 0.25
+    assert adapt.sign_test_p(6, 1) == (comb(7, 6) + comb(7, 7)) / 128
+    # scripted predictions: k = 1 fixes 2 images (noise: refused), k = 2 fixes 12 and breaks 1
+    m = _frozen_small()
+    cm = CModel(copy.deepcopy(m))
+    y = np.zeros(40, np.int64)
+    base = np.r_[np.zeros(20), np.ones(20)].astype(np.int64)          # 20 / 40 right
+    k1, k2 = base.copy(), base.copy()
+    k1[20:22] = 0
+    k2[20:32] = 0
+    k2[0] = 1
+    seq = iter([base, k1, k2])
+    monkeypatch.setattr(adapt, "predictions", lambda cm, x: next(seq))
+    monkeypatch.setattr(adapt, "adapt", lambda *a, **k: None)
+    k, scores = adapt.choose(cm, {}, None, np.zeros((40,) + tuple(m.input_shape), np.int8), y, (1, 2))
+    assert scores == {0: 0.5, 1: 22 / 40, 2: 31 / 40} and k == 2
+    seq = iter([base, k1])
+    k, scores = adapt.choose(cm, {}, None, np.zeros((40,) + tuple(m.input_shape), np.int8), y, (1,))
+    assert k == 0 and scores[1] > scores[0]                         # better on validation, not beyond chance
 
 
 def test_adaptation_is_deterministic_and_leaves_int8_weights():
@@ -384,7 +409,6 @@ def test_field_step_on_and_auto_with_statistics():
     on = adapt.field_step(CModel(copy.deepcopy(m)), "on", 3, 8, new, clean, vy, 0)
     assert on["applied"] and on["k"] == 3 and on["images"] == 8
     auto = adapt.field_step(CModel(copy.deepcopy(m)), "auto", "auto", 8, new, clean, vy, 0)
-    assert auto["val_accuracy"][str(auto["k"])] == max(auto["val_accuracy"].values())
     assert auto["val_accuracy"][str(auto["k"])] >= auto["val_accuracy"]["0"]
     with pytest.raises(ValueError, match="first 3 layers only"):
         adapt.field_step(CModel(copy.deepcopy(m)), "on", 4, 8, new, clean, vy, 0)
