@@ -559,3 +559,44 @@ def test_qemu_board_adapts_like_the_host_then_trains_like_simulate(tools, tmp_pa
     assert board["weights_sha256"] == sim["weights_sha256"]
     assert board["eval_preds"] == sim["val_predictions"]
     print(json.dumps({"mcu_adapt_insn_median": board["mcu_adapt_insn_median"], "fw_size": size}))
+
+
+def test_v2_mutations_host_and_c_loader_agree_and_every_refusal_is_named():
+    """tests/test_modelfile_hardening.py's seeded mutation loop on a version-2 file (statistics on
+    3 layers) and on its device blob: the host accepts exactly what the C loader accepts (the full
+    file: apart from refusals of its own host-only area) and names the field of every refusal."""
+    from test_modelfile_hardening import c_load, host_verdict, mutate
+
+    from host import modelfile
+
+    blob = modelfile.to_bytes(_with_ref(3))
+    rng = np.random.default_rng(16)
+    counts = {"c_refused": 0, "both_ok": 0}
+    for k in range(1500):
+        bad, what = mutate(blob, rng)
+        c_status = c_load(bad)[0]
+        kind, msg = host_verdict(bad)
+        assert kind in ("ok", "ModelFileError"), f"mutation {k} ({what}): {kind}: {msg}"
+        if kind == "ok":
+            assert c_status == 0, f"mutation {k} ({what}): host accepts what the C loader refuses ({c_status})"
+            counts["both_ok"] += 1
+        elif c_status != 0:
+            counts["c_refused"] += 1
+            assert msg.startswith("mutant.tlm: ") and "the model as a whole" not in msg, (k, what, msg)
+        else:
+            assert "host" in msg or "scale" in msg, f"mutation {k} ({what}): the C loader accepts, the host says: {msg}"
+    assert min(counts.values()) >= 50, counts
+    dev = modelfile.device_identity(blob)
+    agree = {True: 0, False: 0}
+    for k in range(800):
+        bad, what = mutate(dev, rng)
+        c_ok = c_load(bad)[0] == 0
+        try:
+            modelfile.check_device(bad, "dev.tlm")
+            host_ok = True
+        except modelfile.ModelFileError as e:
+            host_ok = False
+            assert "the model as a whole" not in str(e), (k, what, str(e))
+        assert host_ok == c_ok, f"mutation {k} ({what}): host {host_ok}, C loader {c_ok}"
+        agree[c_ok] += 1
+    assert min(agree.values()) >= 50, agree
