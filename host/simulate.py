@@ -93,13 +93,13 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="evaluate on at most this many validation samples (default 0: all)")
     p.add_argument("--adapt", choices=("auto", "on", "off"), default="auto",
                    help="label-free camera adaptation before training (host.adapt): auto adapts when the model "
-                        "file carries reference statistics and the validation split says it helps; on: always "
-                        "(the model must carry statistics); off: never (default auto)")
+                        "file carries reference statistics and the validation split shows a significant gain "
+                        "(host.adapt.choose); on: always (the model must carry statistics); off: never (default auto)")
     p.add_argument("--adapt-images", type=int_at_least(1), default=64,
                    help="unlabelled training images the adaptation reads (labels ignored; default 64)")
     p.add_argument("--adapt-layers", default="auto", metavar="K|auto",
-                   help="adapt the first K layers, or auto: the K (among those with statistics) with the best "
-                        "validation accuracy (default auto)")
+                   help="adapt the first K layers, or auto: the K among 1, 2, 3, 5, 7 (up to the layers with "
+                        "statistics) that host.adapt.choose picks on the validation split (default auto)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -355,7 +355,7 @@ def adapt_before_training(args, setup: Setup, cm, log=lambda *a: None) -> dict:
     try:
         return adapt.field_step(cm, mode, k, args.adapt_images, tr, va, np.asarray(setup.val_y), args.seed, log)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e).replace("the model file", f"--model {args.model}")) from None
 
 
 def run(args, threads: int | None = None, outputs=None) -> dict:
