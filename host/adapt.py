@@ -385,6 +385,8 @@ def field_step(cm: CModel, mode: str, k_opt, n_images: int, train_x: np.ndarray,
     if mode == "auto" and not have_val:
         out["reason"] = "no labelled validation split to decide on: not adapted"
         return out
+    if not have_val:
+        cands = [max(cands)]                   # on, nothing to choose with: the deepest the file allows
     if mode == "on" and len(cands) == 1:
         before = accuracy(cm, val_x, val_y) if have_val else None
         adapt(cm, ref, new_x, cands[0])

@@ -410,6 +410,8 @@ def test_field_step_on_and_auto_with_statistics():
     assert on["applied"] and on["k"] == 3 and on["images"] == 8
     auto = adapt.field_step(CModel(copy.deepcopy(m)), "auto", "auto", 8, new, clean, vy, 0)
     assert auto["val_accuracy"][str(auto["k"])] >= auto["val_accuracy"]["0"]
+    none = adapt.field_step(CModel(copy.deepcopy(m)), "on", "auto", 8, new, clean[:0], vy[:0], 0)
+    assert none["applied"] and none["k"] == 3 and "val_accuracy" in none
     with pytest.raises(ValueError, match="first 3 layers only"):
         adapt.field_step(CModel(copy.deepcopy(m)), "on", 4, 8, new, clean, vy, 0)
 
