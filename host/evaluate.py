@@ -194,7 +194,13 @@ def main(argv=None) -> int:
         if args.early_exit == "auto" and args.part != "val":
             raise ValueError(f"--early-exit auto picks its threshold on the training part: evaluate --part val "
                              f"(the held-out images), not --part {args.part}")
-        if args.early_exit == "auto" and args.engine != "c":
+        if args.early_exit not in (None, "auto"):
+            from host.early_exit import threshold_q16
+            try:
+                threshold_q16(float(args.early_exit))
+            except ValueError:
+                raise ValueError(f"--early-exit {args.early_exit!r}: give a probability in [0, 1] or auto") from None
+        if args.early_exit is not None and args.engine != "c":
             raise ValueError("--early-exit runs the C core: drop --engine ref")
         model = load_model(args.model, args.reference)
         if args.part == "all":
