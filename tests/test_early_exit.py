@@ -285,3 +285,63 @@ def test_evaluate_and_bench_report_early_exit(tmp_path, capsys):
     assert bench.main(["--model", str(tmp_path / "none.tlm"), "--data", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.tlm" in err[0], err
+
+
+# ---------------------------------------------------------------- the emulated board (QEMU, Cortex-M4)
+@pytest.mark.firmware
+def test_board_early_exit_equals_simulation_and_saves_instructions(tmp_path):
+    """The MLPerf VWW model in the firmware's flash (no model upload), three real images (27 KB
+    each over the ~22 KB/s link, three times: the staged input does not survive an inference):
+    EVAL_EXIT's predictions and exit layers equal tl_model_infer_exit's on the host, and the
+    board's instruction counts (QEMU -icount) are lower than plain EVAL's where a head answered,
+    higher (the heads' cost) where none did."""
+    from shared_data import shared_root
+    from test_firmware import TFLITE, VWW, build_firmware, need_shared, tools  # noqa: F401
+    need_shared(VWW)
+    need_shared(TFLITE)
+    from tools import need, need_module
+    need("make", "make")
+    need("arm-none-eabi-gcc", "gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    need("qemu-system-arm", "qemu-system-arm")
+    need_module("platformio", "make -C firmware builds with PlatformIO (pip install platformio)")
+    from host import datasets, modelfile
+    from host import protocol as P
+    from host.evaluate import inference_view, model_input
+    from host.stream import QemuBoard
+    from host.tflite_import import import_tflite
+    assert shared_root()
+    model = import_tflite(str(TFLITE))
+    path = tmp_path / "vww96.tlm"
+    modelfile.save(model, str(path))
+    elf = build_firmware(tmp_path / "build", model=path)
+    first, thr = 15, E.threshold_q16(0.99)
+    ds = datasets.open(str(VWW))
+    x = model_input(model, ds.images[:24])
+    cm = CModel(inference_view(model))
+    sim = [cm.infer_exit(xi, first, thr) for xi in x]
+    exited = [j for j, (_, e, _) in enumerate(sim) if e < len(model.layers) - 1]
+    kept = [j for j, (_, e, _) in enumerate(sim) if e == len(model.layers) - 1]
+    assert len(exited) >= 2 and kept, "the chosen images must show both cases"
+    picks = exited[:2] + kept[:1]
+    rows = []
+    with QemuBoard(str(elf)) as board:
+        link = P.Link(board.connect())
+        info = link.sync()
+        assert info.counter_kind == "instructions" and info.proto == 5
+        assert link.load_model(modelfile.to_bytes(model))["resident"]
+        for j in picks:
+            full = link.evaluate(x[j], with_local=False)
+            got, e = link.evaluate_exit(x[j], first, thr)
+            never, e_never = link.evaluate_exit(x[j], first, lib.TL_EXIT_NEVER_Q16)
+            want, we, _ = sim[j]
+            assert (got.pred, e) == (want.pred, we)
+            assert list(got.local_pred) == list(want.local_pred)[: len(model.layers)]
+            assert (never.pred, e_never) == (full.pred, len(model.layers) - 1) and full.pred == cm.infer(x[j]).pred
+            assert never.insn > full.insn                     # the heads cost something
+            if e < len(model.layers) - 1:
+                assert got.insn < full.insn
+            else:
+                assert got.insn == never.insn or abs(got.insn - never.insn) <= 80   # same work, 40-insn ticks
+            rows.append({"image": j, "exit_layer": e, "pred": got.pred, "label": int(ds.labels[j]),
+                         "insn_eval": full.insn, "insn_eval_exit": got.insn, "insn_all_heads": never.insn})
+    print(json.dumps({"first_layer": first, "threshold_q16": thr, "images": rows}))
