@@ -216,6 +216,11 @@ def test_eval_exit_on_the_in_process_board_equals_the_host(net):
     model, cm, xs = net
     link = P.Link(P.SimulatedPort(input_cap=0))
     link.sync()
+    for payload, code in ((b"\0" * 12, lib.TL_PROTO_ERR_PAYLOAD), (b"\0" * 16, lib.TL_PROTO_ERR_NO_MODEL)):
+        with pytest.raises(P.DeviceError) as err:
+            link.command(lib.TL_PROTO_OP_EVAL_EXIT, payload)
+        assert err.value.code == code
+    assert P.op_name(lib.TL_PROTO_OP_EVAL_EXIT) == "EVAL_EXIT"
     link.load_model(modelfile.to_bytes(model))
     for x in xs[:3]:
         for first, t in ((0, 0), (3, E.threshold_q16(0.8)), (0, lib.TL_EXIT_NEVER_Q16)):
