@@ -121,7 +121,7 @@ def point(h: Heads, labels: np.ndarray, first_layer: int, thr_q16: int | None, f
     full = int(fwd.sum())
     n = max(len(labels), 1)
     mean_total = float((f + hd).mean()) if len(labels) else 0.0
-    return {"threshold": None if thr_q16 is None else round(thr_q16 / Q16, 6), "threshold_q16": thr_q16,
+    return {"threshold": None if thr_q16 is None else round(thr_q16 / Q16, 4), "threshold_q16": thr_q16,
             "first_layer": int(first_layer),
             "accuracy": float((pred == labels).sum() / n),
             "mean_macs": round(mean_total, 1), "mean_layer_macs": round(float(f.mean()), 1) if len(f) else 0.0,

@@ -194,6 +194,8 @@ def main(argv=None) -> int:
         if args.early_exit == "auto" and args.part != "val":
             raise ValueError(f"--early-exit auto picks its threshold on the training part: evaluate --part val "
                              f"(the held-out images), not --part {args.part}")
+        if not 0.0 <= args.max_drop <= 1.0:
+            raise ValueError(f"--max-drop {args.max_drop}: must be a fraction in [0, 1]")
         if args.early_exit not in (None, "auto"):
             from host.early_exit import threshold_q16
             try:

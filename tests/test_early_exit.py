@@ -252,6 +252,7 @@ def _images(tmp_path: Path, size: int) -> Path:
     (["--early-exit", "auto"], "--part val"),
     (["--early-exit", "0.9", "--first-layer", "99"], "--first-layer 99"),
     (["--first-layer", "3"], "apply to --early-exit"),
+    (["--early-exit", "auto", "--part", "val", "--max-drop", "-1"], "--max-drop -1"),
 ])
 def test_evaluate_errors_are_one_line_exit_2(tmp_path, capsys, extra, needle):
     from host import evaluate, modelfile
