@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report early exit from the LLS heads at confidence threshold P (a probability), "
                         "or auto: picked on --exit-val of the training part (needs --part val)")
     p.add_argument("--first-layer", metavar="N|auto", default=None,
-                   help="with --early-exit: first layer allowed to exit (default: 0 for a threshold P, "
-                        "picked on validation for auto)")
+                   help="with --early-exit: first layer allowed to exit; auto: picked on --exit-val with the "
+                        "threshold (needs --part val) (default: 0 for a threshold P, auto for --early-exit auto)")
     p.add_argument("--exit-val", default=None, metavar="F|N",
                    help="with --early-exit auto: validation part of the training images (default 25%%)")
     p.add_argument("--max-drop", type=float, default=0.01,
@@ -155,18 +155,17 @@ def early_exit_report(model: Model, images, labels, args) -> dict:
                              "(not average pooling)")
     ht = E.collect(cm, model_input(model, images), not args.quiet)
     labels = np.asarray(labels)
-    if args.early_exit == "auto":
+    thr = None if args.early_exit == "auto" else E.threshold_q16(float(args.early_exit))
+    if args.early_exit == "auto" or args.first_layer == "auto":
+        # what is not given is picked on the validation part of the training images
         val, _ = E.splits(args.data, args.val_split, args.exit_val, args.shift, args.limit)
         hv = E.collect(cm, model_input(model, val[0]), not args.quiet)
         picked = E.choose(hv, val[1], fwd, head, max_drop=args.max_drop,
-                          first_layers=None if first is None else [first])
+                          first_layers=None if first is None else [first],
+                          thresholds=None if thr is None else [thr])
         out = E.point(ht, labels, picked["first_layer"], picked["threshold_q16"], fwd, head)
         out["picked_on_val"] = picked
     else:
-        try:
-            thr = E.threshold_q16(float(args.early_exit))
-        except ValueError:
-            raise ValueError(f"--early-exit {args.early_exit!r}: give a probability in [0, 1] or auto") from None
         out = E.point(ht, labels, 0 if first is None else first, thr, fwd, head)
     out["full_macs"] = int(fwd.sum())
     return out
@@ -191,8 +190,8 @@ def main(argv=None) -> int:
             raise ValueError("--val-split chooses the split of --part val / train; with --part all it has no effect")
         if args.early_exit is None and (args.first_layer is not None or args.exit_val is not None):
             raise ValueError("--first-layer / --exit-val apply to --early-exit; give --early-exit P|auto")
-        if args.early_exit == "auto" and args.part != "val":
-            raise ValueError(f"--early-exit auto picks its threshold on the training part: evaluate --part val "
+        if "auto" in (args.early_exit, args.first_layer) and args.part != "val":
+            raise ValueError(f"--early-exit / --first-layer auto pick on the training part: evaluate --part val "
                              f"(the held-out images), not --part {args.part}")
         if not 0.0 <= args.max_drop <= 1.0:
             raise ValueError(f"--max-drop {args.max_drop}: must be a fraction in [0, 1]")

@@ -278,10 +278,18 @@ def test_evaluate_and_bench_report_early_exit(tmp_path, capsys):
                           "--early-exit", "0", "--first-layer", "2", "--json", str(js)]) == 0
     ee = json.loads(js.read_text())["early_exit"]
     assert ee["exited"] == 1.0 and ee["exit_layers"] == {"2": 2}
+    # a given threshold, the first layer picked on the training part's validation images
+    assert evaluate.main(["--model", str(path), "--data", str(data), "--quiet", "--part", "val",
+                          "--early-exit", "0.99", "--first-layer", "auto", "--json", str(js)]) == 0
+    ee = json.loads(js.read_text())["early_exit"]
+    assert ee["threshold_q16"] == ee["picked_on_val"]["threshold_q16"] == E.threshold_q16(0.99)
+    assert ee["first_layer"] == ee["picked_on_val"]["first_layer"]
     capsys.readouterr()
     out = tmp_path / "bench.json"
+    png = tmp_path / "curve.png"
     assert bench.main(["--model", str(path), "--data", str(data), "--quiet", "--thresholds", "0,0.5,0.9,0.99,1",
-                       "--json", str(out)]) == 0
+                       "--json", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads(out.read_text())
     assert len(rep["curve_test"]) == 5 and rep["n_test"] == 2 and rep["n_val"] == 2
     assert rep["full"]["test"]["mean_macs"] == rep["full_macs"]
