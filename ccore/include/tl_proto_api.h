@@ -40,8 +40,9 @@ enum {
     TL_PROTO_MAX_FRAME = 1048,         /* HDR + MAX_PAYLOAD + CRC, unescaped */
     TL_PROTO_MAX_WIRE = 2098,          /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
     TL_PROTO_MAX_RESP = 244            /* HDR + the largest answer the device keeps for repeats
-                                          (INFO: 236 bytes; TRAIN/EVAL <= 20 + 32 classes + 64, EVAL_EXIT 4 more:
-                                          layers); READ_WEIGHTS data is re-read, not kept */
+                                          (INFO: 236 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
+                                          layers, EVAL_EXIT 4 more); READ_WEIGHTS data is re-read,
+                                          not kept */
 };
 
 enum {                                 /* SLIP bytes */
