@@ -224,7 +224,7 @@ def study(model, val, test, *, first_layer=None, curve=None, max_drop: float = 0
                           "test_mean_conf": round(float(ht.conf[ok, i].mean() / Q16), 4) if ok.any() else None})
     return {
         "model": model.name, "layers": len(model.layers), "full_macs": int(fwd.sum()),
-        "head_macs_all_layers": int(head.sum()), "n_val": int(len(val[1])), "n_test": int(len(test[1])),
+        "head_macs_all_layers": int(head.sum()), "n_val": len(val[1]), "n_test": len(test[1]),
         "max_drop": max_drop,
         "full": {"val": point(hv, val[1], 0, None, fwd, head), "test": point(ht, test[1], 0, None, fwd, head)},
         "curve_first_layer": f,

@@ -203,7 +203,7 @@ def test_mac_accounting_adds_up(net):
     assert zero["exited"] == 1.0
     never = E.point(h, labels, first, lib.TL_EXIT_NEVER_Q16, fwd, head)   # every head from `first` paid for
     assert never["mean_macs"] == fwd.sum() + head[first:].sum() > plain["mean_macs"]
-    pred, ex = E.replay(h, 0, E.threshold_q16(0.9))
+    _, ex = E.replay(h, 0, E.threshold_q16(0.9))
     f, hd = E.costs(ex, 0, fwd, head)
     for j, e in enumerate(ex):
         assert f[j] == fwd[: e + 1].sum() and hd[j] == head[: min(e, len(fwd) - 2) + 1].sum()
