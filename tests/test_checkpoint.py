@@ -240,7 +240,7 @@ def test_info_answer_fits_the_response_cache():
     link = P.Link(P.SimulatedPort(flash=NorFlash(4 * 4096)))
     p = link.command(lib.TL_PROTO_OP_INFO)
     assert len(p) + 4 + lib.TL_PROTO_HDR_BYTES == lib.TL_PROTO_MAX_RESP    # status + INFO words
-    assert struct.unpack_from("<H", p)[0] == lib.TL_PROTO_VERSION == 4
+    assert struct.unpack_from("<H", p)[0] == lib.TL_PROTO_VERSION == 5
 
 
 # ---------------------------------------------------------------- resume through host.train.run

@@ -24,11 +24,12 @@
 
 /* ---------------------------------------------------------------- sizes */
 enum {
-    TL_PROTO_VERSION = 4,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
+    TL_PROTO_VERSION = 5,              /* 2: SET_CONFIG, SET_LR, training config in INFO;
                                           3: model in flash (LOAD_BEGIN answers resident), input
                                           staged in the arena, INFO ends with rom/stack words;
                                           4: checkpoints in flash (CHECKPOINT, CKPT_CONFIG, INFO
-                                          ends with the checkpoint words) */
+                                          ends with the checkpoint words);
+                                          5: EVAL_EXIT (early exit from the LLS heads) */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
     TL_PROTO_MAX_PAYLOAD = 1036,       /* largest payload either side accepts: what the largest
@@ -40,7 +41,8 @@ enum {
     TL_PROTO_MAX_WIRE = 2098,          /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
     TL_PROTO_MAX_RESP = 244            /* HDR + the largest answer the device keeps for repeats
                                           (INFO: 236 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
-                                          layers); READ_WEIGHTS data is re-read, not kept */
+                                          layers, EVAL_EXIT 4 more); READ_WEIGHTS data is re-read,
+                                          not kept */
 };
 
 enum {                                 /* SLIP bytes */
@@ -117,13 +119,21 @@ enum {
                                   * without checkpoint flash, TL_PROTO_ERR_NO_MODEL for SAVE or
                                   * RESTORE without a model, a core code (TL_ERR_FLASH...) when the
                                   * flash fails: the previous checkpoint is then still valid.  */
-    TL_PROTO_OP_CKPT_CONFIG = 14 /* u32 every, u32 epoch, u32 index, u32 tag[8] -> nothing. every:
+    TL_PROTO_OP_CKPT_CONFIG = 14,/* u32 every, u32 epoch, u32 index, u32 tag[8] -> nothing. every:
                                   * automatic checkpoint after each TRAIN that makes the step
                                   * counter a multiple of it (0 = off; saved before TRAIN answers,
                                   * its status in INFO ckpt_status, never a NAK of the TRAIN);
                                   * (epoch, index): the data cursor of the next TRAIN, which
                                   * advances index by one; tag: the host's description of the run,
                                   * stored in checkpoints. Needs no model or flash.             */
+    TL_PROTO_OP_EVAL_EXIT = 17   /* (protocol 5) u32 first_layer, i32 threshold_q16, u32 input_len,
+                                  * u32 input_crc -> result (below), then i32 exit_layer:
+                                  * early-exit inference (tl_model_infer_exit) on the staged
+                                  * input; exit_layer n_layers - 1 when the classifier answered;
+                                  * logits are zeros when a head did;
+                                  * local_pred holds the heads evaluated. first_layer / threshold
+                                  * out of range: NAK TL_ERR_ARG. Counted as an EVAL in STATS
+                                  * (last_infer_insn, min_infer_insn); insn = this inference's.  */
 };
 enum {                                 /* CHECKPOINT actions */
     TL_PROTO_CKPT_SAVE = 0,

@@ -207,20 +207,19 @@ int64_t tl_lls_square_proj_ref(const int32_t *P, int32_t T, uint32_t inc)
     return S;
 }
 
-/* ---------------------------------------------------------------- hidden layers: LLS */
-tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
-                          const int8_t *out, int32_t label, int32_t update,
-                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+/* Steps 1-3 of a hidden layer's head on its output `out`: the pooled vector P in a->signal, its
+ * norm n (returned; 0 for a dead layer, and then nothing else is written), the projections
+ * acoef (Q16) and the local logits z (Q16, modulation and 1/tau applied). Shared by the training
+ * head below and the early-exit confidence (tl_lls_head_confidence), so both see the same bits. */
+static uint32_t head_logits(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
+                            uint32_t *inc, int32_t *acoef, int32_t *z)
 {
-    tl_layer *L = &m->layers[i];
+    const tl_layer *L = &m->layers[i];
     const int32_t C = m->classes, p = L->pool;
-    const int32_t oc = L->out_c;
-    const int32_t T = oc * p * p;
+    const int32_t T = L->out_c * p * p;
     const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
     const uint32_t bseed = m->cfg.basis_seed;
     int32_t *P = a->signal;
-    uint32_t inc[TL_MAX_CLASSES];
-    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
 
     /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
     tl_lls_pool(L, out, P);
@@ -229,12 +228,8 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t t = 0; t < T; t++)
         sumsq += (uint64_t)((int64_t)P[t] * P[t]);
     const uint32_t n = tl_isqrt64(sumsq);
-    if (n == 0) {
-        /* a dead layer (all outputs at the zero point) has no direction to learn from */
-        *pred = -1;
-        *loss_q16 = label >= 0 ? tl_ln_ratio_q16((uint64_t)C, 1) : -1;
-        return TL_OK;
-    }
+    if (n == 0)
+        return 0;
     /* 3. project and 4. local softmax */
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
@@ -259,6 +254,59 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         }
         v = tl_shr_round(v * inv_tau, 8);
         z[j] = (int32_t)TL_CLAMP(v, -(int64_t)INT32_MAX / 2, (int64_t)INT32_MAX / 2);
+    }
+    return n;
+}
+
+/* The early-exit confidence of hidden layer i's head: its prediction (-1 for a dead layer) and the
+ * largest probability of its local softmax in Q16 (-1 for a dead layer).
+ *
+ * Why the maximum softmax probability and not the margin between the two largest logits: it is
+ * the number the head's training already computes (the same softmax, whose argmax is local_pred,
+ * so the exit answer is the layer's local prediction by construction), it lies in [1/classes, 1]
+ * whatever the class count, tau or LLS-M modulation, so one threshold reads the same at every
+ * layer and a threshold of 0.9 means "90% sure"; for two classes it is a monotone function of
+ * the margin (p = 1 / (1 + exp(-margin))), so nothing is lost there. Q16 (65536 = 1.0) is the
+ * Q24 probability rounded half up (>> 8): every layer, host and board, gets the same integer. */
+tl_status tl_lls_head_confidence(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
+                                 int32_t *pred, int32_t *conf_q16)
+{
+    uint32_t inc[TL_MAX_CLASSES];
+    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES];
+    if (head_logits(m, i, a, out, inc, acoef, z) == 0) {
+        *pred = -1;
+        *conf_q16 = -1;
+        return TL_OK;
+    }
+    int32_t loss = -1;
+    const int32_t best = softmax(z, m->classes, -1, prob, &loss);
+    *pred = best;
+    *conf_q16 = (prob[best] + 128) >> 8;
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- hidden layers: LLS */
+tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
+                          const int8_t *out, int32_t label, int32_t update,
+                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+{
+    tl_layer *L = &m->layers[i];
+    const int32_t C = m->classes, p = L->pool;
+    const int32_t oc = L->out_c;
+    const int32_t T = oc * p * p;
+    const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
+    const uint32_t bseed = m->cfg.basis_seed;
+    int32_t *P = a->signal;
+    uint32_t inc[TL_MAX_CLASSES];
+    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
+
+    /* 1.-3. pool, normalise, project (head_logits) */
+    const uint32_t n = head_logits(m, i, a, out, inc, acoef, z);
+    if (n == 0) {
+        /* a dead layer (all outputs at the zero point) has no direction to learn from */
+        *pred = -1;
+        *loss_q16 = label >= 0 ? tl_ln_ratio_q16((uint64_t)C, 1) : -1;
+        return TL_OK;
     }
     int32_t loss = -1;
     *pred = softmax(z, C, label, prob, &loss);

@@ -255,7 +255,7 @@ int32_t tl_model_max_layer_bytes(const tl_model *m)
 }
 
 /* The arena of a prepared model (checked against its plan) and its fast part. */
-static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
+tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
 {
     if (!arena || !arena->buf || ((uintptr_t)arena->buf & 7u))
         return TL_ERR_ARG;
@@ -282,7 +282,7 @@ static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena
 /* Layer i's output sits at the start of the arena for even i and at its end for odd i, so it never
  * meets its input (the previous output, at the other end); the layer's training scratch goes in
  * the gap between them, which the planner made large enough. */
-static int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
+int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 {
     const int32_t in = layer == 0 ? 0 : (tl_layer_in_bytes(&m->layers[layer]) + 7) & ~7;
     const int32_t out = (tl_layer_out_bytes(&m->layers[layer]) + 7) & ~7;

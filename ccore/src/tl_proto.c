@@ -250,6 +250,7 @@ const char *tl_proto_op_name(int32_t op)
     case TL_PROTO_OP_SET_LR: return "SET_LR";
     case TL_PROTO_OP_CHECKPOINT: return "CHECKPOINT";
     case TL_PROTO_OP_CKPT_CONFIG: return "CKPT_CONFIG";
+    case TL_PROTO_OP_EVAL_EXIT: return "EVAL_EXIT";
     default: return "UNKNOWN";
     }
 }
