@@ -11,21 +11,13 @@
 tl_status tl_model_infer_exit(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t first_layer,
                               int32_t threshold_q16, tl_result *res, int32_t *exit_layer, int32_t *conf_q16)
 {
-    if (!m || !input || !res)
-        return TL_ERR_ARG;
     tl_arena a;
-    tl_status s = tl_arena_split(m, arena, &a); /* a prepared model and a large enough arena */
+    tl_status s = tl_pass_begin(m, arena, input, res, &a);
     if (s != TL_OK)
         return s;
     const int32_t n = m->n_layers;
     if (first_layer < 0 || first_layer >= n || threshold_q16 < 0 || threshold_q16 > TL_EXIT_NEVER_Q16)
         return TL_ERR_ARG;
-    res->n_layers = n;
-    res->pred = -1;
-    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
-        res->local_pred[i] = -1;
-        res->local_loss_q16[i] = -1;
-    }
     for (int32_t c = 0; c < TL_MAX_CLASSES; c++)
         res->logits[c] = 0;
     if (conf_q16)

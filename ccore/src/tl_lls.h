@@ -45,6 +45,10 @@ tl_status tl_lls_head_confidence(const tl_model *m, int32_t i, const tl_arena *a
  * and layer i's output place (its scratch pointers in *a set for that layer). */
 tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
 int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer);
+/* The start of a whole forward pass or training step (tl_model.c): input and res given, the arena
+ * of a prepared model split into *a, res emptied (no prediction, no local heads). */
+tl_status tl_pass_begin(const tl_model *m, const tl_ctx *arena, const int8_t *input, tl_result *res,
+                        tl_arena *a);
 /* The head's portable pieces that the dispatch point falls back to: P_t = sum of (h - zp) over
  * pooling cell t, channel-major t = c p^2 + y p + x; and sum_t P_t sign(basis) of one class of
  * the square basis (phase increment inc), in P's units. */

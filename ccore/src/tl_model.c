@@ -407,13 +407,28 @@ tl_status tl_model_step_layers(tl_model *m, const tl_ctx *arena, int32_t lo, int
     return step_layers(m, &a, lo, hi, in, label, train, with_local, res, out);
 }
 
-static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
-                     int32_t train, int32_t with_local, tl_result *res)
+tl_status tl_pass_begin(const tl_model *m, const tl_ctx *arena, const int8_t *input, tl_result *res,
+                        tl_arena *a)
 {
     if (!m || !input || !res)
         return TL_ERR_ARG;
+    tl_status s = tl_arena_split(m, arena, a); /* a prepared model and a large enough arena */
+    if (s != TL_OK)
+        return s;
+    res->n_layers = m->n_layers;
+    res->pred = -1;
+    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
+        res->local_pred[i] = -1;
+        res->local_loss_q16[i] = -1;
+    }
+    return TL_OK;
+}
+
+static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
+                     int32_t train, int32_t with_local, tl_result *res)
+{
     tl_arena a;
-    tl_status s = tl_arena_split(m, arena, &a); /* a prepared model and a large enough arena */
+    tl_status s = tl_pass_begin(m, arena, input, res, &a);
     if (s != TL_OK)
         return s;
     if (train && (label < 0 || label >= m->classes))
@@ -424,12 +439,6 @@ static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int3
             any |= m->layers[i].trainable;
         if (!any)
             return TL_ERR_FROZEN;
-    }
-    res->n_layers = m->n_layers;
-    res->pred = -1;
-    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
-        res->local_pred[i] = -1;
-        res->local_loss_q16[i] = -1;
     }
     const int8_t *out;
     s = step_layers(m, &a, 0, m->n_layers, input, label, train, with_local, res, &out);
