@@ -102,6 +102,12 @@ static int64_t div_round_by(int64_t a, const tl_divisor *d)
 {
     /* as tl_div_round: (|a| + n/2) / n with the sign of a; |a| + n/2 < 2^63 at every use */
     const uint64_t num = (a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a) + (d->n >> 1);
+#if TL_HAVE_DSP
+    if ((num >> 32) == 0 && (d->n >> 32) == 0) { /* both fit 32 bits: one UDIV, the same floor */
+        const uint64_t q32 = (uint32_t)num / (uint32_t)d->n;
+        return a < 0 ? -(int64_t)q32 : (int64_t)q32;
+    }
+#endif
     uint64_t q = tl_umulh64(num, d->r);
     uint64_t rem = num - q * d->n;
     if (TL_DIV_BRANCHLESS) {
@@ -236,11 +242,13 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         return TL_OK;
     }
     /* 3. project and 4. local softmax */
+    int64_t sq[TL_MAX_CLASSES]; /* the square basis' sum_t +-P_t per class, for g . h below */
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
         if (basis == TL_BASIS_SQUARE) { /* sum P_t (+-2^15 or 0) = 2^15 sum +-P_t, exactly */
-            S = tl_lls_square_proj(P, T, inc[c]) * TL_BASIS_ONE;
+            sq[c] = tl_lls_square_proj(P, T, inc[c]);
+            S = sq[c] * TL_BASIS_ONE;
         } else {
             for (int32_t t = 0; t < T; t++)
                 S += (int64_t)P[t] * basis_value(basis, bseed, inc[c], c, t);
@@ -303,8 +311,16 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     int64_t gh = 0;
-    for (int32_t t = 0; t < T; t++)
-        gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    if (basis == TL_BASIS_SQUARE) {
+        /* g_t = sum_c +-w_c exactly (g_square), so sum_t g_t P_t = sum_c w_c sum_t +-P_t: the
+         * projections of step 3 give it without a pass over T (the same integer; every partial
+         * sum of either order is bounded by sum_c |w_c| sum_t |P_t|) */
+        for (int32_t c = 0; c < C; c++)
+            gh += (int64_t)w[c] * sq[c];
+    } else {
+        for (int32_t t = 0; t < T; t++)
+            gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    }
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
