@@ -16,28 +16,39 @@
 #if TL_HAVE_DSP
 
 /* ---------------------------------------------------------------- the rounding update */
-/* tl_upd_apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]:
- * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
- * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
- * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
+/* tl_upd_apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]
+ * but 63 (upd_fast_r), gradients |a| < 2^31, prod = a * mult (|prod| < 2^62).
+ *   r in [32, 62] ("small", s = r - 32 in [0, 30]): the portable rule is floor(prod / 2^r) plus 1
+ *     when rnd < F, F the 32 fraction bits under bit r. With R = ~rnd = 2^32 - 1 - rnd that is
+ *     floor((prod + R 2^s) / 2^r) (the carry of F + R into bit 32 is [F > rnd]; the bits under F
+ *     cannot carry), so one UMULL (R 2^s), one SMLAL (+ prod) and the high word shifted by s give
+ *     the decrement; R 2^s < 2^62 keeps the sum inside int64.
+ *   r in [64, TL_UPD_R_MAX] ("big", s = r - 64): the floor is 0 or -1 (hi >> 31), the fraction's
+ *     top 32 bits hi >> s. tl_scale_update shifts prod right by r - 62 first when r > 62, which
+ *     leaves the same floor and the same 32 fraction bits below bit r.
+ * The weight takes the decrement with a saturating QSUB, then saturates to [-127, 127]: any
+ * |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
 /* The constants of the loop below, as locals (the int8 weight stores may alias *u). */
 typedef struct {
     int32_t s, mult;
+    uint32_t p2s; /* 2^s (small shifts) */
     uint32_t prefix;
     int8_t *wt;
 } upd_fast;
 
-/* The rounding shifts r = 31 + Ec - ws the loops below take: r <= 63 ("small": floor and fraction
- * from both words of the product) or r in [64, TL_UPD_R_MAX] ("big": the high word alone; then
- * |prod| < 2^62 makes the floor 0 or -1). tl_scale_update shifts prod right by r - 62 first when
- * r > 62, which leaves the same floor and the same 32 fraction bits below bit r. */
 #define TL_UPD_R_MAX 94
+/* the rounding shifts the loops below take (r = 63 would overflow the small case's sum) */
+static inline int upd_fast_r(int32_t r)
+{
+    return r >= 32 && r <= TL_UPD_R_MAX && r != 63;
+}
 
 static inline upd_fast upd_fast_of(const tl_upd_row *u)
 {
     upd_fast f;
     const int32_t r = 31 + u->Ec - u->ws;
     f.s = r <= 63 ? r - 32 : r - 64;
+    f.p2s = (uint32_t)1 << (f.s & 31);
     f.mult = u->wm;
     f.prefix = u->prefix;
     f.wt = u->weights;
@@ -53,14 +64,31 @@ static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f
             f->wt[idx] = -127;
         return;
     }
-    uint32_t lo;
-    int32_t hi;
-    __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
-    const uint32_t top = big ? (uint32_t)(hi >> f->s) : (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
-    const int32_t fl = big ? hi >> 31 : hi >> f->s;
     const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(f->prefix ^ (uint32_t)idx);
-    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(fl, 10) + (rnd < top ? 1 : 0)), 8);
-    f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
+    int32_t dw;
+    if (big) {
+        int32_t hi;
+        uint32_t lo;
+        __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
+        (void)lo;
+        dw = (hi >> 31) + ((uint32_t)(hi >> f->s) > rnd ? 1 : 0);
+    } else {
+        uint32_t lo;
+        int32_t hi;
+        __asm__("umull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(~rnd), "r"(f->p2s)); /* R 2^s */
+        __asm__("smlal %0, %1, %2, %3" : "+&r"(lo), "+&r"(hi) : "r"(a), "r"(f->mult));   /* + a * mult */
+        dw = hi >> f->s;
+    }
+    int32_t v = __qsub((int32_t)f->wt[idx], dw);
+    /* saturate to [-127, 127]: SSAT to [-128, 127], then -128 -> -127 (gcc adds a sign extension) */
+    __asm__("ssat %0, #8, %0\n\t"
+            "cmn %0, #127\n\t"
+            "it lt\n\t"
+            "mvnlt %0, #126"
+            : "+r"(v)
+            :
+            : "cc");
+    f->wt[idx] = (int8_t)v;
 }
 
 /* always inlined: each call site below is one specialised copy (constant nearest, big) */
@@ -787,7 +815,7 @@ static __attribute__((noinline)) void dw_group_update(tl_model *m, tl_layer *L, 
             continue;
         const tl_upd_row u = tl_upd_channel(m, L, c + t, Ec[t], prefix, NULL);
         const int32_t r_upd = 31 + u.Ec - u.ws;
-        if (r_upd >= 32 && r_upd <= TL_UPD_R_MAX)
+        if (upd_fast_r(r_upd))
             apply_row_dsp(&u, g + 9 * t, 9, c + t, oc);
         else
             tl_upd_apply_row(&u, g + 9 * t, 9, c + t, oc);
@@ -900,7 +928,7 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
          * delta sum stays exact up to 2^16 positions) instead of oh short ones */
         const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
         const int32_t r_upd = 31 + u.Ec - u.ws;
-        const int fast_round = !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX;
+        const int fast_round = !dw_preview && upd_fast_r(r_upd);
         if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && fast_round) {
             if (!corr_wide_dsp(delta, oh * ow, a, in, out, ic, L->in_zp, &u, c * ic))
                 corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
