@@ -736,8 +736,8 @@ static __attribute__((noinline)) int64_t delta_clamp4_dsp(const int32_t *d, int3
 /* The nine tap gradients of channels c..c+3 of a 3x3 depthwise layer: g[9 t + tap] = sum delta_t
  * (x_t - zp) over the positions whose tap falls inside the image, t = 0..3. dq holds the four delta
  * maps interleaved, per position the int16 (d0, d2, d1, d3), so one LDRD gives (d0, d2) and
- * (d1, d3); one word load gives the four channels' inputs (in points at channel c), SXTB16 and
- * SSUB16 make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
+ * (d1, d3); one word load gives the four channels' inputs (in points at channel c), two SXTAB16
+ * onto (-zp, -zp) make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
  * SMLABB / SMLATT take the four products. The int32 sums go to int64 after every row: at most
  * TL_UPD_PAIRS (the caller's bound on ow) products of |d (x - zp)| <= 32767 * 255, exact. The same
  * integers as dw3x3_grad's sum delta x - zp sum delta. */
@@ -745,7 +745,7 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                                                   int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
                                                   int32_t pt, int32_t pl, int32_t zp, int64_t *g)
 {
-    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const uint32_t nzp2 = (uint16_t)-zp * 0x00010001u; /* -zp in both halfwords */
     const int32_t step = sw * ch;
     for (int32_t fy = 0; fy < 3; fy++) {
         int32_t ry0, ry1;
@@ -762,8 +762,8 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                 for (; dp < dend; dp += 2, xp += step) {
                     const uint32_t de = dp[0], dodd = dp[1];
                     const uint32_t xv = tl_rd32(xp);
-                    const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
-                    const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                    const int32_t xe = (int32_t)__sxtab16(nzp2, xv);       /* (x0 - zp, x2 - zp) */
+                    const int32_t xo = (int32_t)tl_sxtab16_ror8(nzp2, xv); /* (x1 - zp, x3 - zp) */
                     a0 = __smlabb((int32_t)de, xe, a0);
                     a2 = __smlatt((int32_t)de, xe, a2);
                     a1 = __smlabb((int32_t)dodd, xo, a1);
