@@ -497,7 +497,8 @@ static inline __attribute__((always_inline)) int64_t delta_clamp_cells(const int
  * the SMLADs take them, and each channel's loop is an LDRD of the list, an LDM and four SMLAD. */
 typedef struct {
     const int32_t *wide; /* [group g][pair k][4 words]: lanes (x_2k[4g+t], x_2k+1[4g+t]), t = 0, 2, 1, 3 */
-    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs */
+    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs,
+                          * padded to an even count with (0, 0) */
     int32_t npp;         /* position pairs, the last one (x, 0) when the positions are odd */
 } corr_wide;
 
@@ -524,7 +525,7 @@ static int corr_wide_of(const tl_arena *a, int32_t np, const int8_t *in, const i
     int32_t room;
     int32_t *g = arena_gap(a, np, in, out, &room);
     const int32_t npp = (np + 1) / 2, ng = ic / 4;
-    if (room < ng * npp * 4 + 2 * npp)
+    if (room < ng * npp * 4 + 2 * npp + 2) /* the list: at most npp entries and a pad */
         return 0;
     w->wide = g;
     w->list = g + ng * npp * 4;
@@ -558,8 +559,18 @@ static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t n
 }
 
 /* s[t] = a_init + sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3,
- * for one group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
- * LDM fills r0-r3 in order and gcc would not keep the thirteen registers without spilling. */
+ * for one group of input channels (base: its block of the widened input); an even number n >= 2 of
+ * entries (corr_wide_loop pads the list with a (0, 0) entry, which adds 0), two per pass. Asm
+ * because the LDM fills r0-r3 in order and gcc would not keep the thirteen registers without
+ * spilling. */
+#define CORR_WIDE_ENTRY \
+    "ldrd    %[dd], %[off], [%[l]], #8\n\t" \
+    "add     %[off], %[off], %[base]\n\t" \
+    "ldmia   %[off], {r0, r1, r2, r3}\n\t" \
+    "smlad   %[a0], %[dd], %[x0], %[a0]\n\t" \
+    "smlad   %[a1], %[dd], %[x1], %[a1]\n\t" \
+    "smlad   %[a2], %[dd], %[x2], %[a2]\n\t" \
+    "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
 static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
                                                                 const int32_t *base, int32_t a_init, int32_t *s)
 {
@@ -569,13 +580,8 @@ static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *l
     register int32_t x3 __asm__("r3");
     int32_t a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init, dd, off;
     __asm__ volatile("1:\n\t"
-                     "ldrd    %[dd], %[off], [%[l]], #8\n\t"
-                     "add     %[off], %[off], %[base]\n\t"
-                     "ldmia   %[off], {r0, r1, r2, r3}\n\t"
-                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
-                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
-                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
-                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
+                     CORR_WIDE_ENTRY
+                     CORR_WIDE_ENTRY
                      "cmp     %[l], %[end]\n\t"
                      "bne     1b"
                      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [l] "+r"(list),
@@ -617,6 +623,11 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
             lp[1] = 16 * npair;
             lp += 2;
         }
+    }
+    if ((lp - w->list) & 2) { /* an odd count: pad with (0, 0) for corr_wide_dot's pairs of entries */
+        lp[0] = 0;
+        lp[1] = 0;
+        lp += 2;
     }
     const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
     const upd_fast f = upd_fast_of(u);
