@@ -98,7 +98,7 @@ static tl_divisor divisor_of(uint64_t n)
     return d;
 }
 
-static int64_t div_round_by(int64_t a, const tl_divisor *d)
+static inline __attribute__((always_inline)) int64_t div_round_by(int64_t a, const tl_divisor *d)
 {
     /* as tl_div_round: (|a| + n/2) / n with the sign of a; |a| + n/2 < 2^63 at every use */
     const uint64_t num = (a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a) + (d->n >> 1);
@@ -333,14 +333,25 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const int keep = !u_kept && wabs <= INT32_MAX;
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
-        if (u_kept)
-            u_kept[t] = u;
-        const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
-        umax = TL_MAX(umax, mag);
-        if (keep)
+    if (keep && !g_kept && basis == TL_BASIS_SQUARE) {
+        /* the same loop without the per-element tests (a microcontroller's case: no buffers) */
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u = g_square(inc, w, C, ph) - div_round_by(gdot * P[t], &dn);
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
             P[t] = (int32_t)u;
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u =
+                (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
+            if (u_kept)
+                u_kept[t] = u;
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
+            if (keep)
+                P[t] = (int32_t)u;
+        }
     }
     if (umax == 0)
         return TL_OK;
@@ -348,10 +359,19 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const tl_divisor ds = divisor_of(s >= 0 ? (uint64_t)n : (uint64_t)n << -s);
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = u_kept ? u_kept[t]
-                          : keep ? P[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
-        P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+    if (keep) { /* u_t kept in P_t: the same scale_signal, one loop per sign of s */
+        if (s >= 0) {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by((int64_t)P[t] * ((int64_t)1 << s), &ds);
+        } else {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by(P[t], &ds);
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u = u_kept ? u_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+            P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+        }
     }
     /* 7. the update: real signal d 2^-(24+s) */
     tl_lls_update(m, i, a, in, out, 24 + s, 0, dw_preview, db_preview);
