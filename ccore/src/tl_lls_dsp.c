@@ -744,6 +744,48 @@ static __attribute__((noinline)) int64_t delta_clamp4_dsp(const int32_t *d, int3
 }
 
 /* ---------------------------------------------------------------- 3x3 depthwise, four channels at a time */
+/* dw3x3_grad4's inner loop over an even number (>= 2) of positions, two per pass: per position
+ * the interleaved deltas (d0, d2), (d1, d3) (one LDRD), the four channels' inputs (one word) made
+ * (x0 - zp, x2 - zp), (x1 - zp, x3 - zp) by two SXTAB16 onto nzp2, four SMLABB / SMLATT. Asm
+ * because gcc spills an accumulator when it schedules the two positions' loads together (the
+ * loop needs 13 registers); the same products in the same order as one position per pass. */
+static inline __attribute__((always_inline)) void dw3x3_grad4_pairs(const uint32_t *dp, const uint32_t *dend,
+                                                                    const int8_t *xp, int32_t step, uint32_t nzp2,
+                                                                    int32_t *p0, int32_t *p1, int32_t *p2,
+                                                                    int32_t *p3)
+{
+    int32_t a0 = *p0, a1 = *p1, a2 = *p2, a3 = *p3;
+    uint32_t de, dodd, xv, xe;
+    __asm__ volatile("1:\n\t"
+                     "ldrd    %[de], %[dodd], [%[dp]], #16\n\t"
+                     "ldr     %[xv], [%[xp]]\n\t"
+                     "sxtab16 %[xe], %[nzp2], %[xv]\n\t"
+                     "sxtab16 %[xv], %[nzp2], %[xv], ror #8\n\t"
+                     "smlabb  %[a0], %[de], %[xe], %[a0]\n\t"
+                     "smlatt  %[a2], %[de], %[xe], %[a2]\n\t"
+                     "smlabb  %[a1], %[dodd], %[xv], %[a1]\n\t"
+                     "smlatt  %[a3], %[dodd], %[xv], %[a3]\n\t"
+                     "ldrd    %[de], %[dodd], [%[dp], #-8]\n\t"
+                     "ldr     %[xv], [%[xp], %[step]]\n\t"
+                     "sxtab16 %[xe], %[nzp2], %[xv]\n\t"
+                     "sxtab16 %[xv], %[nzp2], %[xv], ror #8\n\t"
+                     "smlabb  %[a0], %[de], %[xe], %[a0]\n\t"
+                     "smlatt  %[a2], %[de], %[xe], %[a2]\n\t"
+                     "smlabb  %[a1], %[dodd], %[xv], %[a1]\n\t"
+                     "smlatt  %[a3], %[dodd], %[xv], %[a3]\n\t"
+                     "add     %[xp], %[xp], %[step], lsl #1\n\t"
+                     "cmp     %[dp], %[dend]\n\t"
+                     "bcc     1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [dp] "+r"(dp), [xp] "+r"(xp),
+                       [de] "=&r"(de), [dodd] "=&r"(dodd), [xv] "=&r"(xv), [xe] "=&r"(xe)
+                     : [dend] "r"(dend), [step] "r"(step), [nzp2] "r"(nzp2)
+                     : "cc", "memory");
+    *p0 = a0;
+    *p1 = a1;
+    *p2 = a2;
+    *p3 = a3;
+}
+
 /* The nine tap gradients of channels c..c+3 of a 3x3 depthwise layer: g[9 t + tap] = sum delta_t
  * (x_t - zp) over the positions whose tap falls inside the image, t = 0..3. dq holds the four delta
  * maps interleaved, per position the int16 (d0, d2, d1, d3), so one LDRD gives (d0, d2) and
@@ -770,7 +812,7 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                 const uint32_t *dend = dq + 2 * (oy * ow + cx1);
                 const int8_t *xp = in + ((oy * sh - pt + fy) * iw + cx0 * sw - pl + fx) * ch;
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (; dp < dend; dp += 2, xp += step) {
+                if (dp < dend && ((dend - dp) & 2)) { /* an odd number of positions: the first alone */
                     const uint32_t de = dp[0], dodd = dp[1];
                     const uint32_t xv = tl_rd32(xp);
                     const int32_t xe = (int32_t)__sxtab16(nzp2, xv);       /* (x0 - zp, x2 - zp) */
@@ -779,7 +821,11 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                     a2 = __smlatt((int32_t)de, xe, a2);
                     a1 = __smlabb((int32_t)dodd, xo, a1);
                     a3 = __smlatt((int32_t)dodd, xo, a3);
+                    dp += 2;
+                    xp += step;
                 }
+                if (dp < dend) /* the rest two positions per pass (dw3x3_grad4_pairs) */
+                    dw3x3_grad4_pairs(dp, dend, xp, step, nzp2, &a0, &a1, &a2, &a3);
                 s0 += a0;
                 s1 += a1;
                 s2 += a2;
