@@ -433,6 +433,15 @@ static inline int32_t cell_signal_dsp(int32_t dv, int32_t half, int32_t rs)
     return TL_CLAMP(v0, -32767, 32767);
 }
 
+/* v & ~(m >> 31): v where m >= 0, else 0, as one BIC with a shifted operand (gcc 12 emits an ASR
+ * and a BIC) */
+static inline int32_t bic_sign(int32_t v, int32_t m)
+{
+    int32_t r;
+    __asm__("bic %0, %1, %2, asr #31" : "=r"(r) : "r"(v), "r"(m));
+    return r;
+}
+
 /* One output row of a channel: p segments of bw positions (pooling cells), drow[k ds] = v[cell]
  * where output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
  * ow * 32767: the caller keeps ow < 2^16); *nz gets each segment's sum ORed in. Inlined with bw a
@@ -449,7 +458,7 @@ static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, 
         for (int32_t k = 0; k < bw; k++, h += oc) {
             const int32_t hv = *h;
             /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
-            const int32_t val = v0 & ~(((hv - lo1) | (hi1 - hv)) >> 31);
+            const int32_t val = bic_sign(v0, (hv - lo1) | (hi1 - hv));
             drow[k * ds] = (int16_t)val;
             seg += val;
         }
@@ -691,7 +700,7 @@ static inline __attribute__((always_inline)) int64_t delta_clamp_body(const int3
             int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
             v0 = TL_CLAMP(v0, -32767, 32767);
             const int32_t h = out[t * oc];
-            const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
+            const int32_t v = bic_sign(v0, (h - lo1) | (hi1 - h));
             delta[t * ds] = (int16_t)v;
             sum += v;
             nz |= v;
