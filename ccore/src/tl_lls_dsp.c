@@ -936,6 +936,61 @@ void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
     }
 }
 
+/* ---------------------------------------------------------------- small convolutions */
+#define TL_UPD_ROW_KW 8 /* filter widths and input channels conv_row_grad takes (its arrays) */
+#define TL_UPD_ROW_IC 8
+
+/* Channel c of a (non-depthwise, non-1x1) convolution with few input channels (the first layer):
+ * the kw taps of a filter row are kw * ic consecutive input bytes of each position and kw * ic
+ * consecutive weights, so over the output columns valid for every fx ([mx0, mx1)) one
+ * tap_corr_dsp of kw * ic channels replaces kw of ic channels (one walk of the delta map per two
+ * groups of four instead of one per tap); the edge columns valid for only some fx go tap by tap.
+ * The column ranges of a tap are disjoint and cover its valid columns, so each gradient is the same
+ * exact sum, and the row's kw * ic weights take one update. acc holds kw * ic <= TL_UPD_JB. */
+static __attribute__((noinline)) void conv_row_grad(const tl_layer *L, const tl_upd_row *u, int32_t c,
+                                                    const int16_t *delta, const int8_t *in, int fast_round,
+                                                    int64_t *acc)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, kh = L->k_h, kw = L->k_w, ic = L->in_c, iw = L->in_w;
+    const int32_t sh = L->stride_h, sw = L->stride_w, pt = L->pad_top, pl = L->pad_left, zp = L->in_zp;
+    const int32_t nk = kw * ic;
+    int32_t cx0[TL_UPD_ROW_KW], cx1[TL_UPD_ROW_KW];
+    int32_t mx0 = 0, mx1 = ow;
+    for (int32_t fx = 0; fx < kw; fx++) {
+        tl_valid_range(ow, iw, sw, pl, fx, &cx0[fx], &cx1[fx]);
+        mx0 = TL_MAX(mx0, cx0[fx]);
+        mx1 = TL_MIN(mx1, cx1[fx]);
+    }
+    mx1 = TL_MAX(mx1, mx0);
+    for (int32_t fy = 0; fy < kh; fy++) {
+        int32_t oy0, oy1;
+        tl_valid_range(oh, L->in_h, sh, pt, fy, &oy0, &oy1);
+        if (mx1 > mx0)
+            tap_corr_dsp(delta, ow, in, iw, ic, sh, sw, oy0, oy1, mx0, mx1, fy - pt, -pl, 0, nk, zp, acc);
+        else
+            for (int32_t j = 0; j < nk; j++)
+                acc[j] = 0;
+        for (int32_t fx = 0; fx < kw; fx++) {
+            /* the columns of tap fx left and right of [mx0, mx1) */
+            const int32_t r0[2] = {cx0[fx], TL_MAX(cx0[fx], mx1)};
+            const int32_t r1[2] = {TL_MIN(cx1[fx], mx0), cx1[fx]};
+            for (int32_t e = 0; e < 2; e++) {
+                if (r1[e] <= r0[e])
+                    continue;
+                int64_t g[TL_UPD_ROW_IC];
+                tap_corr_dsp(delta, ow, in, iw, ic, sh, sw, oy0, oy1, r0[e], r1[e], fy - pt, fx - pl, 0, ic, zp, g);
+                for (int32_t j = 0; j < ic; j++)
+                    acc[fx * ic + j] += g[j];
+            }
+        }
+        const int32_t idx = (c * kh + fy) * nk;
+        if (fast_round)
+            apply_row_dsp(u, acc, nk, idx, 1);
+        else
+            tl_upd_apply_row(u, acc, nk, idx, 1);
+    }
+}
+
 /* ---------------------------------------------------------------- one layer */
 void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in, const int8_t *out, int32_t E,
                        int classifier, int64_t *dw_preview, int64_t *db_preview)
@@ -1007,6 +1062,8 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
                 apply_row_dsp(&u, g, 9, c, oc);
             else
                 tl_upd_apply_row(&u, g, 9, c, oc);
+        } else if (!dw_kind && !flat && kw <= TL_UPD_ROW_KW && ic <= TL_UPD_ROW_IC) {
+            conv_row_grad(L, &u, c, delta, in, fast_round, acc);
         } else {
             for (int32_t fy = 0; fy < kh; fy++) {
                 int32_t oy0, oy1;
