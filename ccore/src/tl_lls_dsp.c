@@ -918,6 +918,31 @@ static __attribute__((noinline)) void pool_row_dsp(const int8_t *h, int32_t oc, 
     }
 }
 
+/* One pooling cell (bh rows of bw pixels, row stride rstride bytes): Pc[c * pp] = sum of its
+ * pixels' channel c - zpc, four channels per word in int16 lanes (bh * bw <= 255: at most
+ * 255 * 128 per lane), oc a multiple of four. The same sums as pool_row_dsp's row by row. */
+static __attribute__((noinline)) void pool_cell_dsp(const int8_t *h, int32_t oc, int32_t rstride, int32_t bh,
+                                                    int32_t bw, int32_t zpc, int32_t pp, int32_t *Pc)
+{
+    for (int32_t c = 0; c < oc; c += 4) {
+        uint32_t e = 0, o = 0; /* (c, c+2) and (c+1, c+3) */
+        const int8_t *hr = h + c;
+        for (int32_t y = 0; y < bh; y++, hr += rstride) {
+            const int8_t *hc = hr;
+            for (int32_t k = 0; k < bw; k++, hc += oc) {
+                uint32_t v;
+                __builtin_memcpy(&v, hc, 4);
+                e = __sxtab16(e, v);
+                o = tl_sxtab16_ror8(o, v);
+            }
+        }
+        Pc[c * pp] = (int16_t)e - zpc;
+        Pc[(c + 1) * pp] = (int16_t)o - zpc;
+        Pc[(c + 2) * pp] = ((int32_t)e >> 16) - zpc;
+        Pc[(c + 3) * pp] = ((int32_t)o >> 16) - zpc;
+    }
+}
+
 /* tl_lls_pool_ref with the rows of a cell summed four channels per word (bw <= 255). */
 void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
 {
@@ -925,6 +950,13 @@ void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
     const int32_t bh = oh / p, bw = ow / p, T = oc * p * p;
     if (bw > 255) { /* int16 lanes: at most 255 * 128 */
         tl_lls_pool_ref(L, out, P);
+        return;
+    }
+    if (bh * bw <= 255 && (oc & 3) == 0) { /* a whole cell in the int16 lanes: one sum per cell */
+        for (int32_t cy = 0; cy < p; cy++)
+            for (int32_t cx = 0; cx < p; cx++)
+                pool_cell_dsp(out + (cy * bh * ow + cx * bw) * oc, oc, ow * oc, bh, bw, bh * bw * L->out_zp,
+                              p * p, P + cy * p + cx);
         return;
     }
     for (int32_t t = 0; t < T; t++)
