@@ -68,6 +68,21 @@ static inline int64_t g_square(const uint32_t *inc, const int32_t *w, int32_t C,
     return g;
 }
 
+/* g_square in int32, for a caller that knows sum_c |w_c| <= INT32_MAX (so every partial sum fits):
+ * the same integer, the sign taken as a mask instead of a branch. */
+static inline int32_t g_square32(const uint32_t *inc, const int32_t *w, int32_t C, uint32_t *ph)
+{
+    int32_t g = 0;
+    for (int32_t c = 0; c < C; c++) {
+        const uint32_t v = ph[c];
+        ph[c] = v + inc[c];
+        const int32_t m = -(int32_t)(v >> 31); /* -1 in the second half turn */
+        const int32_t wc = (w[c] ^ m) - m;
+        g += (v << 1) ? wc : 0;
+    }
+    return g;
+}
+
 static int64_t g_at(int32_t basis, uint32_t seed, const uint32_t *inc, const int32_t *w, int32_t C, int32_t t,
                     uint32_t *ph)
 {
@@ -335,8 +350,8 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         ph[c] = 0;
     if (keep && !g_kept && basis == TL_BASIS_SQUARE) {
         /* the same loop without the per-element tests (a microcontroller's case: no buffers) */
-        for (int32_t t = 0; t < T; t++) {
-            const int64_t u = g_square(inc, w, C, ph) - div_round_by(gdot * P[t], &dn);
+        for (int32_t t = 0; t < T; t++) { /* keep: sum_c |w_c| <= INT32_MAX, so g_t fits int32 */
+            const int64_t u = g_square32(inc, w, C, ph) - div_round_by(gdot * P[t], &dn);
             const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
             umax = TL_MAX(umax, mag);
             P[t] = (int32_t)u;
