@@ -567,41 +567,64 @@ static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t n
     return 1;
 }
 
-/* s[t] = a_init + sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3,
- * for one group of input channels (base: its block of the widened input); an even number n >= 2 of
- * entries (corr_wide_loop pads the list with a (0, 0) entry, which adds 0), two per pass. Asm
- * because the LDM fills r0-r3 in order and gcc would not keep the thirteen registers without
- * spilling. */
-#define CORR_WIDE_ENTRY \
-    "ldrd    %[dd], %[off], [%[l]], #8\n\t" \
-    "add     %[off], %[off], %[base]\n\t" \
-    "ldmia   %[off], {r0, r1, r2, r3}\n\t" \
-    "smlad   %[a0], %[dd], %[x0], %[a0]\n\t" \
-    "smlad   %[a1], %[dd], %[x1], %[a1]\n\t" \
-    "smlad   %[a2], %[dd], %[x2], %[a2]\n\t" \
-    "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
-static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
-                                                                const int32_t *base, int32_t a_init, int32_t *s)
+/* For every group g of four input channels (while sums < send; the group's block of the widened
+ * input stride bytes after the previous one): sums[4 g + t] = a_init + sum over the list of
+ * SMLAD(delta pair, widened word t of that pair), t = 0..3. The list has an even number >= 2 of
+ * entries (corr_wide_loop pads it with a (0, 0) entry, which adds 0), taken two per pass: LDRD of
+ * the entry, its offset plus the block, one LDM of the four words, four SMLAD. All in asm: gcc
+ * would not keep the registers (the LDM fills r0-r3 in order; the entry's offset is loaded into r0
+ * itself, LDM without writeback, so the loop fits thirteen registers) and kept the group loop's
+ * counters on the stack (19 instructions per group around the entries, here 12; the per-layer
+ * constants are read from memory once per group). */
+static inline __attribute__((always_inline)) void corr_wide_groups(const int32_t *list, const int32_t *lend,
+                                                                   const int32_t *base, int32_t stride, int32_t a_init,
+                                                                   int32_t *sums, int32_t *send)
 {
     register int32_t x0 __asm__("r0");
     register int32_t x1 __asm__("r1");
     register int32_t x2 __asm__("r2");
     register int32_t x3 __asm__("r3");
-    int32_t a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init, dd, off;
-    __asm__ volatile("1:\n\t"
-                     CORR_WIDE_ENTRY
-                     CORR_WIDE_ENTRY
+    int32_t a0, a1, a2, a3, dd;
+    const int32_t *l;
+    const int32_t *const klist = list;
+    const int32_t kinit = a_init, kstride = stride;
+    int32_t *const ksend = send;
+    __asm__ volatile("2:\n\t"
+                     "ldr     %[l], %[klist]\n\t"
+                     "ldr     %[a0], %[kinit]\n\t"
+                     "mov     %[a1], %[a0]\n\t"
+                     "mov     %[a2], %[a0]\n\t"
+                     "mov     %[a3], %[a0]\n\t"
+                     "1:\n\t"
+                     "ldrd    %[dd], %[x0], [%[l]], #8\n\t"
+                     "add     %[x0], %[x0], %[base]\n\t"
+                     "ldmia   %[x0], {r0, r1, r2, r3}\n\t"
+                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
+                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
+                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
+                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
+                     "ldrd    %[dd], %[x0], [%[l]], #8\n\t"
+                     "add     %[x0], %[x0], %[base]\n\t"
+                     "ldmia   %[x0], {r0, r1, r2, r3}\n\t"
+                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
+                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
+                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
+                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
                      "cmp     %[l], %[end]\n\t"
-                     "bne     1b"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [l] "+r"(list),
-                       [dd] "=&r"(dd), [off] "=&r"(off), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
-                       [x3] "=&r"(x3)
-                     : [base] "r"(base), [end] "r"(lend)
+                     "bne     1b\n\t"
+                     "strd    %[a0], %[a1], [%[s]], #8\n\t"
+                     "strd    %[a2], %[a3], [%[s]], #8\n\t"
+                     "ldr     %[dd], %[kstride]\n\t"
+                     "add     %[base], %[base], %[dd]\n\t"
+                     "ldr     %[dd], %[ksend]\n\t"
+                     "cmp     %[s], %[dd]\n\t"
+                     "bne     2b"
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [l] "=&r"(l),
+                       [dd] "=&r"(dd), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),
+                       [base] "+r"(base), [s] "+r"(sums)
+                     : [end] "r"(lend), [klist] "m"(klist), [kinit] "m"(kinit), [kstride] "m"(kstride),
+                       [ksend] "m"(ksend)
                      : "cc", "memory");
-    s[0] = a0;
-    s[1] = a1;
-    s[2] = a2;
-    s[3] = a3;
 }
 
 /* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
@@ -633,7 +656,7 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
             lp += 2;
         }
     }
-    if ((lp - w->list) & 2) { /* an odd count: pad with (0, 0) for corr_wide_dot's pairs of entries */
+    if ((lp - w->list) & 2) { /* an odd count: pad with (0, 0) for corr_wide_groups' pairs of entries */
         lp[0] = 0;
         lp[1] = 0;
         lp += 2;
@@ -643,11 +666,11 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
     const int32_t *base = w->wide;
     /* every sum first (the gradient sum delta x - zp sum delta, |each| < 2^30), then one update
      * loop with its constants in registers */
-    for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
-        if (lp != w->list)
-            corr_wide_dot(w->list, lp, base, -zpd, sums + j);
-        else
-            sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
+    if (lp != w->list) {
+        corr_wide_groups(w->list, lp, base, 16 * w->npp, -zpd, sums, sums + ic);
+    } else {
+        for (int32_t j = 0; j < ic; j++)
+            sums[j] = -zpd;
     }
     for (int32_t j = 0; j < ic; j++)
         upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
