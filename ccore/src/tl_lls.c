@@ -68,6 +68,21 @@ static inline int64_t g_square(const uint32_t *inc, const int32_t *w, int32_t C,
     return g;
 }
 
+/* g_square in int32, for a caller that knows sum_c |w_c| <= INT32_MAX (so every partial sum fits):
+ * the same integer, the sign taken as a mask instead of a branch. */
+static inline int32_t g_square32(const uint32_t *inc, const int32_t *w, int32_t C, uint32_t *ph)
+{
+    int32_t g = 0;
+    for (int32_t c = 0; c < C; c++) {
+        const uint32_t v = ph[c];
+        ph[c] = v + inc[c];
+        const int32_t m = -(int32_t)(v >> 31); /* -1 in the second half turn */
+        const int32_t wc = (w[c] ^ m) - m;
+        g += (v << 1) ? wc : 0;
+    }
+    return g;
+}
+
 static int64_t g_at(int32_t basis, uint32_t seed, const uint32_t *inc, const int32_t *w, int32_t C, int32_t t,
                     uint32_t *ph)
 {
@@ -98,10 +113,16 @@ static tl_divisor divisor_of(uint64_t n)
     return d;
 }
 
-static int64_t div_round_by(int64_t a, const tl_divisor *d)
+static inline __attribute__((always_inline)) int64_t div_round_by(int64_t a, const tl_divisor *d)
 {
     /* as tl_div_round: (|a| + n/2) / n with the sign of a; |a| + n/2 < 2^63 at every use */
     const uint64_t num = (a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a) + (d->n >> 1);
+#if TL_HAVE_DSP
+    if ((num >> 32) == 0 && (d->n >> 32) == 0) { /* both fit 32 bits: one UDIV, the same floor */
+        const uint64_t q32 = (uint32_t)num / (uint32_t)d->n;
+        return a < 0 ? -(int64_t)q32 : (int64_t)q32;
+    }
+#endif
     uint64_t q = tl_umulh64(num, d->r);
     uint64_t rem = num - q * d->n;
     if (TL_DIV_BRANCHLESS) {
@@ -231,11 +252,13 @@ static uint32_t head_logits(const tl_model *m, int32_t i, const tl_arena *a, con
     if (n == 0)
         return 0;
     /* 3. project and 4. local softmax */
+    int64_t sq[TL_MAX_CLASSES]; /* the square basis' sum_t +-P_t per class, for g . h below */
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
         if (basis == TL_BASIS_SQUARE) { /* sum P_t (+-2^15 or 0) = 2^15 sum +-P_t, exactly */
-            S = tl_lls_square_proj(P, T, inc[c]) * TL_BASIS_ONE;
+            sq[c] = tl_lls_square_proj(P, T, inc[c]);
+            S = sq[c] * TL_BASIS_ONE;
         } else {
             for (int32_t t = 0; t < T; t++)
                 S += (int64_t)P[t] * basis_value(basis, bseed, inc[c], c, t);
@@ -351,8 +374,16 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     int64_t gh = 0;
-    for (int32_t t = 0; t < T; t++)
-        gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    if (basis == TL_BASIS_SQUARE) {
+        /* g_t = sum_c +-w_c exactly (g_square), so sum_t g_t P_t = sum_c w_c sum_t +-P_t: the
+         * projections of step 3 give it without a pass over T (the same integer; every partial
+         * sum of either order is bounded by sum_c |w_c| sum_t |P_t|) */
+        for (int32_t c = 0; c < C; c++)
+            gh += (int64_t)w[c] * sq[c];
+    } else {
+        for (int32_t t = 0; t < T; t++)
+            gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    }
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
@@ -365,14 +396,25 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const int keep = !u_kept && wabs <= INT32_MAX;
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
-        if (u_kept)
-            u_kept[t] = u;
-        const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
-        umax = TL_MAX(umax, mag);
-        if (keep)
+    if (keep && !g_kept && basis == TL_BASIS_SQUARE) {
+        /* the same loop without the per-element tests (a microcontroller's case: no buffers) */
+        for (int32_t t = 0; t < T; t++) { /* keep: sum_c |w_c| <= INT32_MAX, so g_t fits int32 */
+            const int64_t u = g_square32(inc, w, C, ph) - div_round_by(gdot * P[t], &dn);
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
             P[t] = (int32_t)u;
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u =
+                (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
+            if (u_kept)
+                u_kept[t] = u;
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
+            if (keep)
+                P[t] = (int32_t)u;
+        }
     }
     if (umax == 0)
         return TL_OK;
@@ -380,10 +422,19 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const tl_divisor ds = divisor_of(s >= 0 ? (uint64_t)n : (uint64_t)n << -s);
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = u_kept ? u_kept[t]
-                          : keep ? P[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
-        P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+    if (keep) { /* u_t kept in P_t: the same scale_signal, one loop per sign of s */
+        if (s >= 0) {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by((int64_t)P[t] * ((int64_t)1 << s), &ds);
+        } else {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by(P[t], &ds);
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u = u_kept ? u_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+            P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+        }
     }
     /* 7. the update: real signal d 2^-(24+s) */
     tl_lls_update(m, i, a, in, out, 24 + s, 0, dw_preview, db_preview);
