@@ -230,10 +230,11 @@ int64_t tl_lls_square_proj_ref(const int32_t *P, int32_t T, uint32_t inc)
 
 /* Steps 1-3 of a hidden layer's head on its output `out`: the pooled vector P in a->signal, its
  * norm n (returned; 0 for a dead layer, and then nothing else is written), the projections
- * acoef (Q16) and the local logits z (Q16, modulation and 1/tau applied). Shared by the training
+ * acoef (Q16), the local logits z (Q16, modulation and 1/tau applied) and, for the square basis,
+ * sq[c] = sum_t +-P_t (the training head's g . h reuses them). Shared by the training
  * head below and the early-exit confidence (tl_lls_head_confidence), so both see the same bits. */
 static uint32_t head_logits(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
-                            uint32_t *inc, int32_t *acoef, int32_t *z)
+                            uint32_t *inc, int32_t *acoef, int32_t *z, int64_t *sq)
 {
     const tl_layer *L = &m->layers[i];
     const int32_t C = m->classes, p = L->pool;
@@ -252,7 +253,6 @@ static uint32_t head_logits(const tl_model *m, int32_t i, const tl_arena *a, con
     if (n == 0)
         return 0;
     /* 3. project and 4. local softmax */
-    int64_t sq[TL_MAX_CLASSES]; /* the square basis' sum_t +-P_t per class, for g . h below */
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
@@ -296,7 +296,8 @@ tl_status tl_lls_head_confidence(const tl_model *m, int32_t i, const tl_arena *a
 {
     uint32_t inc[TL_MAX_CLASSES];
     int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES];
-    if (head_logits(m, i, a, out, inc, acoef, z) == 0) {
+    int64_t sq[TL_MAX_CLASSES];
+    if (head_logits(m, i, a, out, inc, acoef, z, sq) == 0) {
         *pred = -1;
         *conf_q16 = -1;
         return TL_OK;
@@ -322,9 +323,10 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     int32_t *P = a->signal;
     uint32_t inc[TL_MAX_CLASSES];
     int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
+    int64_t sq[TL_MAX_CLASSES]; /* the square basis' sum_t +-P_t per class, for g . h below */
 
     /* 1.-3. pool, normalise, project (head_logits) */
-    const uint32_t n = head_logits(m, i, a, out, inc, acoef, z);
+    const uint32_t n = head_logits(m, i, a, out, inc, acoef, z, sq);
     if (n == 0) {
         /* a dead layer (all outputs at the zero point) has no direction to learn from */
         *pred = -1;
