@@ -89,17 +89,7 @@ FILE_TRAIN_CFG = dict(basis="square", rounding="stochastic", seed=0, basis_seed=
 
 
 def macs_of(model) -> int:
-    total = 0
-    for L in model.layers:
-        oh, ow, oc = L.out_shape
-        kh, kw = L.kernel
-        if L.kind == "conv":
-            total += oh * ow * oc * kh * kw * L.in_shape[2]
-        elif L.kind == "dwconv":
-            total += oh * ow * oc * kh * kw
-        elif L.kind == "fc":
-            total += oc * int(np.prod(L.in_shape))
-    return int(total)
+    return sum(L.macs() for L in model.layers)
 
 
 def size_of(elf: Path, cross: str = "arm-none-eabi-") -> dict:

@@ -8,8 +8,10 @@
  *               files reach the loader's parser rather than stopping at TL_ERR_CRC)
  *   records     u8 kind, u16 len (LE), len bytes:
  *     0xF0 LOAD_FILE  the bytes are a model file: LOAD_BEGIN (size, its CRC), LOAD_DATA, LOAD_END
- *     0xF1 RUN        u8 train, i8 label, then input bytes: INPUT chunks, then TRAIN or EVAL with
- *                     the length and CRC of those bytes
+ *     0xF1 RUN        u8 mode, i8 label, then input bytes: INPUT chunks, then TRAIN (mode bit0) or
+ *                     EVAL with the length and CRC of those bytes; mode bit1 (without bit0):
+ *                     EVAL_EXIT instead, first layer = the label byte (u8), threshold_q16 =
+ *                     (mode >> 2) * 1057 (0 .. 66591: out of range above TL_EXIT_NEVER_Q16)
  *     0xF2 RAW        the bytes go to tl_proto_dev_rx unchanged (SLIP, CRC, length errors)
  *     0xF3 REPEAT     the previous command's wire bytes again (the retransmission cache)
  *     other           a command with that opcode and the bytes as payload, valid frame
@@ -143,6 +145,14 @@ static void run(const uint8_t *rec, int32_t n)
         put_u32(p, (uint32_t)off);
         memcpy(p + 4, x + off, (size_t)k);
         send(TL_PROTO_OP_INPUT, p, 4 + k);
+    }
+    if (!train && (rec[0] & 2)) {
+        put_u32(p, (uint32_t)rec[1]);
+        put_u32(p + 4, (uint32_t)(rec[0] >> 2) * 1057u);
+        put_u32(p + 8, (uint32_t)len);
+        put_u32(p + 12, tl_crc32(0, x, len));
+        send(TL_PROTO_OP_EVAL_EXIT, p, 16);
+        return;
     }
     put_u32(p, train ? (uint32_t)label : 1u);
     put_u32(p + 4, (uint32_t)len);

@@ -240,6 +240,24 @@ class CModel:
                                          _ptr("int32_t *", local) if with_local else ffi.NULL), "inference")
         return preds.astype(np.int64), logits.astype(np.int8), local.astype(np.int64)
 
+    def infer_exit(self, x: np.ndarray, first_layer: int = 0, threshold_q16: int | None = None):
+        """Early-exit inference (tl_model_infer_exit): stops after the first hidden layer >=
+        first_layer whose LLS head's largest local probability (Q16) is >= threshold_q16 (None:
+        never, TL_EXIT_NEVER_Q16). Returns (Result, exit layer, conf_q16 per layer: -1 where no
+        head was evaluated)."""
+        x = self._input(x)
+        thr = lib.TL_EXIT_NEVER_Q16 if threshold_q16 is None else int(threshold_q16)
+        n = len(self.model.layers)
+        exit_layer = ffi.new("int32_t *")
+        conf = np.full(n, -1, np.int32)
+        check(lib.tl_model_infer_exit(self._m, self._arena, ffi.cast("int8_t *", x.ctypes.data), int(first_layer),
+                                      thr, self._res, exit_layer, _ptr("int32_t *", conf)), "early-exit inference")
+        return self._result(), int(exit_layer[0]), conf.astype(np.int64)
+
+    def head_pool(self, layer: int) -> int:
+        """The LLS pooling grid edge p of a layer as tl_model_prepare chose it (0: no head)."""
+        return int(self._layers[layer].pool)
+
     def train_step(self, x: np.ndarray, label: int) -> Result:
         x = self._input(x)
         if not 0 <= int(label) < self.model.classes:

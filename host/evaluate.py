@@ -11,6 +11,10 @@ quantization 1/255, -128, and TFLM person_detection's own convention), else
 `Model.quantize_input`. Prediction = argmax of the int8 logits (the classifier output before
 any softmax; the softmax of a 2-class model can tie where the logits do not).
 `--engine ref` runs the numpy oracle host.int8_ref instead of the C core.
+`--early-exit P|auto` also reports early-exit inference from the LLS heads (host/early_exit.py,
+the board's EVAL_EXIT): stop at the first layer >= --first-layer whose head is at least P sure;
+auto picks the first layer and P on a validation split of the training part (--exit-val), so it
+needs --part val (the held-out images), never choosing on the images it reports.
 """
 from __future__ import annotations
 
@@ -119,8 +123,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("c", "ref"), default="c", help="C core (default) or numpy oracle")
     p.add_argument("--reference", choices=("litert", "tflm"), default="litert",
                    help="for a .tflite model: whose arithmetic to reproduce (default litert)")
+    p.add_argument("--early-exit", metavar="P|auto", default=None,
+                   help="also report early exit from the LLS heads at confidence threshold P (a probability), "
+                        "or auto: picked on --exit-val of the training part (needs --part val)")
+    p.add_argument("--first-layer", metavar="N|auto", default=None,
+                   help="with --early-exit: first layer allowed to exit; auto: picked on --exit-val with the "
+                        "threshold (needs --part val) (default: 0 for a threshold P, auto for --early-exit auto)")
+    p.add_argument("--exit-val", default=None, metavar="F|N",
+                   help="with --early-exit auto: validation part of the training images (default 25%%)")
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="with --early-exit auto: validation accuracy the pick may lose against the full network")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def early_exit_report(model: Model, images, labels, args) -> dict:
+    """--early-exit: the test figures of one (first layer, threshold), given or picked on validation."""
+    from host import early_exit as E
+    from host.core import CModel
+    cm = CModel(inference_view(model))
+    fwd, head = E.layer_costs(cm)
+    eligible = E.eligible_layers(model)
+    first = None
+    if args.first_layer not in (None, "auto"):
+        try:
+            first = int(args.first_layer)
+        except ValueError:
+            raise ValueError(f"--first-layer {args.first_layer!r}: give a layer index or auto") from None
+        if first not in eligible:
+            raise ValueError(f"--first-layer {first}: layers with a head are {eligible[0]}..{eligible[-1]} "
+                             "(not average pooling)")
+    ht = E.collect(cm, model_input(model, images), not args.quiet)
+    labels = np.asarray(labels)
+    thr = None if args.early_exit == "auto" else E.threshold_q16(float(args.early_exit))
+    if args.early_exit == "auto" or args.first_layer == "auto":
+        # what is not given is picked on the validation part of the training images
+        val, _ = E.splits(args.data, args.val_split, args.exit_val, args.shift, args.limit)
+        hv = E.collect(cm, model_input(model, val[0]), not args.quiet)
+        picked = E.choose(hv, val[1], fwd, head, max_drop=args.max_drop,
+                          first_layers=None if first is None else [first],
+                          thresholds=None if thr is None else [thr])
+        out = E.point(ht, labels, picked["first_layer"], picked["threshold_q16"], fwd, head)
+        out["picked_on_val"] = picked
+    else:
+        out = E.point(ht, labels, 0 if first is None else first, thr, fwd, head)
+    out["full_macs"] = int(fwd.sum())
+    return out
 
 
 def main(argv=None) -> int:
@@ -140,6 +188,21 @@ def main(argv=None) -> int:
         outputs = Outputs({"--json": args.json, "--dump-logits": args.dump_logits})
         if args.val_split is not None and args.part == "all":
             raise ValueError("--val-split chooses the split of --part val / train; with --part all it has no effect")
+        if args.early_exit is None and (args.first_layer is not None or args.exit_val is not None):
+            raise ValueError("--first-layer / --exit-val apply to --early-exit; give --early-exit P|auto")
+        if "auto" in (args.early_exit, args.first_layer) and args.part != "val":
+            raise ValueError(f"--early-exit / --first-layer auto pick on the training part: evaluate --part val "
+                             f"(the held-out images), not --part {args.part}")
+        if not 0.0 <= args.max_drop <= 1.0:
+            raise ValueError(f"--max-drop {args.max_drop}: must be a fraction in [0, 1]")
+        if args.early_exit not in (None, "auto"):
+            from host.early_exit import threshold_q16
+            try:
+                threshold_q16(float(args.early_exit))
+            except ValueError:
+                raise ValueError(f"--early-exit {args.early_exit!r}: give a probability in [0, 1] or auto") from None
+        if args.early_exit is not None and args.engine != "c":
+            raise ValueError("--early-exit runs the C core: drop --engine ref")
         model = load_model(args.model, args.reference)
         if args.part == "all":
             ds = datasets.open(args.data)
@@ -156,6 +219,8 @@ def main(argv=None) -> int:
         if args.limit is not None:
             images, labels = images[: args.limit], labels[: args.limit]
         rep = evaluate(model, images, labels, engine=args.engine, progress=not args.quiet)
+        if args.early_exit is not None:
+            rep["early_exit"] = early_exit_report(model, images, labels, args)
     except known as exc:
         return cli_common.fail(TOOL, exc)
     except KeyboardInterrupt:
@@ -168,6 +233,12 @@ def main(argv=None) -> int:
                model_name=model.name)
     print(f"accuracy {100 * rep['accuracy']:.2f}% ({rep['correct']}/{rep['n']}) model={args.model} "
           f"data={args.data} engine={rep['engine']} ({rep['seconds']:.1f} s)")
+    ee = rep.get("early_exit")
+    if ee:
+        print(f"early exit: accuracy {100 * ee['accuracy']:.2f}% at {ee['mean_macs'] / 1e6:.3f} M MACs per image "
+              f"({100 * ee['macs_fraction']:.1f}% of {ee['full_macs'] / 1e6:.3f} M, heads included), "
+              f"{100 * ee['exited']:.1f}% exited; first layer {ee['first_layer']}, threshold {ee['threshold']}"
+              + (" (picked on validation)" if "picked_on_val" in ee else ""))
     import io
     if args.json:
         outputs.write_text("--json", json.dumps(rep, indent=2) + "\n")

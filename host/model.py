@@ -104,6 +104,19 @@ class Layer:
     def out_c(self) -> int:
         return self.out_shape[2]
 
+    def macs(self) -> int:
+        """Multiply-accumulates of this layer's forward pass, from its shapes (average pooling and
+        the activations count 0): the one count bench/mcu.py and host.early_exit use."""
+        oh, ow, oc = self.out_shape
+        kh, kw = self.kernel
+        if self.kind == "conv":
+            return oh * ow * oc * kh * kw * self.in_shape[2]
+        if self.kind == "dwconv":
+            return oh * ow * oc * kh * kw
+        if self.kind == "fc":
+            return oc * int(np.prod(self.in_shape))
+        return 0
+
     def act_range(self) -> tuple[int, int]:
         """The fused activation as a clamp in the output's quantized domain (TFLite rules)."""
         lo, hi = -128, 127

@@ -608,6 +608,17 @@ class Link:
         return struct.unpack_from("<II", self.command(OP["ADAPT"], struct.pack("<II", lib.TL_PROTO_ADAPT_APPLY,
                                                                                int(layer))))
 
+    def evaluate_exit(self, tensor, first_layer: int, threshold_q16: int) -> tuple[Result, int]:
+        """EVAL_EXIT (protocol 5): early-exit inference on the board (tl_model_infer_exit).
+        Returns the result (insn: this inference's counter units) and the exit layer
+        (n_layers - 1: the classifier answered)."""
+        n, crc = self.put_input(tensor)
+        p = self.command(OP["EVAL_EXIT"], struct.pack("<IiII", int(first_layer), int(threshold_q16), n, crc))
+        res = _parse_result(p)
+        classes, layers = struct.unpack_from("<HH", p, 12)
+        (exit_layer,) = struct.unpack_from("<i", p, 16 + classes + layers)
+        return res, exit_layer
+
     def device_stats(self) -> dict:
         p = self.command(OP["STATS"])
         return dict(zip(STAT_NAMES, struct.unpack_from(f"<{len(STAT_NAMES)}I", p)))

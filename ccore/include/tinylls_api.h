@@ -423,3 +423,31 @@ tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, i
                         const int8_t *input);
 tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
                                 int32_t n_images);
+
+/* ---------------------------------------------------------------- early exit (tl_early_exit.c)
+ * Every hidden layer already has a classifier: its LLS local head (pool, normalise, project on the
+ * basis, softmax). Early-exit inference runs the layers in order and stops after the first
+ * eligible layer whose head is confident enough, answering that head's class; otherwise the last
+ * layer (the classifier) answers as in tl_model_infer.
+ *   confidence  the largest probability of the head's local softmax, Q16 (65536 = 1.0): the same
+ *               softmax the training head computes, so the answer is that layer's local_pred
+ *               (why this and not a logit margin: tl_lls.c, tl_lls_head_confidence)
+ *   eligible    hidden layers first_layer <= i < n_layers - 1 that are not average pooling and
+ *               whose head is not dead (all outputs at the zero point: no confidence)
+ *   exit        at the first eligible layer with confidence >= threshold_q16 */
+enum {
+    TL_EXIT_NEVER_Q16 = 65537         /* a threshold no head reaches (the largest confidence is
+                                         65536): the full forward pass, tl_model_infer's answer */
+};
+/* first_layer in [0, n_layers - 1], threshold_q16 in [0, TL_EXIT_NEVER_Q16] (else TL_ERR_ARG).
+ *   res        pred: the exit head's class or the classifier's; local_pred[i]: the prediction of
+ *              every head evaluated (-1 elsewhere); logits: the classifier's int8 output, zeros
+ *              when a head answered; local_loss_q16: -1 (no label)
+ *   exit_layer the layer that answered (n_layers - 1: the classifier); may be NULL
+ *   conf_q16   NULL, or n_layers entries: each evaluated head's confidence, -1 for layers not
+ *              reached, not eligible or dead (with TL_EXIT_NEVER_Q16: every eligible layer's, in
+ *              one forward pass, from which a host can replay any threshold)
+ * Uses the arena as tl_model_infer does (an input staged at tl_model_input_offset works); the
+ * model is only read. */
+tl_status tl_model_infer_exit(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t first_layer,
+                              int32_t threshold_q16, tl_result *res, int32_t *exit_layer, int32_t *conf_q16);

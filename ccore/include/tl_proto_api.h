@@ -29,7 +29,8 @@ enum {
                                           staged in the arena, INFO ends with rom/stack words;
                                           4: checkpoints in flash (CHECKPOINT, CKPT_CONFIG, INFO
                                           ends with the checkpoint words);
-                                          5: camera adaptation (ADAPT, ADAPT_FEED) */
+                                          5: camera adaptation (ADAPT, ADAPT_FEED) and early
+                                             exit from the LLS heads (EVAL_EXIT) */
     TL_PROTO_HDR_BYTES = 8,
     TL_PROTO_CRC_BYTES = 4,
     TL_PROTO_MAX_PAYLOAD = 1036,       /* largest payload either side accepts: what the largest
@@ -41,7 +42,8 @@ enum {
     TL_PROTO_MAX_WIRE = 2098,          /* 2 * MAX_FRAME + 2: worst-case SLIP-escaped frame */
     TL_PROTO_MAX_RESP = 244            /* HDR + the largest answer the device keeps for repeats
                                           (INFO: 236 bytes; TRAIN/EVAL <= 20 + 32 classes + 64
-                                          layers); READ_WEIGHTS data is re-read, not kept */
+                                          layers, EVAL_EXIT 4 more); READ_WEIGHTS data is re-read,
+                                          not kept */
 };
 
 enum {                                 /* SLIP bytes */
@@ -131,9 +133,17 @@ enum {
                                   * must carry them in the model file: tl_adapt_plan); APPLY (the
                                   * same layer, >= 1 image fed): tl_adapt_finish_apply. TRAIN,
                                   * EVAL, LOAD and RESET in between forget an adaptation begun.  */
-    TL_PROTO_OP_ADAPT_FEED = 16  /* u32 input_len, u32 input_crc -> u32 insn, u32 images: the staged
+    TL_PROTO_OP_ADAPT_FEED = 16, /* u32 input_len, u32 input_crc -> u32 insn, u32 images: the staged
                                   * input through the layers before the one begun, its statistics
                                   * added (tl_adapt_feed); images: fed since BEGIN. Labels: none. */
+    TL_PROTO_OP_EVAL_EXIT = 17   /* (protocol 5) u32 first_layer, i32 threshold_q16, u32 input_len,
+                                  * u32 input_crc -> result (below), then i32 exit_layer:
+                                  * early-exit inference (tl_model_infer_exit) on the staged
+                                  * input; exit_layer n_layers - 1 when the classifier answered;
+                                  * logits are zeros when a head did;
+                                  * local_pred holds the heads evaluated. first_layer / threshold
+                                  * out of range: NAK TL_ERR_ARG. Counted as an EVAL in STATS
+                                  * (last_infer_insn, min_infer_insn); insn = this inference's.  */
 };
 enum {                                 /* ADAPT actions */
     TL_PROTO_ADAPT_BEGIN = 0,

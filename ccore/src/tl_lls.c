@@ -68,6 +68,21 @@ static inline int64_t g_square(const uint32_t *inc, const int32_t *w, int32_t C,
     return g;
 }
 
+/* g_square in int32, for a caller that knows sum_c |w_c| <= INT32_MAX (so every partial sum fits):
+ * the same integer, the sign taken as a mask instead of a branch. */
+static inline int32_t g_square32(const uint32_t *inc, const int32_t *w, int32_t C, uint32_t *ph)
+{
+    int32_t g = 0;
+    for (int32_t c = 0; c < C; c++) {
+        const uint32_t v = ph[c];
+        ph[c] = v + inc[c];
+        const int32_t m = -(int32_t)(v >> 31); /* -1 in the second half turn */
+        const int32_t wc = (w[c] ^ m) - m;
+        g += (v << 1) ? wc : 0;
+    }
+    return g;
+}
+
 static int64_t g_at(int32_t basis, uint32_t seed, const uint32_t *inc, const int32_t *w, int32_t C, int32_t t,
                     uint32_t *ph)
 {
@@ -98,10 +113,16 @@ static tl_divisor divisor_of(uint64_t n)
     return d;
 }
 
-static int64_t div_round_by(int64_t a, const tl_divisor *d)
+static inline __attribute__((always_inline)) int64_t div_round_by(int64_t a, const tl_divisor *d)
 {
     /* as tl_div_round: (|a| + n/2) / n with the sign of a; |a| + n/2 < 2^63 at every use */
     const uint64_t num = (a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a) + (d->n >> 1);
+#if TL_HAVE_DSP
+    if ((num >> 32) == 0 && (d->n >> 32) == 0) { /* both fit 32 bits: one UDIV, the same floor */
+        const uint64_t q32 = (uint32_t)num / (uint32_t)d->n;
+        return a < 0 ? -(int64_t)q32 : (int64_t)q32;
+    }
+#endif
     uint64_t q = tl_umulh64(num, d->r);
     uint64_t rem = num - q * d->n;
     if (TL_DIV_BRANCHLESS) {
@@ -207,20 +228,20 @@ int64_t tl_lls_square_proj_ref(const int32_t *P, int32_t T, uint32_t inc)
     return S;
 }
 
-/* ---------------------------------------------------------------- hidden layers: LLS */
-tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
-                          const int8_t *out, int32_t label, int32_t update,
-                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+/* Steps 1-3 of a hidden layer's head on its output `out`: the pooled vector P in a->signal, its
+ * norm n (returned; 0 for a dead layer, and then nothing else is written), the projections
+ * acoef (Q16), the local logits z (Q16, modulation and 1/tau applied) and, for the square basis,
+ * sq[c] = sum_t +-P_t (the training head's g . h reuses them). Shared by the training
+ * head below and the early-exit confidence (tl_lls_head_confidence), so both see the same bits. */
+static uint32_t head_logits(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
+                            uint32_t *inc, int32_t *acoef, int32_t *z, int64_t *sq)
 {
-    tl_layer *L = &m->layers[i];
+    const tl_layer *L = &m->layers[i];
     const int32_t C = m->classes, p = L->pool;
-    const int32_t oc = L->out_c;
-    const int32_t T = oc * p * p;
+    const int32_t T = L->out_c * p * p;
     const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
     const uint32_t bseed = m->cfg.basis_seed;
     int32_t *P = a->signal;
-    uint32_t inc[TL_MAX_CLASSES];
-    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
 
     /* 1. pool: P_t = sum of (h - zp) over the cell, channel-major t = c p^2 + y p + x */
     tl_lls_pool(L, out, P);
@@ -229,18 +250,15 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t t = 0; t < T; t++)
         sumsq += (uint64_t)((int64_t)P[t] * P[t]);
     const uint32_t n = tl_isqrt64(sumsq);
-    if (n == 0) {
-        /* a dead layer (all outputs at the zero point) has no direction to learn from */
-        *pred = -1;
-        *loss_q16 = label >= 0 ? tl_ln_ratio_q16((uint64_t)C, 1) : -1;
-        return TL_OK;
-    }
+    if (n == 0)
+        return 0;
     /* 3. project and 4. local softmax */
     for (int32_t c = 0; c < C; c++) {
         inc[c] = basis_increment(c, C);
         int64_t S = 0;
         if (basis == TL_BASIS_SQUARE) { /* sum P_t (+-2^15 or 0) = 2^15 sum +-P_t, exactly */
-            S = tl_lls_square_proj(P, T, inc[c]) * TL_BASIS_ONE;
+            sq[c] = tl_lls_square_proj(P, T, inc[c]);
+            S = sq[c] * TL_BASIS_ONE;
         } else {
             for (int32_t t = 0; t < T; t++)
                 S += (int64_t)P[t] * basis_value(basis, bseed, inc[c], c, t);
@@ -259,6 +277,61 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
         }
         v = tl_shr_round(v * inv_tau, 8);
         z[j] = (int32_t)TL_CLAMP(v, -(int64_t)INT32_MAX / 2, (int64_t)INT32_MAX / 2);
+    }
+    return n;
+}
+
+/* The early-exit confidence of hidden layer i's head: its prediction (-1 for a dead layer) and the
+ * largest probability of its local softmax in Q16 (-1 for a dead layer).
+ *
+ * Why the maximum softmax probability and not the margin between the two largest logits: it is
+ * the number the head's training already computes (the same softmax, whose argmax is local_pred,
+ * so the exit answer is the layer's local prediction by construction), it lies in [1/classes, 1]
+ * whatever the class count, tau or LLS-M modulation, so one threshold reads the same at every
+ * layer and a threshold of 0.9 means "90% sure"; for two classes it is a monotone function of
+ * the margin (p = 1 / (1 + exp(-margin))), so nothing is lost there. Q16 (65536 = 1.0) is the
+ * Q24 probability rounded half up (>> 8): every layer, host and board, gets the same integer. */
+tl_status tl_lls_head_confidence(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
+                                 int32_t *pred, int32_t *conf_q16)
+{
+    uint32_t inc[TL_MAX_CLASSES];
+    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES];
+    int64_t sq[TL_MAX_CLASSES];
+    if (head_logits(m, i, a, out, inc, acoef, z, sq) == 0) {
+        *pred = -1;
+        *conf_q16 = -1;
+        return TL_OK;
+    }
+    int32_t loss = -1;
+    const int32_t best = softmax(z, m->classes, -1, prob, &loss);
+    *pred = best;
+    *conf_q16 = (prob[best] + 128) >> 8;
+    return TL_OK;
+}
+
+/* ---------------------------------------------------------------- hidden layers: LLS */
+tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
+                          const int8_t *out, int32_t label, int32_t update,
+                          int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview)
+{
+    tl_layer *L = &m->layers[i];
+    const int32_t C = m->classes, p = L->pool;
+    const int32_t oc = L->out_c;
+    const int32_t T = oc * p * p;
+    const int32_t basis = m->cfg.basis, inv_tau = m->cfg.inv_tau_q8, variant = m->cfg.variant;
+    const uint32_t bseed = m->cfg.basis_seed;
+    int32_t *P = a->signal;
+    uint32_t inc[TL_MAX_CLASSES];
+    int32_t acoef[TL_MAX_CLASSES] = {0}, z[TL_MAX_CLASSES] = {0}, prob[TL_MAX_CLASSES], w[TL_MAX_CLASSES];
+    int64_t sq[TL_MAX_CLASSES]; /* the square basis' sum_t +-P_t per class, for g . h below */
+
+    /* 1.-3. pool, normalise, project (head_logits) */
+    const uint32_t n = head_logits(m, i, a, out, inc, acoef, z, sq);
+    if (n == 0) {
+        /* a dead layer (all outputs at the zero point) has no direction to learn from */
+        *pred = -1;
+        *loss_q16 = label >= 0 ? tl_ln_ratio_q16((uint64_t)C, 1) : -1;
+        return TL_OK;
     }
     int32_t loss = -1;
     *pred = softmax(z, C, label, prob, &loss);
@@ -303,8 +376,16 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
     int64_t gh = 0;
-    for (int32_t t = 0; t < T; t++)
-        gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    if (basis == TL_BASIS_SQUARE) {
+        /* g_t = sum_c +-w_c exactly (g_square), so sum_t g_t P_t = sum_c w_c sum_t +-P_t: the
+         * projections of step 3 give it without a pass over T (the same integer; every partial
+         * sum of either order is bounded by sum_c |w_c| sum_t |P_t|) */
+        for (int32_t c = 0; c < C; c++)
+            gh += (int64_t)w[c] * sq[c];
+    } else {
+        for (int32_t t = 0; t < T; t++)
+            gh += (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) * P[t];
+    }
     const tl_divisor dn = divisor_of(n);
     const int64_t gdot = div_round_by(gh, &dn); /* g . h^, Q24 */
     uint64_t umax = 0;
@@ -317,14 +398,25 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const int keep = !u_kept && wabs <= INT32_MAX;
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
-        if (u_kept)
-            u_kept[t] = u;
-        const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
-        umax = TL_MAX(umax, mag);
-        if (keep)
+    if (keep && !g_kept && basis == TL_BASIS_SQUARE) {
+        /* the same loop without the per-element tests (a microcontroller's case: no buffers) */
+        for (int32_t t = 0; t < T; t++) { /* keep: sum_c |w_c| <= INT32_MAX, so g_t fits int32 */
+            const int64_t u = g_square32(inc, w, C, ph) - div_round_by(gdot * P[t], &dn);
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
             P[t] = (int32_t)u;
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u =
+                (g_kept ? g_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph)) - div_round_by(gdot * P[t], &dn);
+            if (u_kept)
+                u_kept[t] = u;
+            const uint64_t mag = u < 0 ? (uint64_t)(-u) : (uint64_t)u;
+            umax = TL_MAX(umax, mag);
+            if (keep)
+                P[t] = (int32_t)u;
+        }
     }
     if (umax == 0)
         return TL_OK;
@@ -332,10 +424,19 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
     const tl_divisor ds = divisor_of(s >= 0 ? (uint64_t)n : (uint64_t)n << -s);
     for (int32_t c = 0; c < C; c++)
         ph[c] = 0;
-    for (int32_t t = 0; t < T; t++) {
-        const int64_t u = u_kept ? u_kept[t]
-                          : keep ? P[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
-        P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+    if (keep) { /* u_t kept in P_t: the same scale_signal, one loop per sign of s */
+        if (s >= 0) {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by((int64_t)P[t] * ((int64_t)1 << s), &ds);
+        } else {
+            for (int32_t t = 0; t < T; t++)
+                P[t] = (int32_t)div_round_by(P[t], &ds);
+        }
+    } else {
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t u = u_kept ? u_kept[t] : TL_G_AT(basis, bseed, inc, w, C, t, ph) - div_round_by(gdot * P[t], &dn);
+            P[t] = (int32_t)div_round_by(s >= 0 ? u * ((int64_t)1 << s) : u, &ds); /* scale_signal; P_t no longer needed */
+        }
     }
     /* 7. the update: real signal d 2^-(24+s) */
     tl_lls_update(m, i, a, in, out, 24 + s, 0, dw_preview, db_preview);

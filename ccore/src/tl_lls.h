@@ -37,6 +37,18 @@ tl_status tl_train_hidden(tl_model *m, int32_t i, const tl_arena *a, const int8_
 tl_status tl_train_classifier(tl_model *m, int32_t i, const tl_arena *a, const int8_t *in,
                               const int8_t *out, int32_t label, int32_t update,
                               int32_t *pred, int32_t *loss_q16, int64_t *dw_preview, int64_t *db_preview);
+/* Early exit (tl_early_exit.c): hidden layer i's local prediction and the largest probability of its
+ * local softmax in Q16 (-1, -1 for a dead layer), computed as the training head computes them. */
+tl_status tl_lls_head_confidence(const tl_model *m, int32_t i, const tl_arena *a, const int8_t *out,
+                                 int32_t *pred, int32_t *conf_q16);
+/* tl_model.c's arena plan, for tl_early_exit.c: the arena of a prepared model split into its parts,
+ * and layer i's output place (its scratch pointers in *a set for that layer). */
+tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a);
+int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer);
+/* The start of a whole forward pass or training step (tl_model.c): input and res given, the arena
+ * of a prepared model split into *a, res emptied (no prediction, no local heads). */
+tl_status tl_pass_begin(const tl_model *m, const tl_ctx *arena, const int8_t *input, tl_result *res,
+                        tl_arena *a);
 /* The head's portable pieces that the dispatch point falls back to: P_t = sum of (h - zp) over
  * pooling cell t, channel-major t = c p^2 + y p + x; and sum_t P_t sign(basis) of one class of
  * the square basis (phase increment inc), in P's units. */

@@ -16,28 +16,39 @@
 #if TL_HAVE_DSP
 
 /* ---------------------------------------------------------------- the rounding update */
-/* tl_upd_apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]:
- * with |a| < 2^31 the product a * mult is one SMULL, floor(prod / 2^r) the high word shifted by
- * s = r - 32, and the 32 fraction bits under it the two words funnel-shifted. The decrement is
- * saturated to 10 bits first: any |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
+/* tl_upd_apply_row(u, acc, n, idx0, stride) for the usual rounding shifts r = 31 + Ec - ws in [32, 94]
+ * but 63 (upd_fast_r), gradients |a| < 2^31, prod = a * mult (|prod| < 2^62).
+ *   r in [32, 62] ("small", s = r - 32 in [0, 30]): the portable rule is floor(prod / 2^r) plus 1
+ *     when rnd < F, F the 32 fraction bits under bit r. With R = ~rnd = 2^32 - 1 - rnd that is
+ *     floor((prod + R 2^s) / 2^r) (the carry of F + R into bit 32 is [F > rnd]; the bits under F
+ *     cannot carry), so one UMULL (R 2^s), one SMLAL (+ prod) and the high word shifted by s give
+ *     the decrement; R 2^s < 2^62 keeps the sum inside int64.
+ *   r in [64, TL_UPD_R_MAX] ("big", s = r - 64): the floor is 0 or -1 (hi >> 31), the fraction's
+ *     top 32 bits hi >> s. tl_scale_update shifts prod right by r - 62 first when r > 62, which
+ *     leaves the same floor and the same 32 fraction bits below bit r.
+ * The weight takes the decrement with a saturating QSUB, then saturates to [-127, 127]: any
+ * |dw| >= 255 clamps a weight in [-127, 127] to the same bound. */
 /* The constants of the loop below, as locals (the int8 weight stores may alias *u). */
 typedef struct {
     int32_t s, mult;
+    uint32_t p2s; /* 2^s (small shifts) */
     uint32_t prefix;
     int8_t *wt;
 } upd_fast;
 
-/* The rounding shifts r = 31 + Ec - ws the loops below take: r <= 63 ("small": floor and fraction
- * from both words of the product) or r in [64, TL_UPD_R_MAX] ("big": the high word alone; then
- * |prod| < 2^62 makes the floor 0 or -1). tl_scale_update shifts prod right by r - 62 first when
- * r > 62, which leaves the same floor and the same 32 fraction bits below bit r. */
 #define TL_UPD_R_MAX 94
+/* the rounding shifts the loops below take (r = 63 would overflow the small case's sum) */
+static inline int upd_fast_r(int32_t r)
+{
+    return r >= 32 && r <= TL_UPD_R_MAX && r != 63;
+}
 
 static inline upd_fast upd_fast_of(const tl_upd_row *u)
 {
     upd_fast f;
     const int32_t r = 31 + u->Ec - u->ws;
     f.s = r <= 63 ? r - 32 : r - 64;
+    f.p2s = (uint32_t)1 << (f.s & 31);
     f.mult = u->wm;
     f.prefix = u->prefix;
     f.wt = u->weights;
@@ -53,14 +64,31 @@ static inline __attribute__((always_inline)) void upd_one_fast(const upd_fast *f
             f->wt[idx] = -127;
         return;
     }
-    uint32_t lo;
-    int32_t hi;
-    __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
-    const uint32_t top = big ? (uint32_t)(hi >> f->s) : (lo >> f->s) | ((uint32_t)hi << 1 << (31 - f->s));
-    const int32_t fl = big ? hi >> 31 : hi >> f->s;
     const uint32_t rnd = nearest ? 0x7FFFFFFFu : tl_mix32(f->prefix ^ (uint32_t)idx);
-    const int32_t v = __ssat((int32_t)f->wt[idx] - (__ssat(fl, 10) + (rnd < top ? 1 : 0)), 8);
-    f->wt[idx] = (int8_t)(v < -127 ? -127 : v);
+    int32_t dw;
+    if (big) {
+        int32_t hi;
+        uint32_t lo;
+        __asm__("smull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(a), "r"(f->mult)); /* a * mult */
+        (void)lo;
+        dw = (hi >> 31) + ((uint32_t)(hi >> f->s) > rnd ? 1 : 0);
+    } else {
+        uint32_t lo;
+        int32_t hi;
+        __asm__("umull %0, %1, %2, %3" : "=&r"(lo), "=&r"(hi) : "r"(~rnd), "r"(f->p2s)); /* R 2^s */
+        __asm__("smlal %0, %1, %2, %3" : "+&r"(lo), "+&r"(hi) : "r"(a), "r"(f->mult));   /* + a * mult */
+        dw = hi >> f->s;
+    }
+    int32_t v = __qsub((int32_t)f->wt[idx], dw);
+    /* saturate to [-127, 127]: SSAT to [-128, 127], then -128 -> -127 (gcc adds a sign extension) */
+    __asm__("ssat %0, #8, %0\n\t"
+            "cmn %0, #127\n\t"
+            "it lt\n\t"
+            "mvnlt %0, #126"
+            : "+r"(v)
+            :
+            : "cc");
+    f->wt[idx] = (int8_t)v;
 }
 
 /* always inlined: each call site below is one specialised copy (constant nearest, big) */
@@ -405,6 +433,15 @@ static inline int32_t cell_signal_dsp(int32_t dv, int32_t half, int32_t rs)
     return TL_CLAMP(v0, -32767, 32767);
 }
 
+/* v & ~(m >> 31): v where m >= 0, else 0, as one BIC with a shifted operand (gcc 12 emits an ASR
+ * and a BIC) */
+static inline int32_t bic_sign(int32_t v, int32_t m)
+{
+    int32_t r;
+    __asm__("bic %0, %1, %2, asr #31" : "=r"(r) : "r"(v), "r"(m));
+    return r;
+}
+
 /* One output row of a channel: p segments of bw positions (pooling cells), drow[k ds] = v[cell]
  * where output k (stride oc) is open (lo1 <= h <= hi1), else 0. Returns the row's sum (at most
  * ow * 32767: the caller keeps ow < 2^16); *nz gets each segment's sum ORed in. Inlined with bw a
@@ -421,7 +458,7 @@ static inline __attribute__((always_inline)) int32_t clamp_row(const int8_t *h, 
         for (int32_t k = 0; k < bw; k++, h += oc) {
             const int32_t hv = *h;
             /* closed (h <= lo or h >= hi) iff (h - lo1) | (hi1 - h) is negative */
-            const int32_t val = v0 & ~(((hv - lo1) | (hi1 - hv)) >> 31);
+            const int32_t val = bic_sign(v0, (hv - lo1) | (hi1 - hv));
             drow[k * ds] = (int16_t)val;
             seg += val;
         }
@@ -469,7 +506,8 @@ static inline __attribute__((always_inline)) int64_t delta_clamp_cells(const int
  * the SMLADs take them, and each channel's loop is an LDRD of the list, an LDM and four SMLAD. */
 typedef struct {
     const int32_t *wide; /* [group g][pair k][4 words]: lanes (x_2k[4g+t], x_2k+1[4g+t]), t = 0, 2, 1, 3 */
-    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs */
+    int32_t *list;       /* per channel: (delta pair word, byte offset 16 k) of its nonzero pairs,
+                          * padded to an even count with (0, 0) */
     int32_t npp;         /* position pairs, the last one (x, 0) when the positions are odd */
 } corr_wide;
 
@@ -496,7 +534,7 @@ static int corr_wide_of(const tl_arena *a, int32_t np, const int8_t *in, const i
     int32_t room;
     int32_t *g = arena_gap(a, np, in, out, &room);
     const int32_t npp = (np + 1) / 2, ng = ic / 4;
-    if (room < ng * npp * 4 + 2 * npp)
+    if (room < ng * npp * 4 + 2 * npp + 2) /* the list: at most npp entries and a pad */
         return 0;
     w->wide = g;
     w->list = g + ng * npp * 4;
@@ -529,36 +567,64 @@ static __attribute__((noinline)) int corr_wide_make(const tl_arena *a, int32_t n
     return 1;
 }
 
-/* s[t] = a_init + sum over the list of SMLAD(delta pair, widened word t of that pair), t = 0..3,
- * for one group of input channels (base: its block of the widened input); n >= 1 entries. Asm because the
- * LDM fills r0-r3 in order and gcc would not keep the thirteen registers without spilling. */
-static inline __attribute__((always_inline)) void corr_wide_dot(const int32_t *list, const int32_t *lend,
-                                                                const int32_t *base, int32_t a_init, int32_t *s)
+/* For every group g of four input channels (while sums < send; the group's block of the widened
+ * input stride bytes after the previous one): sums[4 g + t] = a_init + sum over the list of
+ * SMLAD(delta pair, widened word t of that pair), t = 0..3. The list has an even number >= 2 of
+ * entries (corr_wide_loop pads it with a (0, 0) entry, which adds 0), taken two per pass: LDRD of
+ * the entry, its offset plus the block, one LDM of the four words, four SMLAD. All in asm: gcc
+ * would not keep the registers (the LDM fills r0-r3 in order; the entry's offset is loaded into r0
+ * itself, LDM without writeback, so the loop fits thirteen registers) and kept the group loop's
+ * counters on the stack (19 instructions per group around the entries, here 12; the per-layer
+ * constants are read from memory once per group). */
+static inline __attribute__((always_inline)) void corr_wide_groups(const int32_t *list, const int32_t *lend,
+                                                                   const int32_t *base, int32_t stride, int32_t a_init,
+                                                                   int32_t *sums, int32_t *send)
 {
     register int32_t x0 __asm__("r0");
     register int32_t x1 __asm__("r1");
     register int32_t x2 __asm__("r2");
     register int32_t x3 __asm__("r3");
-    int32_t a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init, dd, off;
-    __asm__ volatile("1:\n\t"
-                     "ldrd    %[dd], %[off], [%[l]], #8\n\t"
-                     "add     %[off], %[off], %[base]\n\t"
-                     "ldmia   %[off], {r0, r1, r2, r3}\n\t"
+    int32_t a0, a1, a2, a3, dd;
+    const int32_t *l;
+    const int32_t *const klist = list;
+    const int32_t kinit = a_init, kstride = stride;
+    int32_t *const ksend = send;
+    __asm__ volatile("2:\n\t"
+                     "ldr     %[l], %[klist]\n\t"
+                     "ldr     %[a0], %[kinit]\n\t"
+                     "mov     %[a1], %[a0]\n\t"
+                     "mov     %[a2], %[a0]\n\t"
+                     "mov     %[a3], %[a0]\n\t"
+                     "1:\n\t"
+                     "ldrd    %[dd], %[x0], [%[l]], #8\n\t"
+                     "add     %[x0], %[x0], %[base]\n\t"
+                     "ldmia   %[x0], {r0, r1, r2, r3}\n\t"
+                     "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
+                     "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
+                     "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
+                     "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
+                     "ldrd    %[dd], %[x0], [%[l]], #8\n\t"
+                     "add     %[x0], %[x0], %[base]\n\t"
+                     "ldmia   %[x0], {r0, r1, r2, r3}\n\t"
                      "smlad   %[a0], %[dd], %[x0], %[a0]\n\t"
                      "smlad   %[a1], %[dd], %[x1], %[a1]\n\t"
                      "smlad   %[a2], %[dd], %[x2], %[a2]\n\t"
                      "smlad   %[a3], %[dd], %[x3], %[a3]\n\t"
                      "cmp     %[l], %[end]\n\t"
-                     "bne     1b"
-                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [l] "+r"(list),
-                       [dd] "=&r"(dd), [off] "=&r"(off), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
-                       [x3] "=&r"(x3)
-                     : [base] "r"(base), [end] "r"(lend)
+                     "bne     1b\n\t"
+                     "strd    %[a0], %[a1], [%[s]], #8\n\t"
+                     "strd    %[a2], %[a3], [%[s]], #8\n\t"
+                     "ldr     %[dd], %[kstride]\n\t"
+                     "add     %[base], %[base], %[dd]\n\t"
+                     "ldr     %[dd], %[ksend]\n\t"
+                     "cmp     %[s], %[dd]\n\t"
+                     "bne     2b"
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [l] "=&r"(l),
+                       [dd] "=&r"(dd), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),
+                       [base] "+r"(base), [s] "+r"(sums)
+                     : [end] "r"(lend), [klist] "m"(klist), [kinit] "m"(kinit), [kstride] "m"(kstride),
+                       [ksend] "m"(ksend)
                      : "cc", "memory");
-    s[0] = a0;
-    s[1] = a1;
-    s[2] = a2;
-    s[3] = a3;
 }
 
 /* corr_apply_loop on the widened input: the same products summed in the same order (the odd last
@@ -590,16 +656,21 @@ static inline __attribute__((always_inline)) void corr_wide_loop(const int16_t *
             lp += 2;
         }
     }
+    if ((lp - w->list) & 2) { /* an odd count: pad with (0, 0) for corr_wide_groups' pairs of entries */
+        lp[0] = 0;
+        lp[1] = 0;
+        lp += 2;
+    }
     const int32_t zpd = zp * ds; /* |zp sum delta| <= 128 * 256 * 32767 < 2^31 */
     const upd_fast f = upd_fast_of(u);
     const int32_t *base = w->wide;
     /* every sum first (the gradient sum delta x - zp sum delta, |each| < 2^30), then one update
      * loop with its constants in registers */
-    for (int32_t j = 0; j < ic; j += 4, base += 4 * w->npp) {
-        if (lp != w->list)
-            corr_wide_dot(w->list, lp, base, -zpd, sums + j);
-        else
-            sums[j] = sums[j + 1] = sums[j + 2] = sums[j + 3] = -zpd;
+    if (lp != w->list) {
+        corr_wide_groups(w->list, lp, base, 16 * w->npp, -zpd, sums, sums + ic);
+    } else {
+        for (int32_t j = 0; j < ic; j++)
+            sums[j] = -zpd;
     }
     for (int32_t j = 0; j < ic; j++)
         upd_one_fast(&f, sums[j], idx0 + j, nearest, big);
@@ -652,7 +723,7 @@ static inline __attribute__((always_inline)) int64_t delta_clamp_body(const int3
             int32_t v0 = dv >= 0 ? (dv + half) >> rs : -((-dv + half) >> rs);
             v0 = TL_CLAMP(v0, -32767, 32767);
             const int32_t h = out[t * oc];
-            const int32_t v = v0 & ~(((h - lo1) | (hi1 - h)) >> 31);
+            const int32_t v = bic_sign(v0, (h - lo1) | (hi1 - h));
             delta[t * ds] = (int16_t)v;
             sum += v;
             nz |= v;
@@ -705,11 +776,53 @@ static __attribute__((noinline)) int64_t delta_clamp4_dsp(const int32_t *d, int3
 }
 
 /* ---------------------------------------------------------------- 3x3 depthwise, four channels at a time */
+/* dw3x3_grad4's inner loop over an even number (>= 2) of positions, two per pass: per position
+ * the interleaved deltas (d0, d2), (d1, d3) (one LDRD), the four channels' inputs (one word) made
+ * (x0 - zp, x2 - zp), (x1 - zp, x3 - zp) by two SXTAB16 onto nzp2, four SMLABB / SMLATT. Asm
+ * because gcc spills an accumulator when it schedules the two positions' loads together (the
+ * loop needs 13 registers); the same products in the same order as one position per pass. */
+static inline __attribute__((always_inline)) void dw3x3_grad4_pairs(const uint32_t *dp, const uint32_t *dend,
+                                                                    const int8_t *xp, int32_t step, uint32_t nzp2,
+                                                                    int32_t *p0, int32_t *p1, int32_t *p2,
+                                                                    int32_t *p3)
+{
+    int32_t a0 = *p0, a1 = *p1, a2 = *p2, a3 = *p3;
+    uint32_t de, dodd, xv, xe;
+    __asm__ volatile("1:\n\t"
+                     "ldrd    %[de], %[dodd], [%[dp]], #16\n\t"
+                     "ldr     %[xv], [%[xp]]\n\t"
+                     "sxtab16 %[xe], %[nzp2], %[xv]\n\t"
+                     "sxtab16 %[xv], %[nzp2], %[xv], ror #8\n\t"
+                     "smlabb  %[a0], %[de], %[xe], %[a0]\n\t"
+                     "smlatt  %[a2], %[de], %[xe], %[a2]\n\t"
+                     "smlabb  %[a1], %[dodd], %[xv], %[a1]\n\t"
+                     "smlatt  %[a3], %[dodd], %[xv], %[a3]\n\t"
+                     "ldrd    %[de], %[dodd], [%[dp], #-8]\n\t"
+                     "ldr     %[xv], [%[xp], %[step]]\n\t"
+                     "sxtab16 %[xe], %[nzp2], %[xv]\n\t"
+                     "sxtab16 %[xv], %[nzp2], %[xv], ror #8\n\t"
+                     "smlabb  %[a0], %[de], %[xe], %[a0]\n\t"
+                     "smlatt  %[a2], %[de], %[xe], %[a2]\n\t"
+                     "smlabb  %[a1], %[dodd], %[xv], %[a1]\n\t"
+                     "smlatt  %[a3], %[dodd], %[xv], %[a3]\n\t"
+                     "add     %[xp], %[xp], %[step], lsl #1\n\t"
+                     "cmp     %[dp], %[dend]\n\t"
+                     "bcc     1b"
+                     : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [dp] "+r"(dp), [xp] "+r"(xp),
+                       [de] "=&r"(de), [dodd] "=&r"(dodd), [xv] "=&r"(xv), [xe] "=&r"(xe)
+                     : [dend] "r"(dend), [step] "r"(step), [nzp2] "r"(nzp2)
+                     : "cc", "memory");
+    *p0 = a0;
+    *p1 = a1;
+    *p2 = a2;
+    *p3 = a3;
+}
+
 /* The nine tap gradients of channels c..c+3 of a 3x3 depthwise layer: g[9 t + tap] = sum delta_t
  * (x_t - zp) over the positions whose tap falls inside the image, t = 0..3. dq holds the four delta
  * maps interleaved, per position the int16 (d0, d2, d1, d3), so one LDRD gives (d0, d2) and
- * (d1, d3); one word load gives the four channels' inputs (in points at channel c), SXTB16 and
- * SSUB16 make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
+ * (d1, d3); one word load gives the four channels' inputs (in points at channel c), two SXTAB16
+ * onto (-zp, -zp) make (x0 - zp, x2 - zp) and (x1 - zp, x3 - zp) (|x - zp| <= 255 fits int16), and
  * SMLABB / SMLATT take the four products. The int32 sums go to int64 after every row: at most
  * TL_UPD_PAIRS (the caller's bound on ow) products of |d (x - zp)| <= 32767 * 255, exact. The same
  * integers as dw3x3_grad's sum delta x - zp sum delta. */
@@ -717,7 +830,7 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                                                   int32_t ih, int32_t iw, int32_t ch, int32_t sh, int32_t sw,
                                                   int32_t pt, int32_t pl, int32_t zp, int64_t *g)
 {
-    const uint32_t zp2 = (uint16_t)zp * 0x00010001u;
+    const uint32_t nzp2 = (uint16_t)-zp * 0x00010001u; /* -zp in both halfwords */
     const int32_t step = sw * ch;
     for (int32_t fy = 0; fy < 3; fy++) {
         int32_t ry0, ry1;
@@ -731,16 +844,20 @@ static __attribute__((noinline)) void dw3x3_grad4(const uint32_t *dq, int32_t oh
                 const uint32_t *dend = dq + 2 * (oy * ow + cx1);
                 const int8_t *xp = in + ((oy * sh - pt + fy) * iw + cx0 * sw - pl + fx) * ch;
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (; dp < dend; dp += 2, xp += step) {
+                if (dp < dend && ((dend - dp) & 2)) { /* an odd number of positions: the first alone */
                     const uint32_t de = dp[0], dodd = dp[1];
                     const uint32_t xv = tl_rd32(xp);
-                    const int32_t xe = (int32_t)__ssub16(__sxtb16(xv), zp2);
-                    const int32_t xo = (int32_t)__ssub16((uint32_t)tl_sxtb16_ror8(xv), zp2);
+                    const int32_t xe = (int32_t)__sxtab16(nzp2, xv);       /* (x0 - zp, x2 - zp) */
+                    const int32_t xo = (int32_t)tl_sxtab16_ror8(nzp2, xv); /* (x1 - zp, x3 - zp) */
                     a0 = __smlabb((int32_t)de, xe, a0);
                     a2 = __smlatt((int32_t)de, xe, a2);
                     a1 = __smlabb((int32_t)dodd, xo, a1);
                     a3 = __smlatt((int32_t)dodd, xo, a3);
+                    dp += 2;
+                    xp += step;
                 }
+                if (dp < dend) /* the rest two positions per pass (dw3x3_grad4_pairs) */
+                    dw3x3_grad4_pairs(dp, dend, xp, step, nzp2, &a0, &a1, &a2, &a3);
                 s0 += a0;
                 s1 += a1;
                 s2 += a2;
@@ -787,7 +904,7 @@ static __attribute__((noinline)) void dw_group_update(tl_model *m, tl_layer *L, 
             continue;
         const tl_upd_row u = tl_upd_channel(m, L, c + t, Ec[t], prefix, NULL);
         const int32_t r_upd = 31 + u.Ec - u.ws;
-        if (r_upd >= 32 && r_upd <= TL_UPD_R_MAX)
+        if (upd_fast_r(r_upd))
             apply_row_dsp(&u, g + 9 * t, 9, c + t, oc);
         else
             tl_upd_apply_row(&u, g + 9 * t, 9, c + t, oc);
@@ -824,6 +941,31 @@ static __attribute__((noinline)) void pool_row_dsp(const int8_t *h, int32_t oc, 
     }
 }
 
+/* One pooling cell (bh rows of bw pixels, row stride rstride bytes): Pc[c * pp] = sum of its
+ * pixels' channel c - zpc, four channels per word in int16 lanes (bh * bw <= 255: at most
+ * 255 * 128 per lane), oc a multiple of four. The same sums as pool_row_dsp's row by row. */
+static __attribute__((noinline)) void pool_cell_dsp(const int8_t *h, int32_t oc, int32_t rstride, int32_t bh,
+                                                    int32_t bw, int32_t zpc, int32_t pp, int32_t *Pc)
+{
+    for (int32_t c = 0; c < oc; c += 4) {
+        uint32_t e = 0, o = 0; /* (c, c+2) and (c+1, c+3) */
+        const int8_t *hr = h + c;
+        for (int32_t y = 0; y < bh; y++, hr += rstride) {
+            const int8_t *hc = hr;
+            for (int32_t k = 0; k < bw; k++, hc += oc) {
+                uint32_t v;
+                __builtin_memcpy(&v, hc, 4);
+                e = __sxtab16(e, v);
+                o = tl_sxtab16_ror8(o, v);
+            }
+        }
+        Pc[c * pp] = (int16_t)e - zpc;
+        Pc[(c + 1) * pp] = (int16_t)o - zpc;
+        Pc[(c + 2) * pp] = ((int32_t)e >> 16) - zpc;
+        Pc[(c + 3) * pp] = ((int32_t)o >> 16) - zpc;
+    }
+}
+
 /* tl_lls_pool_ref with the rows of a cell summed four channels per word (bw <= 255). */
 void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
 {
@@ -833,12 +975,74 @@ void tl_lls_pool_dsp(const tl_layer *L, const int8_t *out, int32_t *P)
         tl_lls_pool_ref(L, out, P);
         return;
     }
+    if (bh * bw <= 255 && (oc & 3) == 0) { /* a whole cell in the int16 lanes: one sum per cell */
+        for (int32_t cy = 0; cy < p; cy++)
+            for (int32_t cx = 0; cx < p; cx++)
+                pool_cell_dsp(out + (cy * bh * ow + cx * bw) * oc, oc, ow * oc, bh, bw, bh * bw * L->out_zp,
+                              p * p, P + cy * p + cx);
+        return;
+    }
     for (int32_t t = 0; t < T; t++)
         P[t] = 0;
     for (int32_t oy = 0; oy < oh; oy++) {
         const int32_t cy = oy / bh;
         for (int32_t cx = 0; cx < p; cx++)
             pool_row_dsp(out + (oy * ow + cx * bw) * oc, oc, bw, bw * L->out_zp, p * p, P + cy * p + cx);
+    }
+}
+
+/* ---------------------------------------------------------------- small convolutions */
+#define TL_UPD_ROW_KW 8 /* filter widths and input channels conv_row_grad takes (its arrays) */
+#define TL_UPD_ROW_IC 8
+
+/* Channel c of a (non-depthwise, non-1x1) convolution with few input channels (the first layer):
+ * the kw taps of a filter row are kw * ic consecutive input bytes of each position and kw * ic
+ * consecutive weights, so over the output columns valid for every fx ([mx0, mx1)) one
+ * tap_corr_dsp of kw * ic channels replaces kw of ic channels (one walk of the delta map per two
+ * groups of four instead of one per tap); the edge columns valid for only some fx go tap by tap.
+ * The column ranges of a tap are disjoint and cover its valid columns, so each gradient is the same
+ * exact sum, and the row's kw * ic weights take one update. acc holds kw * ic <= TL_UPD_JB. */
+static __attribute__((noinline)) void conv_row_grad(const tl_layer *L, const tl_upd_row *u, int32_t c,
+                                                    const int16_t *delta, const int8_t *in, int fast_round,
+                                                    int64_t *acc)
+{
+    const int32_t oh = L->out_h, ow = L->out_w, kh = L->k_h, kw = L->k_w, ic = L->in_c, iw = L->in_w;
+    const int32_t sh = L->stride_h, sw = L->stride_w, pt = L->pad_top, pl = L->pad_left, zp = L->in_zp;
+    const int32_t nk = kw * ic;
+    int32_t cx0[TL_UPD_ROW_KW], cx1[TL_UPD_ROW_KW];
+    int32_t mx0 = 0, mx1 = ow;
+    for (int32_t fx = 0; fx < kw; fx++) {
+        tl_valid_range(ow, iw, sw, pl, fx, &cx0[fx], &cx1[fx]);
+        mx0 = TL_MAX(mx0, cx0[fx]);
+        mx1 = TL_MIN(mx1, cx1[fx]);
+    }
+    mx1 = TL_MAX(mx1, mx0);
+    for (int32_t fy = 0; fy < kh; fy++) {
+        int32_t oy0, oy1;
+        tl_valid_range(oh, L->in_h, sh, pt, fy, &oy0, &oy1);
+        if (mx1 > mx0)
+            tap_corr_dsp(delta, ow, in, iw, ic, sh, sw, oy0, oy1, mx0, mx1, fy - pt, -pl, 0, nk, zp, acc);
+        else
+            for (int32_t j = 0; j < nk; j++)
+                acc[j] = 0;
+        for (int32_t fx = 0; fx < kw; fx++) {
+            /* the columns of tap fx left and right of [mx0, mx1) */
+            const int32_t r0[2] = {cx0[fx], TL_MAX(cx0[fx], mx1)};
+            const int32_t r1[2] = {TL_MIN(cx1[fx], mx0), cx1[fx]};
+            for (int32_t e = 0; e < 2; e++) {
+                if (r1[e] <= r0[e])
+                    continue;
+                int64_t g[TL_UPD_ROW_IC];
+                tap_corr_dsp(delta, ow, in, iw, ic, sh, sw, oy0, oy1, r0[e], r1[e], fy - pt, fx - pl, 0, ic, zp, g);
+                for (int32_t j = 0; j < ic; j++)
+                    acc[fx * ic + j] += g[j];
+            }
+        }
+        const int32_t idx = (c * kh + fy) * nk;
+        if (fast_round)
+            apply_row_dsp(u, acc, nk, idx, 1);
+        else
+            tl_upd_apply_row(u, acc, nk, idx, 1);
     }
 }
 
@@ -900,7 +1104,7 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
          * delta sum stays exact up to 2^16 positions) instead of oh short ones */
         const int flat = tl_layer_is_pointwise(L) && oh * ow <= 4096;
         const int32_t r_upd = 31 + u.Ec - u.ws;
-        const int fast_round = !dw_preview && r_upd >= 32 && r_upd <= TL_UPD_R_MAX;
+        const int fast_round = !dw_preview && upd_fast_r(r_upd);
         if (flat && oh * ow <= TL_UPD_SMALL && ic <= TL_UPD_SMALL_IC && fast_round) {
             if (!corr_wide_dsp(delta, oh * ow, a, in, out, ic, L->in_zp, &u, c * ic))
                 corr_apply_dsp(delta, oh * ow, in, ic, L->in_zp, &u, c * ic);
@@ -913,6 +1117,8 @@ void tl_lls_update_dsp(tl_model *m, int32_t i, const tl_arena *a, const int8_t *
                 apply_row_dsp(&u, g, 9, c, oc);
             else
                 tl_upd_apply_row(&u, g, 9, c, oc);
+        } else if (!dw_kind && !flat && kw <= TL_UPD_ROW_KW && ic <= TL_UPD_ROW_IC) {
+            conv_row_grad(L, &u, c, delta, in, fast_round, acc);
         } else {
             for (int32_t fy = 0; fy < kh; fy++) {
                 int32_t oy0, oy1;

@@ -255,7 +255,7 @@ int32_t tl_model_max_layer_bytes(const tl_model *m)
 }
 
 /* The arena of a prepared model (checked against its plan) and its fast part. */
-static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
+tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena *a)
 {
     if (!arena || !arena->buf || ((uintptr_t)arena->buf & 7u))
         return TL_ERR_ARG;
@@ -282,7 +282,7 @@ static tl_status tl_arena_split(const tl_model *m, const tl_ctx *arena, tl_arena
 /* Layer i's output sits at the start of the arena for even i and at its end for odd i, so it never
  * meets its input (the previous output, at the other end); the layer's training scratch goes in
  * the gap between them, which the planner made large enough. */
-static int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
+int8_t *tl_arena_output(tl_arena *a, const tl_model *m, int32_t layer)
 {
     const int32_t in = layer == 0 ? 0 : (tl_layer_in_bytes(&m->layers[layer]) + 7) & ~7;
     const int32_t out = (tl_layer_out_bytes(&m->layers[layer]) + 7) & ~7;
@@ -407,13 +407,28 @@ tl_status tl_model_step_layers(tl_model *m, const tl_ctx *arena, int32_t lo, int
     return step_layers(m, &a, lo, hi, in, label, train, with_local, res, out);
 }
 
-static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
-                     int32_t train, int32_t with_local, tl_result *res)
+tl_status tl_pass_begin(const tl_model *m, const tl_ctx *arena, const int8_t *input, tl_result *res,
+                        tl_arena *a)
 {
     if (!m || !input || !res)
         return TL_ERR_ARG;
+    tl_status s = tl_arena_split(m, arena, a); /* a prepared model and a large enough arena */
+    if (s != TL_OK)
+        return s;
+    res->n_layers = m->n_layers;
+    res->pred = -1;
+    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
+        res->local_pred[i] = -1;
+        res->local_loss_q16[i] = -1;
+    }
+    return TL_OK;
+}
+
+static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int32_t label,
+                     int32_t train, int32_t with_local, tl_result *res)
+{
     tl_arena a;
-    tl_status s = tl_arena_split(m, arena, &a); /* a prepared model and a large enough arena */
+    tl_status s = tl_pass_begin(m, arena, input, res, &a);
     if (s != TL_OK)
         return s;
     if (train && (label < 0 || label >= m->classes))
@@ -424,12 +439,6 @@ static tl_status run(tl_model *m, const tl_ctx *arena, const int8_t *input, int3
             any |= m->layers[i].trainable;
         if (!any)
             return TL_ERR_FROZEN;
-    }
-    res->n_layers = m->n_layers;
-    res->pred = -1;
-    for (int32_t i = 0; i < TL_MAX_LAYERS; i++) {
-        res->local_pred[i] = -1;
-        res->local_loss_q16[i] = -1;
     }
     const int8_t *out;
     s = step_layers(m, &a, 0, m->n_layers, input, label, train, with_local, res, &out);

@@ -252,6 +252,7 @@ const char *tl_proto_op_name(int32_t op)
     case TL_PROTO_OP_CKPT_CONFIG: return "CKPT_CONFIG";
     case TL_PROTO_OP_ADAPT: return "ADAPT";
     case TL_PROTO_OP_ADAPT_FEED: return "ADAPT_FEED";
+    case TL_PROTO_OP_EVAL_EXIT: return "EVAL_EXIT";
     default: return "UNKNOWN";
     }
 }

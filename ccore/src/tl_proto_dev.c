@@ -555,6 +555,35 @@ static TL_NOINLINE tl_status cmd_eval(tl_proto_dev *dev, const uint8_t *pl, uint
     return run_step(dev, -1, with_local, r);
 }
 
+/* EVAL_EXIT: early-exit inference (tl_model_infer_exit) on the staged input, timed like EVAL and
+ * counted as one; the EVAL result, then the exit layer. */
+static TL_NOINLINE tl_status cmd_eval_exit(tl_proto_dev *dev, const uint8_t *pl, uint32_t len, resp_buf *r)
+{
+    if (len != 16)
+        return nak(r, TL_PROTO_ERR_PAYLOAD, 16);
+    const int32_t first = (int32_t)tl_get_u32(pl), threshold = (int32_t)tl_get_u32(pl + 4);
+    tl_status s = check_input(dev, tl_get_u32(pl + 8), tl_get_u32(pl + 12), r);
+    if (s != TL_OK)
+        return s;
+    tl_ctx ctx;
+    tl_result *res = result_slot(dev);
+    int32_t exit_layer = -1;
+    ctx.buf = dev->cfg.arena;
+    ctx.size = dev->cfg.arena_cap;
+    const uint32_t t0 = counter_now(dev);
+    s = tl_model_infer_exit(&dev->model, &ctx, dev->input, first, threshold, res, &exit_layer, NULL);
+    const uint32_t insn = counter_now(dev) - t0;
+    if (s != TL_OK)
+        return nak(r, s, 0);
+    dev->stats.evals++;
+    dev->stats.last_infer_insn = insn;
+    if (dev->stats.min_infer_insn == 0 || insn < dev->stats.min_infer_insn)
+        dev->stats.min_infer_insn = insn;
+    put_result(dev, res, insn, r);
+    r_u32(r, (uint32_t)exit_layer);
+    return TL_OK;
+}
+
 static TL_NOINLINE tl_status cmd_stats(tl_proto_dev *dev, uint32_t len, resp_buf *r)
 {
     if (len != 0)
@@ -827,9 +856,9 @@ static TL_NOINLINE void send_response(tl_proto_dev *dev)
 
 static int32_t is_slow(uint8_t op)
 {
-    return op == TL_PROTO_OP_TRAIN || op == TL_PROTO_OP_EVAL || op == TL_PROTO_OP_LOAD_END
-           || op == TL_PROTO_OP_INFO || op == TL_PROTO_OP_CHECKPOINT || op == TL_PROTO_OP_ADAPT
-           || op == TL_PROTO_OP_ADAPT_FEED;
+    return op == TL_PROTO_OP_TRAIN || op == TL_PROTO_OP_EVAL || op == TL_PROTO_OP_EVAL_EXIT
+           || op == TL_PROTO_OP_LOAD_END || op == TL_PROTO_OP_INFO || op == TL_PROTO_OP_CHECKPOINT
+           || op == TL_PROTO_OP_ADAPT || op == TL_PROTO_OP_ADAPT_FEED;
 }
 
 tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n)
@@ -888,6 +917,7 @@ tl_status tl_proto_dev_handle(tl_proto_dev *dev, const uint8_t *frame, int32_t n
     case TL_PROTO_OP_CKPT_CONFIG: s = cmd_ckpt_config(dev, pl, h.len, &r); break;
     case TL_PROTO_OP_ADAPT: s = cmd_adapt(dev, pl, h.len, &r); break;
     case TL_PROTO_OP_ADAPT_FEED: s = cmd_adapt_feed(dev, pl, h.len, &r); break;
+    case TL_PROTO_OP_EVAL_EXIT: s = cmd_eval_exit(dev, pl, h.len, &r); break;
     default:
         dev->stats.unknown_ops++;
         s = nak(&r, TL_PROTO_ERR_UNKNOWN_OP, h.op);
