@@ -65,15 +65,20 @@ def add_stats(model, args) -> str:
             f"images of {args.stats_data}; a board adapting them needs <= {ram} B more RAM")
 
 
+def _save(model, path: str) -> None:
+    """Write the model file, then print what it holds (read back from the file)."""
+    notes: list[str] = []
+    modelfile.save(model, path, notes)
+    with open(path, "rb") as f:
+        print(_summary(model, f.read(), notes))
+
+
 def cmd_import_tflite(args) -> int:
     from host.tflite_import import import_tflite
     model = import_tflite(args.input, reference=args.reference)
     if args.stats_data:
         print(add_stats(model, args))
-    notes: list[str] = []
-    modelfile.save(model, args.output, notes)
-    with open(args.output, "rb") as f:
-        print(_summary(model, f.read(), notes))
+    _save(model, args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -81,10 +86,7 @@ def cmd_import_tflite(args) -> int:
 def cmd_add_stats(args) -> int:
     model = modelfile.load(args.model)
     print(add_stats(model, args))
-    notes: list[str] = []
-    modelfile.save(model, args.output, notes)
-    with open(args.output, "rb") as f:
-        print(_summary(model, f.read(), notes))
+    _save(model, args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -122,10 +124,7 @@ def cmd_from_keras(args) -> int:
     with tqdm(total=len(net.layers), desc="quantize", unit="layer", file=sys.stderr) as bar:
         model = keras_import.quantize(net, calib, progress=lambda i, n: bar.update(1))
     model.meta["calibration"] = {"data": os.path.abspath(args.calib), "count": args.calib_count, "seed": args.seed}
-    notes: list[str] = []
-    modelfile.save(model, args.output, notes)
-    with open(args.output, "rb") as f:
-        print(_summary(model, f.read(), notes))
+    _save(model, args.output)
     if args.eval:
         from host import datasets
         from host.evaluate import evaluate

@@ -391,12 +391,21 @@ static tl_status arena_ok(const tl_model *m, const tl_ctx *arena)
     return arena->size < need ? TL_ERR_ARENA : TL_OK;
 }
 
+/* The checks every board step starts with: a model, an arena that holds its plan, and where
+ * layer's statistics (*so) and APPLY's mean/std (*to) live in it (tl_adapt_plan). */
+static tl_status locate(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
+                        int32_t *so, int32_t *to)
+{
+    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
+    if (s == TL_OK)
+        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, so, to);
+    return s;
+}
+
 tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena)
 {
     int32_t so, to;
-    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
-    if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
     if (s != TL_OK)
         return s;
     return tl_adapt_stats_reset(&m->layers[layer], (uint8_t *)arena->buf + so);
@@ -406,9 +415,7 @@ tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, i
                         const int8_t *input)
 {
     int32_t so, to;
-    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
-    if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
     if (s != TL_OK)
         return s;
     if (!input)
@@ -431,9 +438,7 @@ tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer,
                                 int32_t n_images)
 {
     int32_t so, to;
-    tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
-    if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, &so, &to);
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
     if (s != TL_OK)
         return s;
     tl_layer *L = &m->layers[layer];
