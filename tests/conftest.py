@@ -37,7 +37,7 @@ def tiny():
 # Only the order changes: every test still runs.
 LONGEST_FIRST = ["test_firmware", "test_platformio", "test_checkpoint_qemu", "test_field_firmware",
                  "test_learning", "test_memory_figures", "test_fuzz", "test_plan", "test_lossy_link",
-                 "test_tflite_import", "test_fleet", "test_early_exit", "test_finetune",
+                 "test_tflite_import", "test_fleet", "test_adapt", "test_early_exit", "test_finetune",
                  "test_firmware_shapes", "test_cross_compile"]
 
 
