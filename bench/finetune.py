@@ -18,8 +18,11 @@ Honest selection: per seed, a validation split (--val-count images, seeded permu
 from the 600 training images; the fit part provides the clean reference statistics, the unlabelled
 adaptation images (--adapt-images, labels ignored) and the labelled training images. The depth k
 of the adaptation (0 = none among --adapt-ks), the learning rate (a grid per method) and the epoch
-count (1..--epochs) are all chosen on the validation split; the 200 test images are evaluated once,
-for the chosen model, and reported with the validation accuracy that chose it.
+count (1..--epochs) are all chosen on the validation split; then, as host.simulate's --keep auto
+does, the trained model is kept only when it fixes significantly more validation images than it
+breaks against the model training started from (host.train.keep_rule), else that model is. The
+200 test images are evaluated once, for the chosen model, and reported with the validation
+accuracy that chose it.
 """
 from __future__ import annotations
 
@@ -172,6 +175,7 @@ def adapt_study(base, data_path: str, shifts, methods, seeds, epochs: int, n_ada
     import copy
 
     from host import adapt, datasets
+    from host import train as host_train
     from host.core import CModel
     from host.evaluate import model_input
     from host.simulate import SHIFTS
@@ -210,6 +214,10 @@ def adapt_study(base, data_path: str, shifts, methods, seeds, epochs: int, n_ada
                     setup = (recipes.last_layer_recipe if m in ("classifier-only", "adapt+classifier")
                              else recipes.finetune_recipe)
                     grid = (CLASSIFIER_LRS if setup is recipes.last_layer_recipe else RECIPE_HIDDEN_LRS)
+                    # the model training starts from (adapted with the rule's k, or the pretrained one):
+                    # the field run's --keep auto returns to it unless training wins significantly
+                    start_cm = cm0 if rec["k"] else CModel(copy.deepcopy(frozen))
+                    start_preds = adapt.predictions(start_cm, vx)
                     best = None
                     for lr in grid:
                         model = copy.deepcopy(base)
@@ -227,6 +235,11 @@ def adapt_study(base, data_path: str, shifts, methods, seeds, epochs: int, n_ada
                             best = (vacc, lr, ep, hist, cm)
                     rec.update(val=best[0], lr=best[1], epochs=best[2], val_history=best[3])
                     cm = best[4]
+                    kept = host_train.keep_rule(vy, start_preds, adapt.predictions(cm, vx))
+                    rec.update(kept=kept["keep"], fixed=kept["fixed"], broken=kept["broken"], trained_val=best[0])
+                    if kept["keep"] == "start":
+                        cm = start_cm
+                        rec["val"] = adapt.accuracy(cm, vx, vy)
                 rec["test"] = adapt.accuracy(cm, sh_te, te_y)       # once, for the chosen model
                 runs[m].append(rec)
         out[shift] = {m: {**{f"{w}_{s}": float(fn([r[w] for r in rs]))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from host.core import CModel, check, ffi, lib
+from host.train import SIGN_TEST_ALPHA, sign_test_p  # noqa: F401  (host.adapt.sign_test_p, as before)
 
 G_FRAC = 28
 G_ONE = 1 << G_FRAC
@@ -139,29 +140,25 @@ def accuracy(cm: CModel, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(preds == np.asarray(y)))
 
 
-def snapshot(cm: CModel) -> np.ndarray:
-    """A copy of the loaded model file's bytes (adaptation and training write nothing else)."""
-    return cm._blob.copy()
+def snapshot(cm: CModel):
+    """What adaptation and training write: a copy of the loaded model file's bytes (nothing else
+    changes), or, for a model the core holds in a direct layer table, of its trainable tensors."""
+    if cm._blob is not None:
+        return cm._blob.copy()
+    return [[None if a is None else np.array(a, copy=True) for a in (L.weights, L.bias, L.lls_m)]
+            for L in cm.model.layers]
 
 
-def restore(cm: CModel, snap: np.ndarray) -> None:
-    cm._blob[:] = snap
+def restore(cm: CModel, snap) -> None:
+    """Back to a `snapshot`, in place (the core's pointers and the model's views stay valid)."""
+    if cm._blob is not None:
+        cm._blob[:] = snap
+    else:
+        for L, saved in zip(cm.model.layers, snap):
+            for cur, old in zip((L.weights, L.bias, L.lls_m), saved):
+                if old is not None:
+                    np.copyto(cur, old)
     check(lib.tl_model_prepare(cm._m), "re-preparing the model")
-
-
-SIGN_TEST_ALPHA = 0.05
-
-
-def sign_test_p(fixed: int, broken: int) -> float:
-    """One-sided exact sign (McNemar) test: the probability of at least `fixed` successes in
-    fixed + broken fair coin flips, i.e. that adaptation fixes this many more validation images
-    than it breaks by chance alone."""
-    from math import comb
-
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    return sum(comb(n, j) for j in range(fixed, n + 1)) / 2.0 ** n
 
 
 def predictions(cm: CModel, x: np.ndarray) -> np.ndarray:

@@ -100,6 +100,12 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-layers", default="auto", metavar="K|auto",
                    help="adapt the first K layers, or auto: the K among 1, 2, 3, 5, 7 (up to the layers with "
                         "statistics) that host.adapt.choose picks on the validation split (default auto)")
+    p.add_argument("--keep", choices=("auto", "last"), default="auto",
+                   help="fine-tuning a --model: auto keeps the trained model only when it fixes significantly "
+                        "more validation images than it breaks against the model before training (one-sided "
+                        "sign test, p < 0.05), else returns to that model (adapted, if it was); last: keep "
+                        "whatever training gives. From scratch, and without a validation split, training is "
+                        "always kept (default auto)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -358,12 +364,35 @@ def adapt_before_training(args, setup: Setup, cm, log=lambda *a: None) -> dict:
         raise UsageError(str(e).replace("the model file", f"--model {args.model}")) from None
 
 
+def keep_decision(args, out: dict, val_y) -> dict:
+    """host.simulate's and host.stream's --keep after host.train.run: host.train.keep_rule when
+    fine-tuning a --model with --keep auto and the run evaluated the starting model; otherwise
+    the trained model is kept, with the reason."""
+    from host import train
+
+    if getattr(args, "keep", "last") == "last":
+        return {"keep": "trained", "reason": "--keep last"}
+    if not args.model:
+        return {"keep": "trained", "reason": "trained from scratch: nothing to return to"}
+    if not args.epochs:
+        return {"keep": "start", "reason": "no training (--epochs 0)"}
+    if out.get("val_predictions_before") is None:
+        return {"keep": "trained", "reason": "no evaluation of the starting model (no validation split, "
+                                             "or a resumed run)"}
+    d = train.keep_rule(val_y, out["val_predictions_before"], out["val_predictions"])
+    d["reason"] = (f"on {d['n']} validation images training fixed {d['fixed']} and broke {d['broken']} "
+                   f"(sign test p = {d['p']:.3g}" + (")" if d["keep"] == "trained" else
+                                                      f", not below {train.SIGN_TEST_ALPHA}): the model before "
+                                                      "training is kept"))
+    return d
+
+
 def run(args, threads: int | None = None, outputs=None) -> dict:
     """The run of `args` on the simulated core (host.train.run over host.train.SimulatedCore);
     `threads`: cores the C epoch runner pipelines over (default host.train.default_threads()).
     `outputs` (host.outputs.Outputs): where --log, --plot and --save-model go (temporary names;
     the caller commits them)."""
-    from host import runlog, train
+    from host import adapt, runlog, train
     from host.core import CModel
     from host.model import weights_sha256
 
@@ -372,6 +401,7 @@ def run(args, threads: int | None = None, outputs=None) -> dict:
     model = setup.model
     cm = CModel(model, **setup.config)
     adaptation = adapt_before_training(args, setup, cm, log)
+    start = adapt.snapshot(cm)                    # what --keep auto may return to
     backend = train.SimulatedCore(cm, threads=threads)
     name = model_name(args, model)
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
@@ -396,10 +426,16 @@ def run(args, threads: int | None = None, outputs=None) -> dict:
         out = train.run(backend, model, setup.train_x, setup.train_y, setup.val_x, setup.val_y,
                         epochs=args.epochs, lr_schedule=args.lr_schedule, seed=args.seed,
                         progress=not args.quiet, log=log, record=write if want_log else None)
+        kept = keep_decision(args, out, setup.val_y)
+        if kept["keep"] == "start":
+            adapt.restore(cm, start)
+        log(f"keep ({args.keep}): {kept['keep']} model; {kept['reason']}")
+        write({"kind": "keep", **kept}) if want_log else None
         summary = {
             **head,
             "train_accuracy": out["train_accuracy"], "val_accuracy": out["val_accuracy"],
             "val_accuracy_before": out["val_accuracy_before"],
+            "kept": kept,
             "per_layer_accuracy": [None if not L.has_weights else a
                                    for a, L in zip(out["local_accuracy"] or [0.0] * len(model.layers), model.layers)],
             "history": out["history"],
@@ -456,6 +492,8 @@ def main(argv=None) -> int:
         raise
     before = summary["val_accuracy_before"]
     fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+    if summary["kept"]["keep"] == "start" and args.epochs:
+        print(f"kept the model before training: {summary['kept']['reason']}")
     print(f"validation accuracy {fmt(before)} before, {fmt(summary['val_accuracy'])} after {args.epochs} epoch(s); "
           f"train accuracy {fmt(summary['train_accuracy'])}, {summary['samples_per_second']:.1f} samples/s, "
           f"weights sha256 {summary['weights_sha256'][:16]}...")

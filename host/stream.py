@@ -483,10 +483,26 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
         partial.update({k: out[k] for k in ("samples", "train_accuracy", "history", "evals", "train_preds")})
         partial.update(eval_accuracy=out["val_accuracy"], eval_accuracy_before=out["val_accuracy_before"],
                        local_accuracy=out["local_accuracy"], eval_preds=out["val_predictions"])
+        kept = simulate.keep_decision(args, out, va_y)
+        if kept["keep"] == "start":
+            # --keep auto refused the training: the board goes back to the model it started from,
+            # the same way it got there (the file, its configuration, the same adaptation checked
+            # layer by layer), so what it keeps and what is read back is that model
+            try:
+                link.reset()
+                link.load_model(blob)
+                link.set_config(**config)
+                board_adapt(link, cm, adaptation, progress)
+                if every:
+                    link.checkpoint("erase")     # no trained state left to resume into
+            except protocol.ProtocolError as e:
+                raise lost("return to the starting model", e) from e
+        write({"kind": "keep", "t": _now(), **kept})
 
         weights = bytearray()                # the read-back so far: a failed round goes on from here
         try:
-            if every and board.samples_trained and (first_step + board.samples_trained) % every:
+            if every and kept["keep"] == "trained" and board.samples_trained and \
+                    (first_step + board.samples_trained) % every:
                 # the trained state in flash too, so a read-back the link cannot finish is resumed
                 # without training again (the data cursor stands at the end of the last epoch)
                 link.checkpoint("save")
@@ -538,6 +554,7 @@ def run(args, log=None, progress=True, outputs=None) -> dict:
             "train_accuracy": out["train_accuracy"],
             "eval_accuracy": out["val_accuracy"],
             "eval_accuracy_before": out["val_accuracy_before"],
+            "kept": kept,
             "local_accuracy": out["local_accuracy"],
             "history": out["history"],
             "evals": out["evals"],
@@ -661,6 +678,8 @@ def main(argv=None) -> int:
     except BaseException:
         _discard(outputs, log, args)
         raise
+    if summary["kept"]["keep"] == "start" and args.epochs:
+        print(f"kept the model before training: {summary['kept']['reason']}")
     print(json.dumps({k: summary[k] for k in ("samples", "eval_samples", "train_accuracy", "eval_accuracy_before",
                                              "eval_accuracy", "weights_sha256", "mcu_train_insn_median",
                                              "mcu_infer_insn_median")}))

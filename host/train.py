@@ -49,6 +49,37 @@ class Result:
     steps: int | None = None                  # board: training steps its model has taken
 
 
+# ---------------------------------------------------------------------------- which model to keep
+SIGN_TEST_ALPHA = 0.05
+
+
+def sign_test_p(fixed: int, broken: int) -> float:
+    """One-sided exact sign (McNemar) test: the probability of at least `fixed` successes in
+    fixed + broken fair coin flips, i.e. that a change fixes this many more validation images than
+    it breaks by chance alone (host.adapt's choice of depth and `keep_rule` below)."""
+    from math import comb
+
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    return sum(comb(n, j) for j in range(fixed, n + 1)) / 2.0 ** n
+
+
+def keep_rule(val_y, before, after, alpha: float = SIGN_TEST_ALPHA) -> dict:
+    """Keep a fine-tuned model or return to the one it started from (host.simulate / host.stream
+    --keep auto): the trained model is kept only when, on the validation split, it fixes
+    significantly more images than it breaks against the starting model (the paired predictions
+    `before` / `after`; one-sided exact sign test, p < alpha). Training that moves a few images
+    (noise) is not taken, so the result is never worse than the start on that split. Returns
+    {"keep": "trained" | "start", "fixed", "broken", "p", "n"}."""
+    y = np.asarray(val_y)
+    ok0, ok1 = np.asarray(before) == y, np.asarray(after) == y
+    fixed, broken = int(np.sum(ok1 & ~ok0)), int(np.sum(ok0 & ~ok1))
+    p = sign_test_p(fixed, broken)
+    return {"keep": "trained" if fixed > broken and p < alpha else "start", "fixed": fixed, "broken": broken,
+            "p": round(p, 6), "n": int(len(y))}
+
+
 # ---------------------------------------------------------------------------- learning rates
 def rate_multipliers(lr: float, lls_m_lr: float) -> tuple[int, int, int, int]:
     """(lr_mult, lr_shift, lls_m_lr_mult, lls_m_lr_shift) of one layer's rates."""
@@ -293,6 +324,8 @@ def run(backend: Backend, model, train_x: np.ndarray, train_y: np.ndarray, val_x
         "val_accuracy_before": evals[0]["accuracy"] if evals else None,
         "local_accuracy": last["local_accuracy"] if last else [],
         "val_predictions": last["preds"] if last else [],
+        # the starting model's, when this call evaluated it (step 0; not when resumed): keep_rule
+        "val_predictions_before": evals[0]["preds"] if evals and evals[0]["step"] == 0 else None,
         "history": history,
         "evals": [{k: e[k] for k in ("step", "epoch", "n", "accuracy", "local_accuracy")} for e in evals],
         "train_preds": train_preds,

@@ -548,7 +548,8 @@ def test_qemu_board_adapts_like_the_host_then_trains_like_simulate(tools, tmp_pa
     size = json.loads((tmp_path / "fw" / "fw" / "fw_size.json").read_text()) if (tmp_path / "fw" / "fw" /
                                                                                   "fw_size.json").exists() else None
     run = ["--model", str(model), "--data", str(shared_path("datasets/vww01-eembc")), "--shift", "--adapt", "on",
-           "--adapt-layers", "3", "--adapt-images", "4", "--limit", "4", "--val-limit", "4", "--epochs", "1"]
+           "--adapt-layers", "3", "--adapt-images", "4", "--limit", "4", "--val-limit", "4", "--epochs", "1",
+           "--keep", "last"]
     board = stream_run(tmp_path / "fw" / "tinylls.elf", run, tmp_path, "adapt")
     a = board["adaptation"]
     assert a["applied"] and a["k"] == 3 and a["images"] == 4
@@ -558,8 +559,17 @@ def test_qemu_board_adapts_like_the_host_then_trains_like_simulate(tools, tmp_pa
     assert simulate.main(run + ["--json", str(js), "--quiet"]) == 0
     sim = json.loads(js.read_text())
     assert sim["adaptation"] == a
-    assert board["weights_sha256"] == sim["weights_sha256"]
+    assert board["weights_sha256"] == sim["weights_sha256"] != board["initial_weights_sha256"]
     assert board["eval_preds"] == sim["val_predictions"]
+    # --keep auto: 4 validation images cannot make training significant, so the board returns to
+    # the adapted model it started from (the file loaded again, adapted again, checked per layer)
+    auto = run[:-2]
+    back = stream_run(tmp_path / "fw" / "tinylls.elf", auto, tmp_path, "adapt-keep")
+    assert back["kept"]["keep"] == "start" and back["device"]["steps"] == 0
+    assert back["weights_sha256"] == back["initial_weights_sha256"] != board["weights_sha256"]
+    assert simulate.main(auto + ["--json", str(js), "--quiet"]) == 0
+    sim = json.loads(js.read_text())
+    assert sim["kept"] == back["kept"] and sim["weights_sha256"] == back["weights_sha256"]
     print(json.dumps({"mcu_adapt_insn_median": board["mcu_adapt_insn_median"], "fw_size": size}))
 
 

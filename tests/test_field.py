@@ -283,6 +283,31 @@ def test_outputs_checked_before_training(tmp_path, folder12, vww_model):
     assert r.returncode == 2 and "same file" in r.stderr
 
 
+def test_keep_auto_returns_to_the_model_before_training_unless_validation_says_otherwise(folder12, vww_model,
+                                                                                        tmp_path):
+    """Fine-tuning a --model, --keep auto (the default) keeps training only when it fixes
+    significantly more validation images than it breaks; 3 validation images never can, so the
+    saved model is the one the run started from, and --keep last keeps the trained one."""
+    from host.model import weights_sha256
+    start = weights_sha256(modelfile.load(str(vww_model)))
+    out = {}
+    for keep in ("auto", "last"):
+        js, saved = tmp_path / f"{keep}.json", tmp_path / f"{keep}.tlm"
+        r = run_cli("host.simulate", "--data", folder12, "--model", vww_model, "--epochs", "2", "--quiet",
+                    "--keep", keep, "--json", js, "--save-model", saved)
+        assert r.returncode == 0, r.stderr
+        out[keep] = json.loads(js.read_text())
+        out[keep]["stdout"] = r.stdout
+        assert out[keep]["weights_sha256"] == weights_sha256(modelfile.load(str(saved)))
+    assert out["auto"]["kept"]["keep"] == "start" and out["auto"]["kept"]["n"] == 3
+    assert "kept the model before training: on 3 validation images" in out["auto"]["stdout"]
+    assert "kept the model" not in out["last"]["stdout"]
+    assert out["auto"]["weights_sha256"] == start != out["last"]["weights_sha256"]
+    assert out["last"]["kept"] == {"keep": "trained", "reason": "--keep last"}
+    # the same training either way: the decision comes after it
+    assert out["auto"]["val_accuracy"] == out["last"]["val_accuracy"]
+
+
 def test_errors_and_ctrl_c_leave_no_partial_outputs(tmp_path, folder12, vww_model, monkeypatch, capsys):
     from host import train
     out = tmp_path / "o"

@@ -64,7 +64,8 @@ def test_fresh_clone_recipe_on_the_model_in_flash_save_and_evaluate(fresh, tmp_p
     work, elf, model = fresh
     data = shared_path(VWW_REL)
     # the default fine-tuning recipe (rates, all layers, constant schedule), kept short for CI
-    run = ["--model", str(model), "--data", str(data), "--limit", "8", "--val-limit", "8", "--epochs", "2"]
+    run = ["--model", str(model), "--data", str(data), "--limit", "8", "--val-limit", "8", "--epochs", "2",
+           "--keep", "last"]
     board = stream_run(elf, run + ["--save-model", str(tmp_path / "board.tlm")], tmp_path, "fresh")
     assert board["device"]["model_in_flash"]                    # recognised: nothing was sent
     assert board["evals"][0]["step"] == 0 and board["eval_accuracy_before"] == board["evals"][0]["accuracy"]
@@ -100,7 +101,7 @@ def test_from_scratch_on_that_firmware_is_refused_naming_its_model(fresh, tmp_pa
 def test_own_twelve_jpegs_train_on_the_board_like_simulate(fresh, tmp_path):
     work, elf, model = fresh
     photos = write_folder(tmp_path / "photos", 6)
-    run = ["--model", str(model), "--data", str(photos), "--epochs", "2"]
+    run = ["--model", str(model), "--data", str(photos), "--epochs", "2", "--keep", "last"]
     board = stream_run(elf, run, tmp_path, "own12")
     assert (board["train_samples"], board["eval_samples"]) == (9, 3)
     sim = simulate_weights(run, tmp_path)
@@ -114,10 +115,11 @@ def test_thousand_images_simulate_and_board_with_val_data(fresh, tmp_path):
     work, elf, model = fresh
     big = write_folder(tmp_path / "big", 500, seed=1, sizes=((48, 40), (96, 96), (130, 100)))
     other = write_folder(tmp_path / "val", 3, seed=2)
-    sim = simulate_weights(["--model", str(model), "--data", str(big), "--epochs", "1"], tmp_path)
+    sim = simulate_weights(["--model", str(model), "--data", str(big), "--epochs", "1", "--keep", "last"], tmp_path)
     assert (sim["train_samples"], sim["val_samples"]) == (750, 250)
     assert sim["evals"][0]["step"] == 0 and sim["evals"][-1]["step"] == 750
-    run = ["--model", str(model), "--data", str(big), "--val-data", str(other), "--limit", "16", "--epochs", "1"]
+    run = ["--model", str(model), "--data", str(big), "--val-data", str(other), "--limit", "16", "--epochs", "1",
+           "--keep", "last"]
     board = stream_run(elf, run, tmp_path, "big")
     assert (board["train_samples"], board["eval_samples"]) == (16, 6)
     sim16 = simulate_weights(run, tmp_path)

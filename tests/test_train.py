@@ -106,3 +106,20 @@ def test_epochs_0_only_evaluates(setup):
     assert weights_sha256(m) == before and out["samples"] == 0 and out["history"] == []
     assert [e["step"] for e in out["evals"]] == [0]
     assert out["val_accuracy"] == out["val_accuracy_before"] is not None
+
+
+def test_keep_rule_takes_training_only_when_it_fixes_significantly_more_than_it_breaks():
+    y = np.array([1] * 10 + [0] * 10)
+    before = np.zeros(20, int)                                   # right on the ten 0s
+    assert train.keep_rule(y, before, before) == {"keep": "start", "fixed": 0, "broken": 0, "p": 1.0, "n": 20}
+    five = before.copy()
+    five[:5] = 1                                                 # fixes 5, breaks none: p = 1/32
+    assert train.keep_rule(y, before, five)["keep"] == "trained"
+    four = before.copy()
+    four[:4] = 1                                                 # 4 of 4: p = 1/16, not below 0.05
+    assert train.keep_rule(y, before, four) == {"keep": "start", "fixed": 4, "broken": 0, "p": 0.0625, "n": 20}
+    swap = five.copy()
+    swap[10:12] = 1                                              # fixes 5, breaks 2: p = 29/128
+    d = train.keep_rule(y, before, swap)
+    assert (d["keep"], d["fixed"], d["broken"], d["p"]) == ("start", 5, 2, round(29 / 128, 6))
+    assert train.keep_rule(y, swap, before)["keep"] == "start"  # the other way round: worse
