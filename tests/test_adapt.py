@@ -483,6 +483,42 @@ def test_board_schedule_in_the_arena_equals_the_host_schedule():
             assert to[0] + 8 * m.layers[i].out_c <= so[0] or to[0] >= end
 
 
+def test_board_schedule_with_a_staged_input_stays_inside_the_training_arena():
+    """MobileNetV1-0.25 96x96 (the boards' network, bench/mcu.py's build) with statistics on its
+    first 7 layers and the input staged in the arena, as on the boards: layers 0-2 keep their
+    statistics in a gap of the plan, layers 3-6 at its bottom under the shifted forward passes -
+    no byte past the training arena for any of them - and the bits equal host.adapt's batch path."""
+    from host import modelfile, nets
+
+    rng = np.random.default_rng(5)
+    m = nets.build("mobilenet", seed=0, calib=rng.integers(0, 256, (8, 96, 96, 3), dtype=np.uint8), classes=2,
+                   head="grid")
+    for L in m.layers:
+        L.trainable = False
+    clean = rng.integers(-128, 128, (4, 96, 96, 3), dtype=np.int8)
+    adapt.add_reference(m, clean, 7)
+    new = np.clip(clean.astype(np.int16) // 2 + 30, -128, 127).astype(np.int8)
+    a = CModel(modelfile.from_bytes(modelfile.to_bytes(m)))
+    b = CModel(modelfile.from_bytes(modelfile.to_bytes(m)))
+    adapt.adapt(a, adapt.model_reference(a.model), new, 7)
+    need, off = b.arena_bytes, lib.tl_model_input_offset(b._m)
+    so, to = ffi.new("int32_t *"), ffi.new("int32_t *")
+    arena = np.frombuffer(ffi.buffer(b._arena.buf, b._arena.size), np.int8)
+    layers = adapt.board_layers(b, 7)
+    assert len(layers) == 7
+    for i in layers:
+        assert lib.tl_adapt_extra_bytes(b._m, i, 1) == 0
+        assert lib.tl_adapt_plan(b._m, i, 1, need, so, to) == lib.TL_OK
+        assert (so[0] == 0) == (i >= 3)                      # the bottom placement from layer 3 on
+        assert lib.tl_adapt_begin(b._m, b._arena, i, 1) == lib.TL_OK
+        for x in new:
+            arena[off: off + x.size] = x.reshape(-1)          # staged as INPUT frames stage it
+            assert lib.tl_adapt_feed(b._m, b._arena, i, 1, ffi.cast("int8_t *", b._arena.buf) + off) == lib.TL_OK
+        assert lib.tl_adapt_finish_apply(b._m, b._arena, i, 1, len(new)) == lib.TL_OK
+        assert adapt.layer_crc(b, i) == adapt.layer_crc(a, i)
+    assert np.array_equal(adapt.snapshot(a), adapt.snapshot(b))
+
+
 @pytest.mark.parametrize("in_flash", [False, True])
 def test_board_protocol_adaptation_equals_the_host(in_flash):
     """ADAPT / ADAPT_FEED on the firmware's dispatcher (in process, input staged in the arena as on

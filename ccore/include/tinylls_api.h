@@ -408,9 +408,11 @@ tl_status tl_adapt_apply(const tl_layer *L, const int32_t *ref_mean, const int32
  * layer must carry statistics in the model file (tl_layer.adapt_ref) and not be the last one;
  * input_in_arena != 0 when the model input is staged in the arena (tl_model_input_offset), as on
  * the boards. tl_adapt_plan: where, in an arena of arena_size bytes, the layer's statistics stay
- * while layers 0 .. layer-1 run (*stats_off: a gap of the plan they never reach, else past the
- * plan) and where APPLY's mean/std go (*tmp_off); TL_ERR_ARENA when there is no room.
- * tl_adapt_extra_bytes: bytes past tl_model_arena_bytes that layer needs (0: a gap suffices).
+ * while layers 0 .. layer-1 run (*stats_off: a gap of the plan they never reach; else 0, the
+ * bottom of the arena, with those layers' even outputs shifted above the statistics when every
+ * layer's input and output still fit; else past the plan) and where APPLY's mean/std go
+ * (*tmp_off); TL_ERR_ARENA when there is no room. tl_adapt_extra_bytes: bytes past
+ * tl_model_arena_bytes that layer needs (0: the statistics fit inside the plan).
  * tl_adapt_begin zeroes the statistics; tl_adapt_feed runs layers 0 .. layer-1 (as adapted so far,
  * the portable kernels: tl_layer_forward) on one model input and adds layer's statistics;
  * tl_adapt_finish_apply turns n_images images' statistics into the update of the layer's bias,

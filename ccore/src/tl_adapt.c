@@ -320,8 +320,17 @@ static int32_t round8(int32_t v)
     return (v + 7) & ~7;
 }
 
-tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena, int32_t arena_size,
-                        int32_t *stats_off, int32_t *tmp_off)
+/* Where layer's statistics stay while layers 0 .. layer-1 run in the arena (tl_adapt_feed), and
+ * where those layers put their outputs: even layers from byte *base up, odd layers against the top
+ * of the plan (the inference ping-pong, shifted up by *base). Three placements, first that fits:
+ *  1. the plan's own ping-pong (base 0), statistics in a gap it never reaches;
+ *  2. statistics at the bottom [0, sb) and even outputs from base = round8(sb): fits when every
+ *     layer's input and output still fit side by side above it and the first output stays below a
+ *     staged input - the forward passes need far less of the arena than training does, so this
+ *     keeps adaptation inside the training plan where the gap of 1. is too small;
+ *  3. past the plan (base 0), in bytes the caller added to the arena for this. */
+static tl_status place(const tl_model *m, int32_t layer, int32_t input_in_arena, int32_t arena_size,
+                       int32_t *stats_off, int32_t *tmp_off, int32_t *base)
 {
     if (!m || layer < 0 || layer >= m->n_layers || !stats_off || !tmp_off)
         return TL_ERR_ARG;
@@ -334,13 +343,14 @@ tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena
     const int32_t sb = tl_adapt_stats_bytes(L), tb = 8 * L->out_c;
     if (sb < 0 || L->adapt_ref == 0 || L->adapt_mult == 0 || L->adapt_shift == 0 || layer == m->n_layers - 1)
         return TL_ERR_ARG;                 /* not a layer the model file lets adapt */
-    /* 1. a gap inside the plan that layers 0 .. layer-1 (and a staged input) never reach */
-    int32_t lo = 0, hi = need;
+    int32_t top = need;                    /* the staged input's offset, or the plan's end */
     if (input_in_arena) {
-        hi = tl_model_input_offset(m);
-        if (hi < 0)
-            return hi;
+        top = tl_model_input_offset(m);
+        if (top < 0)
+            return top;
     }
+    /* 1. a gap inside the plan that layers 0 .. layer-1 (and a staged input) never reach */
+    int32_t lo = 0, hi = top;
     for (int32_t j = 0; j < layer; j++) {
         const int32_t ob = round8(tl_layer_out_bytes(&m->layers[j]));
         if (j % 2 == 0)
@@ -348,15 +358,29 @@ tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena
         else
             hi = TL_MIN(hi, (need - ob) & ~7);
     }
-    int32_t so = (hi - sb) & ~7;
+    int32_t so = (hi - sb) & ~7, b = 0;
     if (hi - lo < sb || so < lo) {
-        /* 2. past the plan, in bytes the caller added to the arena for this (the forward passes
-         * of tl_adapt_feed use only the plan: no host fast-path buffers) */
-        so = need;
-        if (arena_size - need < sb)
-            return TL_ERR_ARENA;
+        /* 2. statistics at the bottom, even outputs above them */
+        b = round8(sb);
+        int32_t fits = layer == 0 || b + tl_layer_out_bytes(&m->layers[0]) <= top;
+        for (int32_t j = 1; j < layer && fits; j++) {
+            const int32_t even = tl_layer_out_bytes(&m->layers[j % 2 == 0 ? j : j - 1]);
+            const int32_t odd = tl_layer_out_bytes(&m->layers[j % 2 == 0 ? j - 1 : j]);
+            fits = b + even <= need - odd;  /* layer j's input and output side by side */
+        }
+        so = 0;
+        if (!fits) {
+            /* 3. past the plan (the forward passes of tl_adapt_feed use only the plan: no host
+             * fast-path buffers) */
+            so = need;
+            b = 0;
+            if (arena_size - need < sb)
+                return TL_ERR_ARENA;
+        }
     }
     *stats_off = so;
+    if (base)
+        *base = b;
     if (so >= tb)
         *tmp_off = 0;
     else if (arena_size - round8(so + sb) >= tb)
@@ -366,7 +390,12 @@ tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena
     return TL_OK;
 }
 
-/* Extra arena bytes (past tl_model_arena_bytes) the adaptation of `layer` needs; < 0 on error. */
+tl_status tl_adapt_plan(const tl_model *m, int32_t layer, int32_t input_in_arena, int32_t arena_size,
+                        int32_t *stats_off, int32_t *tmp_off)
+{
+    return place(m, layer, input_in_arena, arena_size, stats_off, tmp_off, 0);
+}
+
 int32_t tl_adapt_extra_bytes(const tl_model *m, int32_t layer, int32_t input_in_arena)
 {
     int32_t so, to;
@@ -394,18 +423,18 @@ static tl_status arena_ok(const tl_model *m, const tl_ctx *arena)
 /* The checks every board step starts with: a model, an arena that holds its plan, and where
  * layer's statistics (*so) and APPLY's mean/std (*to) live in it (tl_adapt_plan). */
 static tl_status locate(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
-                        int32_t *so, int32_t *to)
+                        int32_t *so, int32_t *to, int32_t *base)
 {
     tl_status s = m ? arena_ok(m, arena) : TL_ERR_ARG;
     if (s == TL_OK)
-        s = tl_adapt_plan(m, layer, input_in_arena, arena->size, so, to);
+        s = place(m, layer, input_in_arena, arena->size, so, to, base);
     return s;
 }
 
 tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena)
 {
-    int32_t so, to;
-    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
+    int32_t so, to, base;
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to, &base);
     if (s != TL_OK)
         return s;
     return tl_adapt_stats_reset(&m->layers[layer], (uint8_t *)arena->buf + so);
@@ -414,8 +443,8 @@ tl_status tl_adapt_begin(const tl_model *m, const tl_ctx *arena, int32_t layer, 
 tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
                         const int8_t *input)
 {
-    int32_t so, to;
-    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
+    int32_t so, to, base;
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to, &base);
     if (s != TL_OK)
         return s;
     if (!input)
@@ -425,7 +454,7 @@ tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, i
     const int8_t *cur = input;
     for (int32_t j = 0; j < layer; j++) {
         const tl_layer *Lj = &m->layers[j];
-        int8_t *out = j % 2 == 0 ? act : act + need - tl_layer_out_bytes(Lj);
+        int8_t *out = j % 2 == 0 ? act + base : act + need - tl_layer_out_bytes(Lj);
         s = tl_layer_forward(Lj, cur, out);
         if (s != TL_OK)
             return s;
@@ -437,8 +466,8 @@ tl_status tl_adapt_feed(const tl_model *m, const tl_ctx *arena, int32_t layer, i
 tl_status tl_adapt_finish_apply(tl_model *m, const tl_ctx *arena, int32_t layer, int32_t input_in_arena,
                                 int32_t n_images)
 {
-    int32_t so, to;
-    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to);
+    int32_t so, to, base;
+    tl_status s = locate(m, arena, layer, input_in_arena, &so, &to, &base);
     if (s != TL_OK)
         return s;
     tl_layer *L = &m->layers[layer];
