@@ -370,12 +370,10 @@ def keep_decision(args, out: dict, val_y) -> dict:
     the trained model is kept, with the reason."""
     from host import train
 
-    if getattr(args, "keep", "last") == "last":
+    if args.keep == "last":
         return {"keep": "trained", "reason": "--keep last"}
     if not args.model:
         return {"keep": "trained", "reason": "trained from scratch: nothing to return to"}
-    if not args.epochs:
-        return {"keep": "start", "reason": "no training (--epochs 0)"}
     if out.get("val_predictions_before") is None:
         return {"keep": "trained", "reason": "no evaluation of the starting model (no validation split, "
                                              "or a resumed run)"}
@@ -401,7 +399,7 @@ def run(args, threads: int | None = None, outputs=None) -> dict:
     model = setup.model
     cm = CModel(model, **setup.config)
     adaptation = adapt_before_training(args, setup, cm, log)
-    start = adapt.snapshot(cm)                    # what --keep auto may return to
+    start = adapt.snapshot(cm) if args.keep == "auto" and args.model else None   # what --keep auto may return to
     backend = train.SimulatedCore(cm, threads=threads)
     name = model_name(args, model)
     log(f"model {model.name}: {len(model.layers)} layers, input {model.input_shape}, {model.classes} classes; "
