@@ -4,7 +4,7 @@ tests/test_firmware.py runs MobileNet shapes only (channel counts multiples of 8
 the tails of the DSP kernels would go untested there: odd channel counts (pointwise output channel
 pairs, depthwise groups of four), input channels not a multiple of four, more input channels than
 the pointwise kernel widens (TL_PW_WIDE), a 5x5 depthwise kernel, 3x3 convolutions with padding on
-odd maps, stride 2, and both classifier heads. The firmware trains such a network for a few steps
+odd maps, stride 2, a depthwise and a pointwise layer with single rounding, and both classifier heads. The firmware trains such a network for a few steps
 in QEMU and must report the host's predictions and logits and end with the host's weights.
 
 Missing arm-none-eabi-gcc / qemu-system-arm skip with the install line, except under CI (CI=true)
@@ -42,7 +42,8 @@ def awkward_model(head: str, hidden_lr: float):
     add("dwconv", 0, 3, 1)      # 5 channels: one group of four and a tail
     add("conv", 7, 1, 1)        # pointwise 5 -> 7: input tail, odd output channel
     add("dwconv", 0, 3, 2)      # stride 2 on an odd map
-    add("conv", 6, 1, 1)
+    add("conv", 8, 1, 1)
+    add("conv", 6, 1, 1)        # 8 -> 6: the assembly channel-pair loop, here with single rounding
     add("conv", 9, 3, 1)        # 3x3 convolution, 54 taps per output
     add("dwconv", 0, 5, 1)      # 5x5 depthwise
     add("conv", 261, 1, 1)
@@ -59,6 +60,10 @@ def awkward_model(head: str, hidden_lr: float):
     rng = np.random.default_rng(0)
     calib = rng.integers(0, 256, size=(8, h, w, 3), dtype=np.uint8)
     m = quantize_fresh(layers, init_float(layers, 0), calib, 3, name=f"awkward-{head}")
+    # LiteRT's FULLY_CONNECTED rounding, on a depthwise and a pointwise layer (the assembly loops
+    # have a copy for each rounding)
+    m.layers[1].single_rounding = True
+    m.layers[5].single_rounding = True
     nets.set_learning_rates(m, hidden_lr, 1e-2)
     return m
 

@@ -146,4 +146,44 @@ static inline uint64_t tl_arm_umulh64(uint64_t a, uint64_t b)
     return ((uint64_t)z1 << 32) | y1;
 }
 
+/* Assembler macros shared by the kernels' assembly loops (tl_pwconv_s8.c, tl_dwconv_s8.c), as
+ * text for a top-level __asm__ (each file defines them at its start and purges them at its end).
+ *   TL_ASM_RQ acc, dbl, rs   acc = tl_rq_fast_pos(q, sign, acc) with q = (k lo, k hi, mult) in
+ *                            r0, r1, r2 and q->rs in register rs; dbl: double rounding (sign =
+ *                            2^31), else single (sign = 0). Clobbers r8, r11.
+ *   TL_ASM_PACK4 off         r4..r7 saturated to int8 (SSAT), packed into r4 (r4 the low byte),
+ *                            then every byte clamped to [lo, hi] with lo4, hi4 read from
+ *                            [sp, #off] (tl_clamp_s8x4). Clobbers r0, r1, r8. */
+#define TL_ASM_MACROS                                                                                     \
+    ".syntax unified\n"                                                                                   \
+    ".thumb\n"                                                                                            \
+    ".macro TL_ASM_RQ acc, dbl, rs\n"                                                                     \
+    "  .if \\dbl\n"                                                                                       \
+    "  and    r8, \\acc, #0x80000000\n"                                                                   \
+    "  subs   r11, r0, r8\n"                                                                              \
+    "  sbc    r8, r1, #0\n"                                                                               \
+    "  .else\n"                                                                                           \
+    "  mov    r11, r0\n"                                                                                  \
+    "  mov    r8, r1\n"                                                                                   \
+    "  .endif\n"                                                                                          \
+    "  smlal  r11, r8, \\acc, r2\n"                                                                       \
+    "  asr    \\acc, r8, \\rs\n"                                                                          \
+    ".endm\n"                                                                                             \
+    ".macro TL_ASM_PACK4 off\n"                                                                           \
+    "  ssat   r4, #8, r4\n"                                                                               \
+    "  ssat   r5, #8, r5\n"                                                                               \
+    "  ssat   r6, #8, r6\n"                                                                               \
+    "  ssat   r7, #8, r7\n"                                                                               \
+    "  uxtb   r4, r4\n"                                                                                   \
+    "  bfi    r4, r5, #8, #8\n"                                                                           \
+    "  bfi    r4, r6, #16, #8\n"                                                                          \
+    "  bfi    r4, r7, #24, #8\n"                                                                          \
+    "  ldrd   r0, r1, [sp, #\\off]\n"                                                                     \
+    "  ssub8  r8, r4, r0\n"                                                                               \
+    "  sel    r4, r4, r0\n"                                                                               \
+    "  ssub8  r8, r1, r4\n"                                                                               \
+    "  sel    r4, r4, r1\n"                                                                               \
+    ".endm\n"
+#define TL_ASM_PURGE ".purgem TL_ASM_RQ\n.purgem TL_ASM_PACK4\n"
+
 #endif /* TL_ARM_H */

@@ -238,6 +238,110 @@ static inline __attribute__((always_inline)) void pw_dot2x2(const int32_t *xw, c
     *p11 = a11;
 }
 
+/* The channel-pair loop of one pixel pair in the common case, in assembly: the whole input in one
+ * chunk (ic a multiple of four, at most TL_PW_WIDE), an even channel count, every channel of the
+ * block in the fast requantization form. In C (pw_pair_chunk) the bookkeeping around the dot
+ * product cost ~80 instructions per pixel pair and channel pair, a third of the layer at 8-32
+ * input channels, because gcc spills most of its state around the 13 registers of pw_dot2x2;
+ * here it is ~50: the loop's state sits in a frame read with LDRD/LDM, the end of the widened
+ * pair (xend) stays in lr, the channel constants are read four at a time (tl_rq is k, mult, rs:
+ * one LDM), and the four outputs are packed into one word (BFI) and clamped with one SSUB8/SEL
+ * pair. The arithmetic is pw_pair_chunk's, instruction for instruction: the same SMLADs in the
+ * same order, tl_rq_fast_pos (k - [x < 0] 2^31 under double rounding, then SMLAL and the shift),
+ * SSAT to int8, the bytewise clamp to [lo, hi]. */
+typedef struct {
+    const int32_t *xw;  /* the widened pixel pair (pw_pair_chunk's layout), 4 words per group */
+    const tl_rq *rq;    /* the block's channels, two per pass */
+    const int32_t *cb;  /* bias - zp sum(w) per channel */
+    int8_t *oa;         /* pixel a's output at the block's first channel (pixel b's: oa + oc) */
+    int32_t oc;
+    uint32_t lo4, hi4;  /* the activation range in every byte */
+    const tl_rq *rend;  /* rq + nc */
+    const int8_t *w;    /* the block's first weight row (rows adjacent, ic bytes each) */
+    const int32_t *xend; /* xw + ic */
+} pw_pairs_args;
+
+void tl_pw_pairs_dbl(const pw_pairs_args *a);    /* double rounding (TFLite's) */
+void tl_pw_pairs_single(const pw_pairs_args *a); /* single rounding */
+
+/* x0-x3 r0-r3 (LDM order), sums r4 (a, c) r5 (a, c+1) r6 (b, c) r7 (b, c+1), xp r8, wa r9, wb r10 */
+__asm__(TL_ASM_MACROS
+        ".macro TL_PW_GROUP\n"
+        "  ldmia  r8!, {r0, r1, r2, r3}\n"
+        "  ldr    r11, [r9], #4\n"
+        "  sxtb16 r12, r11\n"
+        "  sxtb16 r11, r11, ror #8\n"
+        "  smlad  r4, r0, r12, r4\n"
+        "  smlad  r4, r1, r11, r4\n"
+        "  smlad  r6, r2, r12, r6\n"
+        "  smlad  r6, r3, r11, r6\n"
+        "  ldr    r11, [r10], #4\n"
+        "  sxtb16 r12, r11\n"
+        "  sxtb16 r11, r11, ror #8\n"
+        "  smlad  r5, r0, r12, r5\n"
+        "  smlad  r5, r1, r11, r5\n"
+        "  smlad  r7, r2, r12, r7\n"
+        "  smlad  r7, r3, r11, r7\n"
+        ".endm\n"
+        /* frame: [0] xw [4] rq [8] cb [12] oa [16] oc [20] lo4 [24] hi4 [28] rend */
+        ".macro TL_PW_PAIRS name, dbl\n"
+        "  .section .text.\\name,\"ax\",%progbits\n"
+        "  .global \\name\n"
+        "  .type \\name, %function\n"
+        "  .thumb_func\n"
+        "  .p2align 2\n"
+        "\\name:\n"
+        "  push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
+        "  sub    sp, sp, #32\n"
+        "  ldmia  r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
+        "  stmia  sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
+        "  ldmia  r0, {r9, lr}\n"             /* wa, xend */
+        "1:\n"                                  /* a channel pair */
+        "  ldr    r12, [sp, #8]\n"
+        "  ldmia  r12!, {r4, r5}\n"
+        "  str    r12, [sp, #8]\n"
+        "  mov    r6, r4\n"
+        "  mov    r7, r5\n"
+        "  ldr    r8, [sp, #0]\n"
+        "  sub    r12, lr, r8\n"                /* 4 ic */
+        "  add    r10, r9, r12, lsr #2\n"       /* wb = wa + ic */
+        "  tst    r12, #16\n"                   /* an odd group count enters at 3 */
+        "  bne    3f\n"
+        "2:\n"
+        "  TL_PW_GROUP\n"
+        "3:\n"
+        "  TL_PW_GROUP\n"
+        "  cmp    r8, lr\n"
+        "  bne    2b\n"
+        "  mov    r9, r10\n"                    /* wb ended at the next pair's first row */
+        "  ldr    r12, [sp, #4]\n"
+        "  ldmia  r12!, {r0, r1, r2, r3}\n"
+        "  TL_ASM_RQ r4, \\dbl, r3\n"
+        "  TL_ASM_RQ r6, \\dbl, r3\n"
+        "  ldmia  r12!, {r0, r1, r2, r3}\n"
+        "  TL_ASM_RQ r5, \\dbl, r3\n"
+        "  TL_ASM_RQ r7, \\dbl, r3\n"
+        "  str    r12, [sp, #4]\n"
+        "  TL_ASM_PACK4 20\n"
+        "  ldrd   r2, r3, [sp, #12]\n"
+        "  lsr    r1, r4, #16\n"
+        "  strh   r1, [r2, r3]\n"               /* pixel b */
+        "  strh   r4, [r2], #2\n"               /* pixel a */
+        "  str    r2, [sp, #12]\n"
+        "  ldr    r0, [sp, #28]\n"
+        "  cmp    r12, r0\n"
+        "  bne    1b\n"
+        "  add    sp, sp, #32\n"
+        "  pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
+        "  .size \\name, . - \\name\n"
+        "  .text\n"
+        ".endm\n"
+        "TL_PW_PAIRS tl_pw_pairs_dbl, 1\n"
+        "TL_PW_PAIRS tl_pw_pairs_single, 0\n"
+        ".purgem TL_PW_GROUP\n"
+        ".purgem TL_PW_PAIRS\n"
+        TL_ASM_PURGE);
+
 /* Input channels [k0, k0 + kn) of the pixel pair (xa, xb) against the block's nc channels. The
  * widened pair is kept to TL_PW_WIDE channels to bound the stack (this frame is on the deepest
  * call chain, under conv_patches); wider inputs are taken in chunks whose partial sums wait in
@@ -324,7 +428,26 @@ static inline __attribute__((always_inline)) void pw_dsp_body(const tl_conv_para
     filter += c0 * ic;
     out += c0;
     int32_t px = 0;
-    if (ic <= TL_PW_WIDE) {
+    if (all_fast && ic <= TL_PW_WIDE && (ic & 3) == 0 && (nc & 1) == 0 && ic > 0) {
+        pw_pairs_args a = {xw, rq, cb, NULL, oc, tl_bytes4(lo), tl_bytes4(hi), rq + nc, filter, xw + ic};
+        for (; px + 1 < pixels; px += 2) {
+            const int8_t *xa = in + px * ic, *xb = xa + ic;
+            for (int32_t g = 0; g < ic; g += 4) {
+                const uint32_t va = read_s8x4(xa + g), vb = read_s8x4(xb + g);
+                xw[g] = (int32_t)__sxtb16(va);
+                xw[g + 1] = tl_sxtb16_ror8(va);
+                xw[g + 2] = (int32_t)__sxtb16(vb);
+                xw[g + 3] = tl_sxtb16_ror8(vb);
+            }
+            a.rq = rq;
+            a.cb = cb;
+            a.oa = out + px * oc;
+            if (all_fast == PW_FAST_DOUBLE)
+                tl_pw_pairs_dbl(&a);
+            else
+                tl_pw_pairs_single(&a);
+        }
+    } else if (ic <= TL_PW_WIDE) {
         for (; px + 1 < pixels; px += 2)
             pw_pair_chunk(p, shift, rq, cb, ic, 0, ic, oc, nc, in + px * ic, filter, out + px * oc, xw, NULL,
                           sg, lo, hi, 1, 1, all_fast);
