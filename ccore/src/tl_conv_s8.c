@@ -11,6 +11,7 @@
 #else
 #define TL_CONV_PATCH 512
 #endif
+#define TL_CONV_FPAD 256 /* bytes of stack for a filter padded to whole words (TL_HAVE_DSP) */
 
 /* The row copy below where unaligned words are cheap (Cortex-M4 DSP builds, the host); the
  * portable firmware keeps the tap-by-tap loop. */
@@ -46,9 +47,25 @@ static int conv_patches(const tl_ctx *scratch, const tl_conv_params *p, const tl
     const int32_t ih = in_dims->h, iw = in_dims->w, ic = in_dims->c;
     const int32_t kh = filter_dims->h, kw = filter_dims->w;
     const int32_t oh = out_dims->h, ow = out_dims->w, oc = out_dims->c;
-    const int32_t K = kh * kw * ic;
-    if (K > TL_CONV_PATCH)
+    const int32_t taps = kh * kw * ic;
+    if (taps > TL_CONV_PATCH)
         return 0;
+    int32_t K = taps; /* bytes per patch */
+#if TL_HAVE_DSP
+    /* Patches padded to a multiple of four bytes (zeros, against zero weights in a padded copy of
+     * the filter), so tl_pwconv_s8 takes its assembly loop instead of a scalar tail per output:
+     * MobileNet's first layer, 27 taps -> 28, 8 x 28 bytes of filter. Zero times zero adds nothing,
+     * and the zero weights add nothing to zp sum(w): the same sums. */
+    int8_t fpad[TL_CONV_FPAD];
+    const int32_t K4 = (taps + 3) & ~3;
+    if (K4 != taps && oc * K4 <= TL_CONV_FPAD && K4 <= TL_CONV_PATCH) {
+        K = K4;
+        for (int32_t c = 0; c < oc; c++)
+            for (int32_t i = 0; i < K4; i++)
+                fpad[c * K4 + i] = i < taps ? filter[c * taps + i] : 0;
+        filter = fpad;
+    }
+#endif
     /* an even run: tl_pwconv_s8 takes pixels in pairs, an odd one goes through its slow path */
     const int32_t fit = TL_CONV_PATCH / K, run = fit > 1 ? fit & ~1 : fit;
     const int8_t zp = (int8_t)p->in_zp;
@@ -60,6 +77,8 @@ static int conv_patches(const tl_ctx *scratch, const tl_conv_params *p, const tl
             for (int32_t k = 0; k < n; k++) {
                 const int32_t x0 = (ox0 + k) * p->stride_w - p->pad_left;
                 int8_t *dst = patch + k * K;
+                for (int32_t i = taps; i < K; i++)
+                    dst[i] = 0;
                 for (int32_t fy = 0; fy < kh; fy++) {
                     const int32_t y = y0 + fy;
 #if TL_CONV_ROW_COPY
