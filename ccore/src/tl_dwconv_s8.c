@@ -226,6 +226,10 @@ static inline __attribute__((always_inline)) void dw_block_body(const tl_conv_pa
             }
         }
         for (int32_t ox = 0; ox < ow; ox++) {
+            if (row_run && n4 == nc && ox == ox_lo) { /* the run took every channel of these */
+                ox = ox_hi - 1;
+                continue;
+            }
             const int32_t x0 = ox * p->stride_w - p->pad_left;
             const int32_t fx0 = TL_MAX(0, -x0), fx1 = TL_MIN(kw, iw - x0);
             const int8_t *xp0 = in + ((y0 + fy0) * iw + x0 + fx0) * ch;

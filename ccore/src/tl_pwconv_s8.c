@@ -258,8 +258,9 @@ typedef struct {
     uint32_t lo4, hi4;  /* the activation range in every byte */
     const tl_rq *rend;  /* rq + nc */
     const int8_t *w;    /* the block's first weight row (rows adjacent, ic bytes each) */
+    const int8_t *xa;   /* pixel a's input (pixel b's: xa + ic), widened into xw first */
     const int32_t *xend; /* xw + ic */
-} pw_pairs_args;
+} pw_pairs_args;       /* (w, xa, xend: LDM fills r9, r12, lr in that order) */
 
 void tl_pw_pairs_dbl(const pw_pairs_args *a);    /* double rounding (TFLite's) */
 void tl_pw_pairs_single(const pw_pairs_args *a); /* single rounding */
@@ -295,7 +296,20 @@ __asm__(TL_ASM_MACROS
         "  sub    sp, sp, #32\n"
         "  ldmia  r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
         "  stmia  sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
-        "  ldmia  r0, {r9, lr}\n"             /* wa, xend */
+        "  ldmia  r0, {r9, r12, lr}\n"        /* wa, xa, xend */
+        "  mov    r8, r1\n"                    /* the pixel pair widened: xw[4g..4g+3] = */
+        "  sub    r10, lr, r8\n"               /* SXTB16 of pixel a's word g, the same ROR 8, */
+        "  add    r10, r12, r10, lsr #2\n"     /* then pixel b's (xb = xa + ic) */
+        "0:\n"
+        "  ldr    r11, [r12], #4\n"
+        "  ldr    r4, [r10], #4\n"
+        "  sxtb16 r0, r11\n"
+        "  sxtb16 r1, r11, ror #8\n"
+        "  sxtb16 r2, r4\n"
+        "  sxtb16 r3, r4, ror #8\n"
+        "  stmia  r8!, {r0, r1, r2, r3}\n"
+        "  cmp    r8, lr\n"
+        "  bne    0b\n"
         "1:\n"                                  /* a channel pair */
         "  ldr    r12, [sp, #8]\n"
         "  ldmia  r12!, {r4, r5}\n"
@@ -305,11 +319,19 @@ __asm__(TL_ASM_MACROS
         "  ldr    r8, [sp, #0]\n"
         "  sub    r12, lr, r8\n"                /* 4 ic */
         "  add    r10, r9, r12, lsr #2\n"       /* wb = wa + ic */
-        "  tst    r12, #16\n"                   /* an odd group count enters at 3 */
-        "  bne    3f\n"
+        "  ands   r12, r12, #48\n"              /* 16 (groups mod 4): four per pass, */
+        "  beq    2f\n"                         /* the rest entering part way */
+        "  cmp    r12, #32\n"
+        "  beq    4f\n"
+        "  bhi    3f\n"
+        "  b      5f\n"
         "2:\n"
         "  TL_PW_GROUP\n"
         "3:\n"
+        "  TL_PW_GROUP\n"
+        "4:\n"
+        "  TL_PW_GROUP\n"
+        "5:\n"
         "  TL_PW_GROUP\n"
         "  cmp    r8, lr\n"
         "  bne    2b\n"
@@ -429,16 +451,9 @@ static inline __attribute__((always_inline)) void pw_dsp_body(const tl_conv_para
     out += c0;
     int32_t px = 0;
     if (all_fast && ic <= TL_PW_WIDE && (ic & 3) == 0 && (nc & 1) == 0 && ic > 0) {
-        pw_pairs_args a = {xw, rq, cb, NULL, oc, tl_bytes4(lo), tl_bytes4(hi), rq + nc, filter, xw + ic};
+        pw_pairs_args a = {xw, rq, cb, NULL, oc, tl_bytes4(lo), tl_bytes4(hi), rq + nc, filter, NULL, xw + ic};
         for (; px + 1 < pixels; px += 2) {
-            const int8_t *xa = in + px * ic, *xb = xa + ic;
-            for (int32_t g = 0; g < ic; g += 4) {
-                const uint32_t va = read_s8x4(xa + g), vb = read_s8x4(xb + g);
-                xw[g] = (int32_t)__sxtb16(va);
-                xw[g + 1] = tl_sxtb16_ror8(va);
-                xw[g + 2] = (int32_t)__sxtb16(vb);
-                xw[g + 3] = tl_sxtb16_ror8(vb);
-            }
+            a.xa = in + px * ic;
             a.rq = rq;
             a.cb = cb;
             a.oa = out + px * oc;
