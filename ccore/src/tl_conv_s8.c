@@ -23,8 +23,11 @@
 static inline void copy_small(int8_t *d, const int8_t *s, int32_t n)
 {
     int32_t i = 0;
-    for (; i + 3 < n; i += 4)
+    for (; i + 3 < n; i += 4) {
         __builtin_memcpy(d + i, s + i, 4);
+        __asm__("" : : : "memory"); /* keeps gcc from making the loop a memcpy call (~40 instructions
+                                      * for MobileNet's 9-byte rows) */
+    }
     if (n & 2) {
         __builtin_memcpy(d + i, s + i, 2);
         i += 2;
