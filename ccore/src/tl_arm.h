@@ -153,7 +153,11 @@ static inline uint64_t tl_arm_umulh64(uint64_t a, uint64_t b)
  *                            2^31), else single (sign = 0). Clobbers r8, r11.
  *   TL_ASM_PACK4 off         r4..r7 saturated to int8 (SSAT), packed into r4 (r4 the low byte),
  *                            then every byte clamped to [lo, hi] with lo4, hi4 read from
- *                            [sp, #off] (tl_clamp_s8x4). Clobbers r0, r1, r8. */
+ *                            [sp, #off] (tl_clamp_s8x4). Clobbers r0, r1, r8.
+ *   TL_ASM_ENTER name        a global Thumb function void name(const args *a), in its own section
+ *                            (--gc-sections): saves r4-r11 and lr, copies the first eight words of
+ *                            *a to a frame at [sp, #0..28] and leaves r0 at the ninth;
+ *   TL_ASM_LEAVE name        its return. */
 #define TL_ASM_MACROS                                                                                     \
     ".syntax unified\n"                                                                                   \
     ".thumb\n"                                                                                            \
@@ -183,7 +187,25 @@ static inline uint64_t tl_arm_umulh64(uint64_t a, uint64_t b)
     "  sel    r4, r4, r0\n"                                                                               \
     "  ssub8  r8, r1, r4\n"                                                                               \
     "  sel    r4, r4, r1\n"                                                                               \
+    ".endm\n"                                                                                             \
+    ".macro TL_ASM_ENTER name\n"                                                                          \
+    "  .section .text.\\name,\"ax\",%progbits\n"                                                          \
+    "  .global \\name\n"                                                                                  \
+    "  .type \\name, %function\n"                                                                         \
+    "  .thumb_func\n"                                                                                     \
+    "  .p2align 2\n"                                                                                      \
+    "\\name:\n"                                                                                           \
+    "  push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"                                                   \
+    "  sub    sp, sp, #32\n"                                                                              \
+    "  ldmia  r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n"                                                    \
+    "  stmia  sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n"                                                     \
+    ".endm\n"                                                                                             \
+    ".macro TL_ASM_LEAVE name\n"                                                                          \
+    "  add    sp, sp, #32\n"                                                                              \
+    "  pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"                                                   \
+    "  .size \\name, . - \\name\n"                                                                        \
+    "  .text\n"                                                                                           \
     ".endm\n"
-#define TL_ASM_PURGE ".purgem TL_ASM_RQ\n.purgem TL_ASM_PACK4\n"
+#define TL_ASM_PURGE ".purgem TL_ASM_RQ\n.purgem TL_ASM_PACK4\n.purgem TL_ASM_ENTER\n.purgem TL_ASM_LEAVE\n"
 
 #endif /* TL_ARM_H */

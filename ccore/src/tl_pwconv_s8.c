@@ -286,16 +286,7 @@ __asm__(TL_ASM_MACROS
         ".endm\n"
         /* frame: [0] xw [4] rq [8] cb [12] oa [16] oc [20] lo4 [24] hi4 [28] rend */
         ".macro TL_PW_PAIRS name, dbl\n"
-        "  .section .text.\\name,\"ax\",%progbits\n"
-        "  .global \\name\n"
-        "  .type \\name, %function\n"
-        "  .thumb_func\n"
-        "  .p2align 2\n"
-        "\\name:\n"
-        "  push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
-        "  sub    sp, sp, #32\n"
-        "  ldmia  r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
-        "  stmia  sp, {r1, r2, r3, r4, r5, r6, r7, r8}\n"
+        "  TL_ASM_ENTER \\name\n"
         "  ldmia  r0, {r9, r12, lr}\n"        /* wa, xa, xend */
         "  mov    r8, r1\n"                    /* the pixel pair widened: xw[4g..4g+3] = */
         "  sub    r10, lr, r8\n"               /* SXTB16 of pixel a's word g, the same ROR 8, */
@@ -353,10 +344,7 @@ __asm__(TL_ASM_MACROS
         "  ldr    r0, [sp, #28]\n"
         "  cmp    r12, r0\n"
         "  bne    1b\n"
-        "  add    sp, sp, #32\n"
-        "  pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
-        "  .size \\name, . - \\name\n"
-        "  .text\n"
+        "  TL_ASM_LEAVE \\name\n"
         ".endm\n"
         "TL_PW_PAIRS tl_pw_pairs_dbl, 1\n"
         "TL_PW_PAIRS tl_pw_pairs_single, 0\n"
