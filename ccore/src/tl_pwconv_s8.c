@@ -246,9 +246,10 @@ static inline __attribute__((always_inline)) void pw_dot2x2(const int32_t *xw, c
  * here it is ~50: the loop's state sits in a frame read with LDRD/LDM, the end of the widened
  * pair (xend) stays in lr, the channel constants are read four at a time (tl_rq is k, mult, rs:
  * one LDM), and the four outputs are packed into one word (BFI) and clamped with one SSUB8/SEL
- * pair. The arithmetic is pw_pair_chunk's, instruction for instruction: the same SMLADs in the
- * same order, tl_rq_fast_pos (k - [x < 0] 2^31 under double rounding, then SMLAL and the shift),
- * SSAT to int8, the bytewise clamp to [lo, hi]. */
+ * pair. It also widens the pixel pair first (SXTB16 of each word, four words stored by one STM)
+ * and runs the dot product four groups of four channels per pass. The arithmetic is
+ * pw_pair_chunk's: the same SMLADs in the same order, tl_rq_fast_pos (k - [x < 0] 2^31 under
+ * double rounding, then SMLAL and the shift), SSAT to int8, the bytewise clamp to [lo, hi]. */
 typedef struct {
     const int32_t *xw;  /* the widened pixel pair (pw_pair_chunk's layout), 4 words per group */
     const tl_rq *rq;    /* the block's channels, two per pass */
