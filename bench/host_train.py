@@ -108,12 +108,13 @@ def tinylls_setup(n: int):
     return fresh, xs, ys
 
 
-def bench_tinylls(n: int, threads: int, reps: int) -> dict:
+def bench_tinylls(data, threads: int, reps: int) -> dict:
     from host.core import CModel
     from host.csrc import runner
     from host.model import weights_sha256
 
-    fresh, xs, ys = tinylls_setup(n)
+    fresh, xs, ys = data
+    n = len(ys)
     out = {}
     hashes = {}
     for t in (1, threads):
@@ -249,8 +250,8 @@ def torch_setup(batch: int, threads: int):
     return step, torch
 
 
-def bench_torch(batch: int, iters: int, threads: int) -> dict | None:
-    setup = torch_setup(batch, threads)
+def bench_torch(setup, batch: int, iters: int, threads: int) -> dict | None:
+    """Best of three timed rounds of `iters` steps of torch_setup(batch, threads)'s network."""
     if setup is None:
         return None
     step, torch = setup
@@ -263,16 +264,16 @@ def bench_torch(batch: int, iters: int, threads: int) -> dict | None:
             "torch": torch.__version__, "threads": threads}
 
 
-def bench_paired(n: int, threads: int, pairs: int, torch_iters: int) -> dict | None:
+def bench_paired(data, torch32, threads: int, pairs: int, torch_iters: int) -> dict | None:
     """Rounds of one pipelined tinylls epoch and one PyTorch batch-32 round, back to back."""
     from host.core import CModel
     from host.csrc import runner
 
-    setup = torch_setup(32, threads)
-    if setup is None or pairs < 1:
+    if torch32 is None or pairs < 1:
         return None
-    step, _ = setup
-    fresh, xs, ys = tinylls_setup(n)
+    step, _ = torch32
+    fresh, xs, ys = data
+    n = len(ys)
     rounds = []
     for _ in range(pairs):
         cm = CModel(fresh(), seed=0)
@@ -301,11 +302,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
     jiffies0 = cpu_jiffies()
-    ours = bench_tinylls(args.samples, args.threads, args.reps)
+    data = tinylls_setup(args.samples)
+    ours = bench_tinylls(data, args.threads, args.reps)
     sim = None if args.no_simulate else bench_simulate(args.threads, args.reps)
-    b1 = bench_torch(1, args.torch_iters * 8, args.threads)
-    b32 = bench_torch(32, args.torch_iters, args.threads)
-    paired = bench_paired(args.samples, args.threads, args.pairs, args.torch_iters)
+    b1 = bench_torch(torch_setup(1, args.threads), 1, args.torch_iters * 8, args.threads)
+    torch32 = torch_setup(32, args.threads)
+    b32 = bench_torch(torch32, 32, args.torch_iters, args.threads)
+    paired = bench_paired(data, torch32, args.threads, args.pairs, args.torch_iters)
     best_ours = max(ours["one_core"]["img_per_s"], ours["pipelined"]["img_per_s"])
     out = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "simd": cpu_flags(),
