@@ -55,7 +55,7 @@ static inline void dw_store4(const tl_conv_params *p, const tl_rq *rq, const int
  * added to the same int32 sum as the reference, then tl_rq_fast_pos, SSAT, the clamp. */
 typedef struct {
     int32_t bi[4];   /* bias - zp sum(w) of the four channels */
-    int32_t pw[16];  /* tap pairs 0-3, four words each */
+    int32_t pairs[16]; /* tap pairs 0-3, four words each */
     int32_t t8[2];   /* tap (2,2): (w0, w2), (w1, w3) */
 } dw_group3;
 
@@ -183,7 +183,7 @@ static inline __attribute__((always_inline)) void dw_block_body(const tl_conv_pa
             }
             for (int32_t i = 0; i < 4; i++)
                 for (int32_t k = 0; k < 4; k++)
-                    g->pw[4 * i + k] = (int32_t)(((uint32_t)(uint16_t)filter[(2 * i) * ch + c + k]) |
+                    g->pairs[4 * i + k] = (int32_t)(((uint32_t)(uint16_t)filter[(2 * i) * ch + c + k]) |
                                                  ((uint32_t)(uint16_t)filter[(2 * i + 1) * ch + c + k] << 16));
             const uint32_t wv = read_s8x4(filter + 8 * ch + c);
             g->t8[0] = (int32_t)__sxtb16(wv);
